@@ -1,0 +1,35 @@
+"""The `responder` command line. Each sub-command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from responder import __version__
+from responder.cli import lab
+
+app = typer.Typer(
+    name="responder",
+    help="Security responder for WireGuard/nftables Zero Trust networks.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(lab.app, name="lab")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Security responder for WireGuard/nftables Zero Trust networks."""
+
+
+def main() -> None:
+    app()
