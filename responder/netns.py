@@ -45,7 +45,7 @@ class Namespace:
             max_workers=1, thread_name_prefix=f"netns-{path.name}", initializer=_enter, initargs=(path,)
         )
 
-    def socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    def open_socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
         """Create a socket inside the namespace (blocking call; fast)."""
         return self._worker.submit(socket.socket, family, kind).result(timeout=5)
 
