@@ -1,0 +1,62 @@
+"""Enforcement actions with concrete targets: what the decision point asks a hub to do.
+
+An `Action` names one hub and exactly the target its type needs; it is data, built by the decision
+point from the inventory and executed (and verified, and undone) by the enforcement point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from responder.core.identifiers import IPAddress, WireGuardKey
+
+
+class ActionType(StrEnum):
+    QUARANTINE = "quarantine"
+    """Add the address to a deny set (checked before established flows) with a kernel timeout."""
+    DELETE_ELEMENT = "delete_element"
+    """Delete the address from a tier set (e.g. admin_devices): it loses what that tier grants."""
+    ADD_ELEMENT = "add_element"
+    """Add the address to a set (the undo of delete_element, or an allow-listing)."""
+    REMOVE_PEER = "remove_peer"
+    """Remove the WireGuard peer from the hub: its tunnel stops at once."""
+    KILL_FLOWS = "kill_flows"
+    """Delete the conntrack entries of the address in both directions, so open sessions die."""
+    ROTATE_KEY = "rotate_key"
+    """Revoke the peer's public key for good; the device must re-enroll with a new key. Irreversible."""
+
+
+REVERSIBLE: frozenset[ActionType] = frozenset(
+    {ActionType.QUARANTINE, ActionType.DELETE_ELEMENT, ActionType.ADD_ELEMENT, ActionType.REMOVE_PEER}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    type: ActionType
+    hub: str
+    address: IPAddress | None = None
+    set_name: str | None = None
+    peer_key: WireGuardKey | None = None
+    ttl_s: int | None = None
+
+    def __post_init__(self) -> None:
+        needs_set = self.type in {ActionType.QUARANTINE, ActionType.DELETE_ELEMENT, ActionType.ADD_ELEMENT}
+        if needs_set and (self.set_name is None or self.address is None):
+            raise ValueError(f"{self.type} needs set_name and address")
+        if self.type is ActionType.KILL_FLOWS and self.address is None:
+            raise ValueError("kill_flows needs an address")
+        if self.type in {ActionType.REMOVE_PEER, ActionType.ROTATE_KEY} and self.peer_key is None:
+            raise ValueError(f"{self.type} needs peer_key")
+        if self.ttl_s is not None and self.ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+
+    @property
+    def reversible(self) -> bool:
+        return self.type in REVERSIBLE
+
+    def describe(self) -> str:
+        target = self.peer_key or f"{self.set_name or ''} {self.address or ''}".strip()
+        ttl = f" for {self.ttl_s}s" if self.ttl_s else ""
+        return f"{self.type} {target} on {self.hub}{ttl}"
