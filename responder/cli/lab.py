@@ -1,10 +1,124 @@
-"""`responder lab`: real hubs and peers in network namespaces, for tests and demos."""
+"""`responder lab`: real hubs in network namespaces, for tests and demos."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from responder.lab import Lab, LabError, LabStatus
+from responder.lab.lab import STATE_ROOT
+
 app = typer.Typer(
-    help="Build and inspect the local lab: real WireGuard hubs in network namespaces.",
+    help="Build and inspect the local lab: WireGuard hubs, peers and a management node, each in its own "
+    "network namespace. Needs root. Nothing is added to the machine's own network namespace.",
     no_args_is_help=True,
 )
+
+Prefix = Annotated[
+    str,
+    typer.Option(
+        "--prefix",
+        envvar="RESPONDER_LAB_PREFIX",
+        help="Name prefix of the lab's namespaces; labs with distinct prefixes coexist.",
+    ),
+]
+StateRoot = Annotated[Path, typer.Option("--state-root", help="Where labs keep keys, logs and inventory.")]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def up(
+    prefix: Prefix = "rsp",
+    hubs: Annotated[
+        int,
+        typer.Option("--hubs", min=1, max=200, help="Number of hubs (each with its own admin and app peer)."),
+    ] = 1,
+    state_root: StateRoot = STATE_ROOT,
+) -> None:
+    """Build the lab from scratch (a previous lab with the same prefix is removed first)."""
+    try:
+        lab = Lab(prefix, hubs, state_root)
+        asyncio.run(lab.up())
+    except (LabError, ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"lab {prefix!r} is up: {', '.join(lab.topology.names)}")
+    typer.echo(f"inventory: {lab.inventory_path}")
+
+
+@app.command()
+def down(prefix: Prefix = "rsp", state_root: StateRoot = STATE_ROOT) -> None:
+    """Remove every namespace, process, mount and file the lab created."""
+    if os.geteuid() != 0:
+        raise _fail(LabError("the lab needs root"))
+    lab = Lab(prefix, 1, state_root)
+    removed = asyncio.run(lab.down())
+    typer.echo(
+        f"lab {prefix!r}: removed {len(removed)} items" if removed else f"lab {prefix!r}: nothing to remove"
+    )
+
+
+def _render(status: LabStatus) -> str:
+    lines = [f"lab {status.prefix}: {'healthy' if status.healthy else 'UNHEALTHY'}"]
+    if status.missing:
+        lines.append(f"  missing nodes: {', '.join(status.missing)}")
+        return "\n".join(lines)
+    lines.append("handshakes (hub <- peer: age):")
+    for h in status.handshakes:
+        age = "never" if h.age_s is None else f"{h.age_s:.0f}s ago"
+        lines.append(f"  {h.hub} <- {h.peer}: {age}")
+    lines.append("reachability (real packets):")
+    width = max(len(p.check.label) for p in status.matrix)
+    for p in status.matrix:
+        mark = "ok  " if p.passed else "FAIL"
+        lines.append(
+            f"  {mark} {p.check.label:<{width}}  expect {p.check.expect:<5}  "
+            f"got {p.outcome:<9}  ({p.check.why})"
+        )
+    return "\n".join(lines)
+
+
+@app.command()
+def status(
+    prefix: Prefix = "rsp",
+    state_root: StateRoot = STATE_ROOT,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Handshake ages and the reachability matrix, checked with real packets. Exit 1 if unhealthy."""
+    try:
+        lab = Lab.existing(prefix, state_root)
+        result = asyncio.run(lab.status())
+    except (LabError, OSError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(json.dumps(result.as_dict(), indent=2) if as_json else _render(result))
+    if not result.healthy:
+        raise typer.Exit(1)
+
+
+@app.command(
+    "exec",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def exec_(
+    node: Annotated[str, typer.Argument(help="Node name: soc, hub1, admin1, app1, ...")],
+    command: Annotated[list[str], typer.Argument(help="The command, after `--`.")],
+    prefix: Prefix = "rsp",
+    state_root: StateRoot = STATE_ROOT,
+) -> None:
+    """Run a command inside a node, e.g. `responder lab exec hub1 -- wg show`."""
+    try:
+        lab = Lab.existing(prefix, state_root)
+        argv = lab.nsenter(node, *command)
+    except (LabError, KeyError) as exc:
+        raise _fail(exc) from exc
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)  # noqa: S606 - fixed argv, replaces this process so the command is interactive

@@ -1,0 +1,589 @@
+"""Build, inspect and tear down the lab: real hubs and peers in network namespaces.
+
+Every node is a network namespace (`<prefix>-<node>`) plus a private mount namespace in which
+/run/wireguard is the node's own directory, so several wireguard-go instances named `wg0` do not
+collide on their control sockets and `wg` inside a node talks to that node's interface. The nodes
+hang off a bridge in a switch namespace (`<prefix>-sw`). Nothing is ever created in the machine's root
+network namespace: links are created directly inside the lab's namespaces (`ip -n`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+from responder.core.identifiers import WireGuardKey
+from responder.inventory import HubSpec, Inventory, PeerSpec, SshEndpoint
+from responder.lab.process import CommandError, Result, run
+from responder.lab.ruleset import hub_ruleset
+from responder.lab.sshd import authorized_keys, sshd_config
+from responder.lab.topology import (
+    KEEPALIVE_S,
+    MANAGEMENT_ADDRESS,
+    UNDERLAY,
+    WG_PORT,
+    Check,
+    Expect,
+    Node,
+    Role,
+    Topology,
+    tunnel_network,
+)
+from responder.netns import Namespace
+
+STATE_ROOT = Path("/run/responder-lab")
+NETNS_DIR = Path("/run/netns")
+WG_RUN_DIR = Path("/run/wireguard")
+SSHD_PRIVSEP_DIR = Path("/run/sshd")
+REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "mount", "umount", "nft", "wg", "ping", "ssh-keygen")
+PROBE_TIMEOUT_S = 1.5
+
+
+class LabError(RuntimeError):
+    """The lab cannot be built or used; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    check: Check
+    outcome: str  # open | refused | dropped | reply | no reply | error: ...
+
+    @property
+    def passed(self) -> bool:
+        if self.check.expect is Expect.ALLOW:
+            return self.outcome in {"open", "reply"}
+        return self.outcome in {"dropped", "no reply"}
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    hub: str
+    peer: str
+    age_s: float | None  # None: never
+
+
+@dataclass(frozen=True, slots=True)
+class LabStatus:
+    prefix: str
+    nodes: tuple[str, ...]
+    missing: tuple[str, ...]
+    handshakes: tuple[Handshake, ...]
+    matrix: tuple[Probe, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.missing and all(p.passed for p in self.matrix)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "prefix": self.prefix,
+            "healthy": self.healthy,
+            "nodes": list(self.nodes),
+            "missing": list(self.missing),
+            "handshakes": [{"hub": h.hub, "peer": h.peer, "age_s": h.age_s} for h in self.handshakes],
+            "matrix": [
+                {
+                    "check": p.check.label,
+                    "expect": str(p.check.expect),
+                    "outcome": p.outcome,
+                    "passed": p.passed,
+                    "why": p.check.why,
+                }
+                for p in self.matrix
+            ],
+        }
+
+
+def _wg_keypair() -> tuple[str, str]:
+    key = X25519PrivateKey.generate()
+    private = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.b64encode(private).decode(), base64.b64encode(public).decode()
+
+
+def _write_secret(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+class Lab:
+    """One lab, named by its prefix. Several labs (e.g. two test runs) coexist under distinct prefixes."""
+
+    def __init__(self, prefix: str = "rsp", hubs: int = 1, state_root: Path = STATE_ROOT) -> None:
+        self.topology = Topology(prefix, hubs)
+        self.state_dir = state_root / prefix
+        self._daemons: list[subprocess.Popen[bytes]] = []
+
+    @classmethod
+    def existing(cls, prefix: str = "rsp", state_root: Path = STATE_ROOT) -> Lab:
+        """The lab `prefix` as `lab up` left it."""
+        meta = state_root / prefix / "lab.json"
+        try:
+            hubs = int(json.loads(meta.read_text())["hubs"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise LabError(f"lab {prefix!r} is not up (no {meta}); run `responder lab up`") from exc
+        return cls(prefix, hubs, state_root)
+
+    # -- where things are ---------------------------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return self.topology.prefix
+
+    def netns_path(self, node: str) -> Path:
+        self.topology.node(node)
+        return NETNS_DIR / self.topology.netns(node)
+
+    def node_dir(self, node: str) -> Path:
+        return self.state_dir / node
+
+    def _mount_ns(self, node: str) -> Path:
+        return self.state_dir / "ns" / node
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.state_dir / "inventory.yaml"
+
+    @property
+    def inventory(self) -> Inventory:
+        return Inventory.load(self.inventory_path)
+
+    def nsenter(self, node: str, *argv: str) -> list[str]:
+        """The argv that runs `argv` inside the node's network and mount namespaces."""
+        return [
+            "nsenter",
+            f"--net={self.netns_path(node)}",
+            f"--mount={self._mount_ns(node)}",
+            "--",
+            *argv,
+        ]
+
+    async def exec(
+        self, node: str, *argv: str, stdin: str | None = None, timeout: float = 10.0, check: bool = False
+    ) -> Result:
+        """Run a command inside a node (fixed argv, no shell)."""
+        return await run(*self.nsenter(node, *argv), stdin=stdin, timeout=timeout, check=check)
+
+    def namespace(self, node: str) -> Namespace:
+        """Open sockets from inside a node's network namespace. The caller closes it."""
+        return Namespace(self.netns_path(node))
+
+    # -- up -----------------------------------------------------------------------------------------
+
+    def _preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root: it creates network namespaces (run with sudo)")
+        missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+        if missing:
+            raise LabError(f"missing tools: {', '.join(missing)}; run `make install` as root")
+        if shutil.which("wireguard-go") is None and not Path("/sys/module/wireguard").exists():
+            raise LabError("no WireGuard: neither the kernel module nor wireguard-go; run `make install`")
+
+    def leftovers(self) -> list[str]:
+        """Namespaces of this prefix that exist now (after a crash, or a lab that is up)."""
+        if not NETNS_DIR.exists():
+            return []
+        return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(f"{self.prefix}-"))
+
+    async def up(self) -> None:
+        """Build the lab from scratch (removing leftovers of the same prefix first). On any failure the
+        partial lab is torn down before the error is raised."""
+        self._preflight()
+        if self.leftovers() or self.state_dir.exists():
+            await self.down()
+        try:
+            await self._build()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.down()
+            raise
+
+    async def _build(self) -> None:
+        topo = self.topology
+        self.state_dir.mkdir(parents=True, mode=0o700)
+        (self.state_dir / "lab.json").write_text(json.dumps({"prefix": topo.prefix, "hubs": topo.hubs}))
+        ns_dir = self.state_dir / "ns"
+        ns_dir.mkdir()
+        # Persistent mount namespaces are bound to files, which must sit on a private mount.
+        await run("mount", "--bind", str(ns_dir), str(ns_dir))
+        await run("mount", "--make-private", str(ns_dir))
+        WG_RUN_DIR.mkdir(mode=0o755, exist_ok=True)
+        SSHD_PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+
+        sw = topo.switch
+        await run("ip", "netns", "add", sw)
+        await run("ip", "-n", sw, "link", "set", "lo", "up")
+        await run("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
+        await run("ip", "-n", sw, "link", "set", "br0", "up")
+
+        keys = {n.name: _wg_keypair() for n in topo.nodes if n.role is not Role.SOC}
+        await self._gather(self._node(n) for n in topo.nodes)
+        await self._soc()
+        await self._gather(self._wireguard(n, keys) for n in topo.nodes if n.role is not Role.SOC)
+        await self._gather(self._hub_services(n) for n in topo.nodes if n.role is Role.HUB)
+        await self._gather(
+            self._spawn(n.name, "echo", *_python_module("responder.lab.echo"), *map(str, n.listens))
+            for n in topo.nodes
+            if n.listens and n.role is not Role.HUB
+        )
+        self._write_inventory(keys)
+        await self._wait_ready()
+
+    async def _gather(self, jobs: Iterable[Awaitable[None]]) -> None:
+        # Bounded: each job runs a handful of short commands; more at once only contends on the lock
+        # of the kernel's network namespace list.
+        limit = asyncio.Semaphore(6)
+
+        async def bounded(job: Awaitable[None]) -> None:
+            async with limit:
+                await job
+
+        async with asyncio.TaskGroup() as tg:
+            for job in jobs:
+                tg.create_task(bounded(job))
+
+    async def _node(self, node: Node) -> None:
+        ns, sw, name = self.topology.netns(node.name), self.topology.switch, node.name
+        node_dir = self.node_dir(name)
+        (node_dir / "wireguard").mkdir(parents=True, mode=0o700)
+        await run("ip", "netns", "add", ns)
+        await run("ip", "-n", ns, "link", "set", "lo", "up")
+        # Both ends are created inside lab namespaces: the root namespace never sees the link.
+        await run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", name, "netns", sw)
+        await run("ip", "-n", sw, "link", "set", name, "master", "br0", "up")
+        await run("ip", "-n", ns, "addr", "add", f"{node.underlay}/{UNDERLAY.prefixlen}", "dev", "eth0")
+        await run("ip", "-n", ns, "link", "set", "eth0", "up")
+        mnt = self._mount_ns(name)
+        mnt.touch()
+        await run("unshare", f"--mount={mnt}", "--propagation", "private", "true")
+        netns = f"--net={self.netns_path(name)}"
+        await run(
+            "nsenter", f"--mount={mnt}", "mount", "--bind", str(node_dir / "wireguard"), str(WG_RUN_DIR)
+        )
+        # sysfs shows the namespace of whoever mounts it: make /sys/class/net the node's own.
+        await run("nsenter", netns, f"--mount={mnt}", "mount", "-t", "sysfs", "sysfs", "/sys")
+
+    async def _soc(self) -> None:
+        key = self.node_dir("soc") / "id_ed25519"
+        await run(
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            f"responder@{self.prefix}-soc",
+            "-f",
+            str(key),
+        )
+
+    async def _wireguard(self, node: Node, keys: dict[str, tuple[str, str]]) -> None:
+        name, topo = node.name, self.topology
+        ns = topo.netns(name)
+        key_file = self.node_dir(name) / "wg.key"
+        _write_secret(key_file, keys[name][0] + "\n")
+        kernel = await run("ip", "-n", ns, "link", "add", "wg0", "type", "wireguard", check=False)
+        if not kernel.ok:
+            await self._spawn(name, "wireguard-go", "wireguard-go", "-f", "wg0")
+            sock = self.node_dir(name) / "wireguard" / "wg0.sock"
+            await _wait_for(sock.exists, 5.0, f"wireguard-go on {name} did not start")
+        net = tunnel_network(node.index)
+        assert node.tunnel is not None  # noqa: S101 - every non-soc node has a tunnel address
+        await run("ip", "-n", ns, "addr", "add", f"{node.tunnel}/{net.prefixlen}", "dev", "wg0")
+        await run("ip", "-n", ns, "link", "set", "wg0", "up")
+        argv = ["wg", "set", "wg0", "private-key", str(key_file)]
+        if node.role is Role.HUB:
+            argv += ["listen-port", str(WG_PORT)]
+            for peer in topo.peers_of(node):
+                argv += ["peer", keys[peer.name][1], "allowed-ips", f"{peer.tunnel}/32"]
+                argv += ["persistent-keepalive", str(KEEPALIVE_S)]
+        else:
+            hub = topo.hub_of(node)
+            argv += ["peer", keys[hub.name][1], "endpoint", f"{hub.underlay}:{WG_PORT}"]
+            argv += ["allowed-ips", str(net), "persistent-keepalive", str(KEEPALIVE_S)]
+        await self.exec(name, *argv, check=True)
+
+    async def _hub_services(self, hub: Node) -> None:
+        name, topo = hub.name, self.topology
+        node_dir = self.node_dir(name)
+        peers = topo.peers_of(hub)
+        ruleset = hub_ruleset(
+            interface="wg0",
+            admin_devices=[p.tunnel for p in peers if p.role is Role.ADMIN and p.tunnel],
+            app_servers=[p.tunnel for p in peers if p.role is Role.APP and p.tunnel],
+            management=MANAGEMENT_ADDRESS,
+        )
+        (node_dir / "ruleset.nft").write_text(ruleset)
+        await self.exec(name, "sysctl", "-qw", "net.ipv4.ip_forward=1", check=True)
+        await self.exec(name, "nft", "-f", str(node_dir / "ruleset.nft"), check=True)
+
+        host_key = node_dir / "ssh_host_ed25519_key"
+        await run(
+            "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.prefix}-{name}", "-f", str(host_key)
+        )
+        client_pub = (self.node_dir("soc") / "id_ed25519.pub").read_text().strip()
+        (node_dir / "authorized_keys").write_text(
+            authorized_keys(client_pub, management=str(MANAGEMENT_ADDRESS))
+        )
+        config = node_dir / "sshd_config"
+        config.write_text(
+            sshd_config(node_dir=node_dir, host_key=host_key, authorized_keys=node_dir / "authorized_keys")
+        )
+        sshd = shutil.which("sshd", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/sshd"
+        await self.exec(name, sshd, "-t", "-f", str(config), check=True)
+        await self._spawn(name, "sshd", sshd, "-D", "-e", "-f", str(config))
+        await self._spawn(name, "echo", *_python_module("responder.lab.echo"), *map(str, hub.listens))
+
+    async def _spawn(self, node: str, name: str, *argv: str) -> None:
+        """Start a long-running process inside a node; it outlives this command (own session)."""
+        log = (self.node_dir(node) / f"{name}.log").open("ab")
+        env = {**os.environ, "WG_PROCESS_FOREGROUND": "1"}
+        with log:
+            proc = subprocess.Popen(  # noqa: ASYNC220 - fork/exec returns at once; the child runs on
+                self.nsenter(node, *argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env=env,
+            )
+        self._daemons.append(proc)
+        (self.node_dir(node) / f"{name}.pid").write_text(f"{proc.pid}\n")
+        await asyncio.sleep(0)
+        if proc.poll() is not None:
+            raise LabError(f"{name} on {node} exited at once; see {self.node_dir(node) / f'{name}.log'}")
+
+    def _write_inventory(self, keys: dict[str, tuple[str, str]]) -> None:
+        topo = self.topology
+        soc_key = self.node_dir("soc") / "id_ed25519"
+        hubs, peers = [], []
+        for node in topo.nodes:
+            if node.role is Role.HUB:
+                host_key = (self.node_dir(node.name) / "ssh_host_ed25519_key.pub").read_text()
+                hubs.append(
+                    HubSpec(
+                        name=node.name,
+                        ssh=SshEndpoint(
+                            host=str(node.underlay),
+                            user="root",
+                            host_key=host_key,
+                            client_key=soc_key,
+                            netns=self.netns_path("soc"),
+                        ),
+                        tunnel_network=tunnel_network(node.index),
+                        address=node.tunnel,
+                    )
+                )
+            elif node.role in {Role.ADMIN, Role.APP}:
+                peers.append(
+                    PeerSpec(
+                        name=node.name,
+                        hub=topo.hub_of(node).name,
+                        public_key=WireGuardKey(keys[node.name][1]),
+                        tunnel_ip=node.tunnel,
+                        sets=node.sets,
+                        owner=node.owner,
+                        device=node.name,
+                    )
+                )
+        inventory = Inventory(
+            hubs=tuple(hubs), peers=tuple(peers), management_addresses=(MANAGEMENT_ADDRESS,)
+        )
+        self.inventory_path.write_text(inventory.to_yaml())
+
+    async def _wait_ready(self) -> None:
+        hubs = [n for n in self.topology.nodes if n.role is Role.HUB]
+        with self.namespace("soc") as soc:
+
+            async def sshd_answers(hub: Node) -> None:
+                deadline = time.monotonic() + 10
+                while True:
+                    try:
+                        async with asyncio.timeout(PROBE_TIMEOUT_S):
+                            sock = await soc.connect(str(hub.underlay), 22)
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise LabError(f"sshd on {hub.name} does not answer") from None
+                        await asyncio.sleep(0.05)
+                    else:
+                        sock.close()
+                        return
+
+            async with asyncio.TaskGroup() as tg:
+                for hub in hubs:
+                    tg.create_task(sshd_answers(hub))
+
+        async def handshakes_done() -> bool:
+            return all(h.age_s is not None for h in await self.handshakes())
+
+        deadline = time.monotonic() + 15
+        while not await handshakes_done():
+            if time.monotonic() > deadline:
+                raise LabError("WireGuard handshakes did not complete within 15 s")
+            await asyncio.sleep(0.1)
+
+    # -- status ---------------------------------------------------------------------------------------
+
+    async def handshakes(self) -> list[Handshake]:
+        names = {}
+        for p in self.inventory.peers:
+            names[str(p.public_key)] = p.name
+        out: list[Handshake] = []
+        now = time.time()
+        for hub in (n for n in self.topology.nodes if n.role is Role.HUB):
+            result = await self.exec(hub.name, "wg", "show", "wg0", "latest-handshakes", check=True)
+            for line in result.stdout.splitlines():
+                key, _, stamp = line.partition("\t")
+                ts = int(stamp or 0)
+                out.append(Handshake(hub.name, names.get(key, key), None if ts == 0 else max(0.0, now - ts)))
+        return out
+
+    async def probe(self, check: Check, namespaces: dict[str, Namespace] | None = None) -> Probe:
+        """Send real packets for one check."""
+        if check.proto == "icmp":
+            result = await run(
+                "nsenter", f"--net={self.netns_path(check.src)}", "ping", "-c", "1", "-W", "1", "-q",
+                str(check.address), check=False, timeout=5,
+            )  # fmt: skip
+            return Probe(check, "reply" if result.ok else "no reply")
+        assert check.port is not None  # noqa: S101 - tcp checks carry a port
+        own = namespaces is None
+        ns = self.namespace(check.src) if namespaces is None else namespaces[check.src]
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                sock = await ns.connect(str(check.address), check.port)
+            sock.close()
+            outcome = "open"
+        except ConnectionRefusedError:
+            outcome = "refused"
+        except TimeoutError:
+            outcome = "dropped"
+        except OSError as exc:
+            outcome = f"error: {exc.strerror or exc}"
+        finally:
+            if own:
+                ns.close()
+        return Probe(check, outcome)
+
+    async def matrix(self, checks: Iterable[Check] | None = None) -> tuple[Probe, ...]:
+        checks = tuple(self.topology.matrix() if checks is None else checks)
+        namespaces = {c.src: self.namespace(c.src) for c in checks if c.proto == "tcp"}
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self.probe(c, namespaces)) for c in checks]
+        finally:
+            for ns in namespaces.values():
+                ns.close()
+        return tuple(t.result() for t in tasks)
+
+    async def status(self) -> LabStatus:
+        present = set(self.leftovers())
+        missing = tuple(n for n in self.topology.names if self.topology.netns(n) not in present)
+        if missing:
+            return LabStatus(self.prefix, self.topology.names, missing, (), ())
+        return LabStatus(
+            self.prefix, self.topology.names, (), tuple(await self.handshakes()), await self.matrix()
+        )
+
+    # -- down -----------------------------------------------------------------------------------------
+
+    async def down(self) -> list[str]:
+        """Remove every namespace, process, mount and file of this prefix. Safe to run at any point,
+        including after a crash halfway through `up`. Returns what it removed."""
+        removed: list[str] = []
+        namespaces = self.leftovers()
+        pids: set[int] = set()
+        for ns in namespaces:
+            result = await run("ip", "netns", "pids", ns, check=False)
+            pids.update(int(p) for p in result.stdout.split())
+        pids.update(self._recorded_pids())
+        await _terminate(pids)
+        for proc in self._daemons:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0)
+        self._daemons.clear()
+        removed += [f"process {p}" for p in sorted(pids)]
+        ns_dir = self.state_dir / "ns"
+        if ns_dir.exists():
+            for mnt in ns_dir.iterdir():
+                await run("umount", "--lazy", str(mnt), check=False)
+            await run("umount", "--lazy", str(ns_dir), check=False)
+        for ns in namespaces:
+            await run("ip", "netns", "delete", ns, check=False)
+            removed.append(f"netns {ns}")
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+            removed.append(f"dir {self.state_dir}")
+        return removed
+
+    def _recorded_pids(self) -> set[int]:
+        pids: set[int] = set()
+        if not self.state_dir.exists():
+            return pids
+        for pid_file in self.state_dir.glob("*/*.pid"):
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(pid_file.read_text().strip())
+                if _belongs_to_lab(pid, self.state_dir):
+                    pids.add(pid)
+        return pids
+
+
+def _python_module(module: str) -> tuple[str, ...]:
+    import sys  # noqa: PLC0415 - only the lab needs the interpreter path
+
+    return (sys.executable, "-m", module)
+
+
+def _belongs_to_lab(pid: int, state_dir: Path) -> bool:
+    """A recorded pid may have been reused by an unrelated process: only kill one whose command line
+    still points into this lab."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return str(state_dir) in cmdline or "wireguard-go" in cmdline
+
+
+async def _terminate(pids: set[int]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = {p for p in pids if _alive(p)}
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 3
+        while any(_alive(p) for p in alive) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise LabError(message)
+        await asyncio.sleep(0.02)
+
+
+__all__ = ["CommandError", "Handshake", "Lab", "LabError", "LabStatus", "Probe"]

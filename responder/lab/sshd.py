@@ -1,0 +1,39 @@
+"""OpenSSH server configuration for a lab hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def sshd_config(*, node_dir: Path, host_key: Path, authorized_keys: Path) -> str:
+    """A locked-down sshd: keys only, no forwarding, host key and state in the lab's own directory.
+
+    MaxSessions stays at OpenSSH's default (10) so the enforcement point is tested against the limit real
+    hubs have.
+    """
+    return f"""\
+Port 22
+ListenAddress 0.0.0.0
+HostKey {host_key}
+PidFile {node_dir / "sshd.pid"}
+AuthorizedKeysFile {authorized_keys}
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowTcpForwarding no
+AllowAgentForwarding no
+X11Forwarding no
+PermitTunnel no
+PrintMotd no
+LogLevel VERBOSE
+"""
+
+
+def authorized_keys(client_public_key: str, *, management: str) -> str:
+    """The responder's key, accepted only from the management address."""
+    return (
+        f'from="{management}",no-port-forwarding,no-agent-forwarding,no-X11-forwarding {client_public_key}\n'
+    )
