@@ -407,26 +407,32 @@ class Lab:
         self.inventory_path.write_text(inventory.to_yaml())
 
     async def _wait_ready(self) -> None:
-        hubs = [n for n in self.topology.nodes if n.role is Role.HUB]
-        with self.namespace("soc") as soc:
+        """Every listener answers (sshd seen from the management node, echo services locally)."""
+        waits = [("soc", str(n.underlay), 22) for n in self.topology.nodes if n.role is Role.HUB]
+        waits += [(n.name, "127.0.0.1", port) for n in self.topology.nodes for port in n.listens]
+        namespaces = {node: self.namespace(node) for node, _, _ in waits}
 
-            async def sshd_answers(hub: Node) -> None:
-                deadline = time.monotonic() + 10
-                while True:
-                    try:
-                        async with asyncio.timeout(PROBE_TIMEOUT_S):
-                            sock = await soc.connect(str(hub.underlay), 22)
-                    except OSError:
-                        if time.monotonic() > deadline:
-                            raise LabError(f"sshd on {hub.name} does not answer") from None
-                        await asyncio.sleep(0.05)
-                    else:
-                        sock.close()
-                        return
+        async def answers(node: str, host: str, port: int) -> None:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    async with asyncio.timeout(PROBE_TIMEOUT_S):
+                        sock = await namespaces[node].connect(host, port)
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise LabError(f"nothing answers on {host}:{port} from {node}") from None
+                    await asyncio.sleep(0.05)
+                else:
+                    sock.close()
+                    return
 
+        try:
             async with asyncio.TaskGroup() as tg:
-                for hub in hubs:
-                    tg.create_task(sshd_answers(hub))
+                for node, host, port in waits:
+                    tg.create_task(answers(node, host, port))
+        finally:
+            for ns in namespaces.values():
+                ns.close()
 
         async def handshakes_done() -> bool:
             return all(h.age_s is not None for h in await self.handshakes())
