@@ -23,16 +23,16 @@ run: install
 	$(BIN)/responder lab status
 
 lint: install
-	$(BIN)/ruff check responder tests bench
-	$(BIN)/ruff format --check responder tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest
 
 format: install
-	$(BIN)/ruff format responder tests bench
-	$(BIN)/ruff check --fix responder tests bench
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 lab-down: install
 	$(BIN)/responder lab down
