@@ -1,0 +1,141 @@
+"""Service configuration: a YAML file, every field overridable by a `RESPONDER_*` environment variable.
+
+Precedence (highest first): command-line options, environment, the YAML file, the embedded default.
+Nested fields use `__` in the environment (`RESPONDER_KAFKA__BOOTSTRAP_SERVERS`). Secrets come from the
+environment or from files (`RESPONDER_OKTA_SECRET` or `RESPONDER_OKTA_SECRET_FILE`) and are `SecretStr`:
+they never appear in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Self, cast
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_LAB_INVENTORY = Path("/run/responder-lab/rsp/inventory.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Listen(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+
+
+class KafkaTopic(_Section):
+    name: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    format: str = Field(
+        min_length=1, description="A connector in connectors/ (wazuh, elastic, ocsf, splunk, ...)"
+    )
+
+
+class Kafka(_Section):
+    bootstrap_servers: str = Field(min_length=1)
+    group_id: str = "responder"
+    topics: tuple[KafkaTopic, ...] = ()
+    dead_letter_topic: str = "responder.dead-letter"
+    ingest_topic: str | None = Field(
+        default=None, description="Publish webhook events here, keyed by subject, to scale out"
+    )
+    max_in_flight: int = Field(default=1000, ge=1)
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+
+
+class Ssf(_Section):
+    issuer: str
+    audience: str
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        if (self.jwks_file is None) == (self.jwks_url is None):
+            raise ValueError("set exactly one of jwks_file and jwks_url")
+        return self
+
+
+class Limits(_Section):
+    actions_per_minute: int = Field(default=120, ge=1)
+    actions_per_minute_per_rule: int = Field(default=30, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RESPONDER_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    listen: Listen = Listen()
+    inventory: Path | None = Field(
+        default=None, description="Hub inventory; default: the local lab's, or dry-run where there is none"
+    )
+    rules: tuple[Path, ...] = (Path("rules"),)
+    journal: str = Field(
+        default="sqlite:///var/lib/responder/journal.db",
+        description="sqlite:///PATH (embedded) or postgresql://... (several instances)",
+    )
+    kafka: Kafka | None = None
+    ssf: Ssf | None = None
+    dry_run: bool = False
+    limits: Limits = Limits()
+    reconcile_interval_s: float = Field(default=30.0, gt=0)
+
+    okta_secret: SecretStr | None = None
+    okta_secret_file: Path | None = None
+    entra_client_state: SecretStr | None = None
+    entra_client_state_file: Path | None = None
+    admin_token: SecretStr | None = None
+    admin_token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> Self:
+        for name in ("okta_secret", "entra_client_state", "admin_token"):
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is not None:
+                if getattr(self, name) is not None:
+                    raise ValueError(f"set {name} or {name}_file, not both")
+                try:
+                    value = path.read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise ValueError(f"{name}_file {path}: {exc.strerror}") from None
+                if not value:
+                    raise ValueError(f"{name}_file {path} is empty")
+                object.__setattr__(self, name, SecretStr(value))
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("yaml_file"):
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from `config` (YAML), the environment and `overrides` (command-line options)."""
+    cls: type[Settings] = Settings
+    if config is not None:
+        if not config.is_file():
+            raise FileNotFoundError(f"config file {config} does not exist")
+        # A subclass per file: pydantic-settings reads the YAML path from the class's model_config.
+        config_dict = {**Settings.model_config, "yaml_file": config}
+        cls = cast("type[Settings]", type("Settings", (Settings,), {"model_config": config_dict}))
+    return cls(**{k: v for k, v in overrides.items() if v is not None})
