@@ -34,9 +34,7 @@ class Listen(_Section):
 
 class KafkaTopic(_Section):
     name: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
-    format: str = Field(
-        min_length=1, description="A connector in connectors/ (wazuh, elastic, ocsf, splunk, ...)"
-    )
+    format: str = Field(min_length=1, description="A connector in connectors/ (wazuh, elastic, ocsf, splunk, ...)")
 
 
 class Kafka(_Section):

@@ -62,9 +62,7 @@ def down(prefix: Prefix = "rsp", state_root: StateRoot = STATE_ROOT) -> None:
         raise _fail(LabError("the lab needs root"))
     lab = Lab(prefix, 1, state_root)
     removed = asyncio.run(lab.down())
-    typer.echo(
-        f"lab {prefix!r}: removed {len(removed)} items" if removed else f"lab {prefix!r}: nothing to remove"
-    )
+    typer.echo(f"lab {prefix!r}: removed {len(removed)} items" if removed else f"lab {prefix!r}: nothing to remove")
 
 
 def _render(status: LabStatus) -> str:
@@ -81,8 +79,7 @@ def _render(status: LabStatus) -> str:
     for p in status.matrix:
         mark = "ok  " if p.passed else "FAIL"
         lines.append(
-            f"  {mark} {p.check.label:<{width}}  expect {p.check.expect:<5}  "
-            f"got {p.outcome:<9}  ({p.check.why})"
+            f"  {mark} {p.check.label:<{width}}  expect {p.check.expect:<5}  got {p.outcome:<9}  ({p.check.why})"
         )
     return "\n".join(lines)
 

@@ -42,9 +42,7 @@ class WireGuardKey(str):
         return super().__new__(cls, value)
 
     @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: type[Any], handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(cls, source: type[Any], handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         return core_schema.no_info_after_validator_function(
             cls, core_schema.str_schema(), serialization=core_schema.to_string_ser_schema()
         )
@@ -53,8 +51,7 @@ class WireGuardKey(str):
 def _check_name(value: str) -> str:
     if not _NAME.fullmatch(value):
         raise ValueError(
-            f"{value!r} is not a valid nftables table/set name (letter first, then letters, digits, "
-            "'_', at most 32)"
+            f"{value!r} is not a valid nftables table/set name (letter first, then letters, digits, '_', at most 32)"
         )
     return value
 

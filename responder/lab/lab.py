@@ -271,9 +271,7 @@ class Lab:
         mnt.touch()
         await run("unshare", f"--mount={mnt}", "--propagation", "private", "true")
         netns = f"--net={self.netns_path(name)}"
-        await run(
-            "nsenter", f"--mount={mnt}", "mount", "--bind", str(node_dir / "wireguard"), str(WG_RUN_DIR)
-        )
+        await run("nsenter", f"--mount={mnt}", "mount", "--bind", str(node_dir / "wireguard"), str(WG_RUN_DIR))
         # sysfs shows the namespace of whoever mounts it: make /sys/class/net the node's own.
         await run("nsenter", netns, f"--mount={mnt}", "mount", "-t", "sysfs", "sysfs", "/sys")
 
@@ -333,13 +331,9 @@ class Lab:
         await self.exec(name, "nft", "-f", str(node_dir / "ruleset.nft"), check=True)
 
         host_key = node_dir / "ssh_host_ed25519_key"
-        await run(
-            "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.prefix}-{name}", "-f", str(host_key)
-        )
+        await run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.prefix}-{name}", "-f", str(host_key))
         client_pub = (self.node_dir("soc") / "id_ed25519.pub").read_text().strip()
-        (node_dir / "authorized_keys").write_text(
-            authorized_keys(client_pub, management=str(MANAGEMENT_ADDRESS))
-        )
+        (node_dir / "authorized_keys").write_text(authorized_keys(client_pub, management=str(MANAGEMENT_ADDRESS)))
         config = node_dir / "sshd_config"
         config.write_text(
             sshd_config(node_dir=node_dir, host_key=host_key, authorized_keys=node_dir / "authorized_keys")
@@ -401,9 +395,7 @@ class Lab:
                         device=node.name,
                     )
                 )
-        inventory = Inventory(
-            hubs=tuple(hubs), peers=tuple(peers), management_addresses=(MANAGEMENT_ADDRESS,)
-        )
+        inventory = Inventory(hubs=tuple(hubs), peers=tuple(peers), management_addresses=(MANAGEMENT_ADDRESS,))
         self.inventory_path.write_text(inventory.to_yaml())
 
     async def _wait_ready(self) -> None:
@@ -502,9 +494,7 @@ class Lab:
         missing = tuple(n for n in self.topology.names if self.topology.netns(n) not in present)
         if missing:
             return LabStatus(self.prefix, self.topology.names, missing, (), ())
-        return LabStatus(
-            self.prefix, self.topology.names, (), tuple(await self.handshakes()), await self.matrix()
-        )
+        return LabStatus(self.prefix, self.topology.names, (), tuple(await self.handshakes()), await self.matrix())
 
     # -- down -----------------------------------------------------------------------------------------
 

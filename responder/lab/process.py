@@ -46,9 +46,7 @@ async def run(*argv: str, stdin: str | None = None, timeout: float = 10.0, check
         proc.kill()
         await proc.wait()
         raise
-    result = Result(
-        tuple(argv), proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
-    )
+    result = Result(tuple(argv), proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
     if check and not result.ok:
         raise CommandError(result.argv, result.returncode, result.stderr)
     return result

@@ -34,6 +34,4 @@ LogLevel VERBOSE
 
 def authorized_keys(client_public_key: str, *, management: str) -> str:
     """The responder's key, accepted only from the management address."""
-    return (
-        f'from="{management}",no-port-forwarding,no-agent-forwarding,no-X11-forwarding {client_public_key}\n'
-    )
+    return f'from="{management}",no-port-forwarding,no-agent-forwarding,no-X11-forwarding {client_public_key}\n'

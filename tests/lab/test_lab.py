@@ -28,9 +28,7 @@ def _check(lab: Lab, src: str, dst: str, port: int | None) -> Check:
 
 async def test_reachability_matrix_equals_seed_policy(lab: Lab) -> None:
     status = await lab.status()
-    failed = [
-        f"{p.check.label}: expected {p.check.expect}, got {p.outcome}" for p in status.matrix if not p.passed
-    ]
+    failed = [f"{p.check.label}: expected {p.check.expect}, got {p.outcome}" for p in status.matrix if not p.passed]
     assert failed == []
     assert status.healthy
     outcomes = {(p.check.src, p.check.dst, p.check.proto, p.check.port): p.outcome for p in status.matrix}
