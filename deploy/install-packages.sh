@@ -9,6 +9,7 @@ packages=(
   wireguard-tools wireguard-go
   openssh-server openssh-client
   util-linux procps
+  postgresql
 )
 
 missing=()

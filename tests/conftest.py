@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,3 +65,12 @@ async def lab_session() -> AsyncIterator[LabSession]:
 async def lab(lab_session: LabSession) -> Lab:
     """A started one-hub lab (hub1, admin1, app1, soc), shared by the session and torn down at its end."""
     return lab_session.lab
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A real PostgreSQL cluster on loopback for the session."""
+    from tests.support.postgres import postgres_server
+
+    with postgres_server() as dsn:
+        yield dsn

@@ -1,0 +1,403 @@
+"""The journal's behaviour, once, over a minimal SQL connection interface both engines provide."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from responder.journal.records import (
+    Accepted,
+    AuditEntry,
+    DecisionRecord,
+    DecisionState,
+    DeliveryRecord,
+    EventRecord,
+    EventStatus,
+    IntentKind,
+    IntentRecord,
+    IntentState,
+    StoredEvent,
+    StoredIntent,
+)
+
+Row = Mapping[str, Any]
+
+
+class Tx(Protocol):
+    """One transaction. SQL uses `?` placeholders; engines translate."""
+
+    async def execute(self, sql: str, *args: object) -> int: ...
+    async def fetch(self, sql: str, *args: object) -> list[Row]: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    trace TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body {blob}
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq {serial},
+    dedup_key TEXT NOT NULL UNIQUE,
+    delivery_id TEXT NOT NULL REFERENCES deliveries(id),
+    subject TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    body TEXT NOT NULL,
+    trace TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    processed_at TEXT
+);
+CREATE INDEX IF NOT EXISTS events_pending ON events (status, owner, seq);
+CREATE INDEX IF NOT EXISTS events_time ON events (occurred_at);
+CREATE TABLE IF NOT EXISTS decisions (
+    id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    response TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at DOUBLE PRECISION,
+    body TEXT NOT NULL,
+    trace TEXT NOT NULL,
+    event_seq BIGINT
+);
+CREATE INDEX IF NOT EXISTS decisions_state ON decisions (state, subject);
+CREATE TABLE IF NOT EXISTS intents (
+    id TEXT PRIMARY KEY,
+    decision_id TEXT NOT NULL REFERENCES decisions(id),
+    ordinal INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    action TEXT NOT NULL,
+    state TEXT NOT NULL,
+    irreversible BOOLEAN NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    verified BOOLEAN,
+    restore TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    trace TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS intents_open ON intents (state, created_at);
+CREATE INDEX IF NOT EXISTS intents_decision ON intents (decision_id, ordinal);
+CREATE TABLE IF NOT EXISTS audit (
+    seq {serial},
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+_OPEN = (IntentState.PENDING, IntentState.RUNNING)
+
+
+def _intent(row: Row) -> StoredIntent:
+    return StoredIntent(
+        id=row["id"],
+        decision_id=row["decision_id"],
+        ordinal=row["ordinal"],
+        kind=IntentKind(row["kind"]),
+        action=row["action"],
+        state=IntentState(row["state"]),
+        irreversible=bool(row["irreversible"]),
+        attempts=row["attempts"],
+        result=row["result"],
+        verified=None if row["verified"] is None else bool(row["verified"]),
+        restore=row["restore"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        trace=json.loads(row["trace"]),
+    )
+
+
+def _decision(row: Row) -> DecisionRecord:
+    return DecisionRecord(
+        id=row["id"],
+        subject=row["subject"],
+        response=row["response"],
+        level=row["level"],
+        state=DecisionState(row["state"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        body=row["body"],
+        trace=json.loads(row["trace"]),
+    )
+
+
+class SqlJournal(ABC):
+    """Deliveries and their events are written before the sender is answered; decisions and their
+    action intents are written together with the event's `processed` mark, before anything is executed;
+    results after. So a crash at any point leaves either a pending event (processed again) or open
+    intents (resumed), never a lost event or an action nobody knows about."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def accept(self, delivery: DeliveryRecord, events: Sequence[EventRecord], owner: str) -> Accepted:
+        """Store a delivery and its events at once. A duplicate event (same dedup key) is not stored
+        again; if it is still pending, this owner takes it over (its first owner may be gone)."""
+        seqs: list[int | None] = []
+        async with self.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO deliveries (id, source, received_at, trace, headers, body) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                delivery.id,
+                delivery.source,
+                delivery.received_at,
+                json.dumps(delivery.trace),
+                json.dumps(delivery.headers),
+                delivery.body,
+            )
+            for event in events:
+                rows = await tx.fetch(
+                    "INSERT INTO events (dedup_key, delivery_id, subject, occurred_at, body, trace, owner, status)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING seq",
+                    event.dedup_key,
+                    delivery.id,
+                    event.subject,
+                    event.occurred_at,
+                    event.body,
+                    json.dumps(delivery.trace),
+                    owner,
+                    EventStatus.PENDING.value,
+                )
+                if rows:
+                    seqs.append(int(rows[0]["seq"]))
+                else:
+                    await tx.execute(
+                        "UPDATE events SET owner = ? WHERE dedup_key = ? AND status = ?",
+                        owner,
+                        event.dedup_key,
+                        EventStatus.PENDING.value,
+                    )
+                    seqs.append(None)
+        return Accepted(tuple(seqs))
+
+    async def pending_events(self, owner: str, limit: int = 500) -> list[StoredEvent]:
+        async with self.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT seq, dedup_key, delivery_id, subject, body, trace FROM events"
+                " WHERE status = ? AND owner = ? ORDER BY seq LIMIT ?",
+                EventStatus.PENDING.value,
+                owner,
+                limit,
+            )
+        return [
+            StoredEvent(r["seq"], r["dedup_key"], r["delivery_id"], r["subject"], r["body"], json.loads(r["trace"]))
+            for r in rows
+        ]
+
+    async def processed_events_since(self, occurred_at: str) -> list[StoredEvent]:
+        """Processed events at or after a time, in processing order: to rebuild risk state on start."""
+        async with self.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT seq, dedup_key, delivery_id, subject, body, trace FROM events"
+                " WHERE status = ? AND occurred_at >= ? ORDER BY seq",
+                EventStatus.PROCESSED.value,
+                occurred_at,
+            )
+        return [
+            StoredEvent(r["seq"], r["dedup_key"], r["delivery_id"], r["subject"], r["body"], json.loads(r["trace"]))
+            for r in rows
+        ]
+
+    async def record_outcome(
+        self,
+        event_seq: int,
+        processed_at: str,
+        decisions: Sequence[DecisionRecord],
+        intents: Sequence[IntentRecord],
+        replaced: Sequence[str] = (),
+    ) -> bool:
+        """Mark an event processed together with what it decided. False (and nothing written) if the
+        event was already processed — by this instance before a crash, or by another one."""
+        async with self.transaction() as tx:
+            marked = await tx.execute(
+                "UPDATE events SET status = ?, processed_at = ? WHERE seq = ? AND status = ?",
+                EventStatus.PROCESSED.value,
+                processed_at,
+                event_seq,
+                EventStatus.PENDING.value,
+            )
+            if not marked:
+                return False
+            for decision_id in replaced:
+                await tx.execute(
+                    "UPDATE decisions SET state = ? WHERE id = ?", DecisionState.REPLACED.value, decision_id
+                )
+            for d in decisions:
+                await tx.execute(
+                    "INSERT INTO decisions (id, subject, response, level, state, created_at, expires_at, body,"
+                    " trace, event_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    d.id,
+                    d.subject,
+                    d.response,
+                    d.level,
+                    d.state.value,
+                    d.created_at,
+                    d.expires_at,
+                    d.body,
+                    json.dumps(d.trace),
+                    event_seq,
+                )
+            await self._insert_intents(tx, intents)
+        return True
+
+    async def add_intents(self, intents: Sequence[IntentRecord]) -> None:
+        async with self.transaction() as tx:
+            await self._insert_intents(tx, intents)
+
+    async def _insert_intents(self, tx: Tx, intents: Sequence[IntentRecord]) -> None:
+        for i in intents:
+            await tx.execute(
+                "INSERT INTO intents (id, decision_id, ordinal, kind, action, state, irreversible, created_at,"
+                " updated_at, trace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                i.id,
+                i.decision_id,
+                i.ordinal,
+                i.kind.value,
+                i.action,
+                i.state.value,
+                i.irreversible,
+                i.created_at,
+                i.created_at,
+                json.dumps(i.trace),
+            )
+
+    async def start_intent(self, intent_id: str, now: str) -> StoredIntent | None:
+        """Claim an open intent for execution (attempts + 1). None if it is not open any more."""
+        async with self.transaction() as tx:
+            claimed = await tx.execute(
+                "UPDATE intents SET state = ?, attempts = attempts + 1, updated_at = ?"
+                " WHERE id = ? AND state IN (?, ?)",
+                IntentState.RUNNING.value,
+                now,
+                intent_id,
+                *[s.value for s in _OPEN],
+            )
+            if not claimed:
+                return None
+            rows = await tx.fetch("SELECT * FROM intents WHERE id = ?", intent_id)
+        return _intent(rows[0])
+
+    async def finish_intent(
+        self,
+        intent_id: str,
+        now: str,
+        *,
+        state: IntentState,
+        result: str,
+        verified: bool | None,
+        restore: str | None = None,
+    ) -> None:
+        async with self.transaction() as tx:
+            await tx.execute(
+                "UPDATE intents SET state = ?, result = ?, verified = ?, restore = COALESCE(?, restore),"
+                " updated_at = ? WHERE id = ?",
+                state.value,
+                result,
+                verified,
+                restore,
+                now,
+                intent_id,
+            )
+
+    async def set_intents_state(self, decision_id: str, from_state: IntentState, to_state: IntentState) -> int:
+        async with self.transaction() as tx:
+            return await tx.execute(
+                "UPDATE intents SET state = ? WHERE decision_id = ? AND state = ?",
+                to_state.value,
+                decision_id,
+                from_state.value,
+            )
+
+    async def open_intents(self) -> list[StoredIntent]:
+        """Intents written but not finished: resumed on start, in the order they were written."""
+        async with self.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT * FROM intents WHERE state IN (?, ?) ORDER BY created_at, decision_id, ordinal",
+                *[s.value for s in _OPEN],
+            )
+        return [_intent(r) for r in rows]
+
+    async def intents_for(self, decision_id: str) -> list[StoredIntent]:
+        async with self.transaction() as tx:
+            rows = await tx.fetch("SELECT * FROM intents WHERE decision_id = ? ORDER BY kind, ordinal", decision_id)
+        return [_intent(r) for r in rows]
+
+    async def intent(self, intent_id: str) -> StoredIntent | None:
+        async with self.transaction() as tx:
+            rows = await tx.fetch("SELECT * FROM intents WHERE id = ?", intent_id)
+        return _intent(rows[0]) if rows else None
+
+    async def decision(self, decision_id: str) -> DecisionRecord | None:
+        async with self.transaction() as tx:
+            rows = await tx.fetch("SELECT * FROM decisions WHERE id = ?", decision_id)
+        return _decision(rows[0]) if rows else None
+
+    async def decisions(self, state: DecisionState | None = None, limit: int = 100) -> list[DecisionRecord]:
+        async with self.transaction() as tx:
+            if state is None:
+                rows = await tx.fetch("SELECT * FROM decisions ORDER BY created_at DESC LIMIT ?", limit)
+            else:
+                rows = await tx.fetch(
+                    "SELECT * FROM decisions WHERE state = ? ORDER BY created_at DESC LIMIT ?",
+                    state.value,
+                    limit,
+                )
+        return [_decision(r) for r in rows]
+
+    async def transition_decision(
+        self, decision_id: str, from_states: Sequence[DecisionState], to_state: DecisionState
+    ) -> bool:
+        """Compare-and-set: move a decision on only from one of the expected states."""
+        marks = ", ".join("?" for _ in from_states)
+        async with self.transaction() as tx:
+            changed = await tx.execute(
+                f"UPDATE decisions SET state = ? WHERE id = ? AND state IN ({marks})",  # noqa: S608 - only '?' marks
+                to_state.value,
+                decision_id,
+                *[s.value for s in from_states],
+            )
+        return changed > 0
+
+    async def audit(self, at: str, actor: str, kind: str, ref: str, detail: Mapping[str, object]) -> None:
+        async with self.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO audit (at, actor, kind, ref, detail) VALUES (?, ?, ?, ?, ?)",
+                at,
+                actor,
+                kind,
+                ref,
+                json.dumps(detail, sort_keys=True, default=str),
+            )
+
+    async def audit_trail(self, ref: str | None = None, limit: int = 1000) -> list[AuditEntry]:
+        async with self.transaction() as tx:
+            if ref is None:
+                rows = await tx.fetch("SELECT * FROM audit ORDER BY seq LIMIT ?", limit)
+            else:
+                rows = await tx.fetch("SELECT * FROM audit WHERE ref = ? ORDER BY seq LIMIT ?", ref, limit)
+        return [AuditEntry(r["seq"], r["at"], r["actor"], r["kind"], r["ref"], r["detail"]) for r in rows]
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts by table and state: for readiness, metrics and consistency checks."""
+        out: dict[str, int] = {}
+        async with self.transaction() as tx:
+            for table, column in (("events", "status"), ("decisions", "state"), ("intents", "state")):
+                sql = f"SELECT {column} AS s, COUNT(*) AS n FROM {table} GROUP BY {column}"  # noqa: S608 - fixed names
+                for row in await tx.fetch(sql):
+                    out[f"{table}.{row['s']}"] = int(row["n"])
+        return out

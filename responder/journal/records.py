@@ -1,0 +1,136 @@
+"""What the journal stores: deliveries, events, decisions, action intents and the audit trail.
+
+Bodies are JSON text: the journal does not interpret domain objects, the service does. Times are
+passed in by the caller (ISO 8601 text for ordering and reading, epoch seconds for expiry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class EventStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSED = "processed"
+
+
+class DecisionState(StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    UNDONE = "undone"
+    REPLACED = "replaced"
+    DRY_RUN = "dry_run"
+    REJECTED = "rejected"
+
+
+class IntentState(StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class IntentKind(StrEnum):
+    APPLY = "apply"
+    UNDO = "undo"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    id: str
+    source: str
+    received_at: str
+    trace: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    dedup_key: str
+    subject: str
+    occurred_at: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Per event of a delivery: its sequence number, or None when it was a duplicate."""
+
+    seqs: tuple[int | None, ...]
+
+    @property
+    def new(self) -> int:
+        return sum(s is not None for s in self.seqs)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(s is None for s in self.seqs)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    dedup_key: str
+    delivery_id: str
+    subject: str
+    body: str
+    trace: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    id: str
+    subject: str
+    response: str
+    level: int
+    state: DecisionState
+    created_at: str
+    expires_at: float | None
+    body: str
+    trace: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IntentRecord:
+    id: str
+    decision_id: str
+    ordinal: int
+    kind: IntentKind
+    action: str
+    state: IntentState
+    irreversible: bool
+    created_at: str
+    trace: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIntent:
+    id: str
+    decision_id: str
+    ordinal: int
+    kind: IntentKind
+    action: str
+    state: IntentState
+    irreversible: bool
+    attempts: int
+    result: str | None
+    verified: bool | None
+    restore: str | None
+    created_at: str
+    updated_at: str
+    trace: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    seq: int
+    at: str
+    actor: str
+    kind: str
+    ref: str
+    detail: str

@@ -1,0 +1,172 @@
+"""The journal's guarantees, against real SQLite and real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from responder.journal import (
+    DecisionRecord,
+    DecisionState,
+    DeliveryRecord,
+    EventRecord,
+    IntentKind,
+    IntentRecord,
+    IntentState,
+    Journal,
+    open_journal,
+)
+
+T0 = "2026-03-02T10:15:29.000000Z"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/journal.db"
+        return
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
+    yield dsn
+
+
+@pytest.fixture
+async def journal(journal_url: str) -> AsyncIterator[Journal]:
+    j = await open_journal(journal_url)
+    try:
+        yield j
+    finally:
+        await j.close()
+
+
+def _delivery(n: int) -> DeliveryRecord:
+    return DeliveryRecord(id=f"d{n}", source="okta", received_at=T0, trace={"traceparent": f"00-{n:032x}-{n:016x}-01"})
+
+
+def _event(key: str, subject: str = "user:alice@example.com") -> EventRecord:
+    return EventRecord(dedup_key=key, subject=subject, occurred_at=T0, body=json.dumps({"key": key}))
+
+
+def _decision(did: str, state: DecisionState = DecisionState.ACTIVE) -> DecisionRecord:
+    return DecisionRecord(
+        id=did,
+        subject="user:alice@example.com",
+        response="quarantine",
+        level=1,
+        state=state,
+        created_at=T0,
+        expires_at=None,
+        body="{}",
+    )
+
+
+def _intent(iid: str, did: str, ordinal: int = 0, irreversible: bool = False) -> IntentRecord:
+    return IntentRecord(
+        id=iid,
+        decision_id=did,
+        ordinal=ordinal,
+        kind=IntentKind.APPLY,
+        action=json.dumps({"type": "remove_peer"}),
+        state=IntentState.PENDING,
+        irreversible=irreversible,
+        created_at=T0,
+    )
+
+
+async def test_duplicate_events_are_stored_once_and_pending_in_order(journal: Journal) -> None:
+    first = await journal.accept(_delivery(1), [_event("okta:a"), _event("okta:b")], owner="i1")
+    again = await journal.accept(_delivery(2), [_event("okta:b"), _event("okta:c")], owner="i1")
+    assert (first.new, first.duplicates) == (2, 0)
+    assert (again.new, again.duplicates) == (1, 1)
+    pending = await journal.pending_events("i1")
+    assert [e.dedup_key for e in pending] == ["okta:a", "okta:b", "okta:c"]
+    assert pending[0].trace["traceparent"].startswith("00-")
+
+
+async def test_pending_duplicate_is_taken_over_by_the_instance_that_sees_it_again(journal: Journal) -> None:
+    await journal.accept(_delivery(1), [_event("k:1")], owner="gone")
+    await journal.accept(_delivery(2), [_event("k:1")], owner="alive")
+    assert [e.dedup_key for e in await journal.pending_events("alive")] == ["k:1"]
+    assert await journal.pending_events("gone") == []
+
+
+async def test_outcome_is_recorded_once_with_its_intents(journal: Journal) -> None:
+    await journal.accept(_delivery(1), [_event("k:1")], owner="i1")
+    (event,) = await journal.pending_events("i1")
+    intents = [_intent("x1", "dec1", 0), _intent("x2", "dec1", 1, irreversible=True)]
+    assert await journal.record_outcome(event.seq, T0, [_decision("dec1")], intents)
+    assert not await journal.record_outcome(event.seq, T0, [_decision("dec2")], [_intent("x3", "dec2")])
+    assert await journal.pending_events("i1") == []
+    assert [i.id for i in await journal.open_intents()] == ["x1", "x2"]
+    assert await journal.decision("dec2") is None
+    assert (await journal.counts())["events.processed"] == 1
+
+
+async def test_a_failed_outcome_leaves_the_event_pending_and_writes_nothing(journal: Journal) -> None:
+    await journal.accept(_delivery(1), [_event("k:1"), _event("k:2")], owner="i1")
+    e1, e2 = await journal.pending_events("i1")
+    assert await journal.record_outcome(e1.seq, T0, [_decision("dec1")], [_intent("x1", "dec1")])
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        await journal.record_outcome(e2.seq, T0, [_decision("dec9")], [_intent("x1", "dec9")])
+    assert [e.dedup_key for e in await journal.pending_events("i1")] == ["k:2"]
+    assert await journal.decision("dec9") is None
+
+
+async def test_intent_lifecycle_claims_once_and_closes(journal: Journal) -> None:
+    await journal.accept(_delivery(1), [_event("k:1")], owner="i1")
+    (event,) = await journal.pending_events("i1")
+    await journal.record_outcome(event.seq, T0, [_decision("dec1")], [_intent("x1", "dec1", irreversible=True)])
+    claimed = await journal.start_intent("x1", T0)
+    assert claimed is not None
+    assert (claimed.state, claimed.attempts, claimed.irreversible) == (IntentState.RUNNING, 1, True)
+    # A crash here leaves it RUNNING: it is still open, and a second claim counts a second attempt.
+    assert [i.id for i in await journal.open_intents()] == ["x1"]
+    assert (await journal.start_intent("x1", T0)).attempts == 2  # type: ignore[union-attr]
+    await journal.finish_intent("x1", T0, state=IntentState.DONE, result="{}", verified=True, restore='{"k": 1}')
+    assert await journal.start_intent("x1", T0) is None
+    assert await journal.open_intents() == []
+    done = await journal.intent("x1")
+    assert done is not None
+    assert (done.verified, done.restore) == (True, '{"k": 1}')
+
+
+async def test_decision_transitions_are_compare_and_set(journal: Journal) -> None:
+    await journal.accept(_delivery(1), [_event("k:1")], owner="i1")
+    (event,) = await journal.pending_events("i1")
+    await journal.record_outcome(event.seq, T0, [_decision("dec1")], [])
+    assert await journal.transition_decision("dec1", [DecisionState.ACTIVE], DecisionState.UNDONE)
+    assert not await journal.transition_decision("dec1", [DecisionState.ACTIVE], DecisionState.EXPIRED)
+    assert (await journal.decision("dec1")).state is DecisionState.UNDONE  # type: ignore[union-attr]
+
+
+async def test_audit_trail_is_append_only_and_ordered(journal: Journal) -> None:
+    for n in range(3):
+        await journal.audit(T0, "operator", "undo", "dec1", {"n": n})
+    trail = await journal.audit_trail("dec1")
+    assert [json.loads(a.detail)["n"] for a in trail] == [0, 1, 2]
+    assert [a.seq for a in trail] == sorted(a.seq for a in trail)
+
+
+async def test_everything_survives_closing_and_reopening(journal_url: str) -> None:
+    j = await open_journal(journal_url)
+    await j.accept(_delivery(1), [_event("k:1")], owner="i1")
+    await j.close()
+    j = await open_journal(journal_url)
+    try:
+        assert [e.dedup_key for e in await j.pending_events("i1")] == ["k:1"]
+    finally:
+        await j.close()
+
+
+@pytest.mark.parametrize("url", ["mysql://x", "sqlite", "journal.db"])
+async def test_unknown_journal_url_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="journal URL"):
+        await open_journal(url)
