@@ -1,0 +1,1 @@
+"""Telemetry adapters: structured logs, OpenTelemetry traces, Prometheus metrics."""
