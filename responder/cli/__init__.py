@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from responder import __version__
-from responder.cli import lab
+from responder.cli import lab, rules
 
 app = typer.Typer(
     name="responder",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(lab.app, name="lab")
+app.add_typer(rules.app, name="rules")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,203 @@
+"""The decision engine: events in, decisions out. Pure, synchronous, deterministic.
+
+Time is the event's own time (never the wall clock), held monotonic across events, so replaying the
+same sequence gives the same decisions, ids included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from responder.core.actions import Action, ActionType
+from responder.core.conditions import render
+from responder.core.decisions import Decision, Outcome, SubjectExplanation
+from responder.core.events import Event
+from responder.core.identity import IdentityMap, SubjectView
+from responder.core.risk import Hit, SubjectRisk
+from responder.core.rules import ActionTemplate, ResponseRule, RuleSet, SignalRule
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectState:
+    """A read-only view of one subject, for explanations and the admin API."""
+
+    subject: str
+    score: float
+    signals: frozenset[str]
+    active_response: str | None
+
+
+class Engine:
+    def __init__(self, rules: RuleSet, identity: IdentityMap) -> None:
+        self._rules = rules
+        self._identity = identity
+        self._subjects: dict[str, SubjectRisk] = {}
+        self._now = float("-inf")
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
+    def replace_rules(self, rules: RuleSet) -> None:
+        """Swap in a new rule set; risk already accrued is kept."""
+        self._rules = rules
+
+    def replace_identity(self, identity: IdentityMap) -> None:
+        self._identity = identity
+
+    @property
+    def tracked(self) -> int:
+        return len(self._subjects)
+
+    def release(self, subject: str, response: str) -> None:
+        """The response on `subject` ended (undone, expired, replaced elsewhere): it may be decided again."""
+        state = self._subjects.get(subject)
+        if state is not None and state.active_response == response:
+            state.active_response, state.active_level, state.active_until = None, 0, None
+
+    def state(self, subject: str, now: float | None = None) -> SubjectState:
+        at = self._now if now is None else now
+        risk = self._subjects.get(subject)
+        if risk is None:
+            return SubjectState(subject, 0.0, frozenset(), None)
+        score, _ = risk.score(at, self._rules.cap, self._rules.settings.max_score)
+        return SubjectState(subject, score, risk.held(at), risk.active_response if risk.active(at) else None)
+
+    def process(self, event: Event) -> Outcome:
+        rules = self._rules
+        now = max(self._now, event.epoch)
+        self._now = now
+        event_view = event.view()
+        subjects = self._identity.resolve(event.subjects)
+        decisions: list[Decision] = []
+        explanations: list[SubjectExplanation] = []
+        candidates = rules.candidates(event)
+        for key in subjects:
+            subject = self._identity.subject(key)
+            risk = self._subjects.get(key)
+            held = risk.held(now) if risk is not None else frozenset()
+            context = {"event": event_view, "subject": subject.view(), "signals": sorted(held)}
+            matched = [r for r in candidates if r.matches(event, context)]
+            if not matched and risk is None:
+                continue
+            if risk is None:
+                risk = self._subjects[key] = SubjectRisk([])
+            for rule in matched:
+                risk.add(_hit(rule, event, now, context), now)
+            explanation, decision = self._respond(event, subject, risk, [r.id for r in matched], now)
+            explanations.append(explanation)
+            if decision is not None:
+                decisions.append(decision)
+        return Outcome(event.id, tuple(decisions), tuple(explanations))
+
+    def _respond(
+        self, event: Event, subject: SubjectView, risk: SubjectRisk, matched: list[str], now: float
+    ) -> tuple[SubjectExplanation, Decision | None]:
+        rules = self._rules
+        score, contributions = risk.score(now, rules.cap, rules.settings.max_score)
+        held = risk.held(now)
+        active = risk.active(now)
+        context: dict[str, Any] = {
+            "event": event.view(),
+            "subject": subject.view(),
+            "signals": sorted(held),
+            "score": score,
+        }
+        notes: list[str] = []
+        chosen: ResponseRule | None = None
+        for response in rules.responses:
+            why_not = response.unmet(score, held, context)
+            if why_not is not None:
+                notes.append(f"{response.id}: {why_not}")
+                continue
+            if response.level <= active:
+                notes.append(f"{response.id}: {risk.active_response} (level {active}) is already in force")
+                break
+            chosen = response
+            break
+        decision = None
+        if chosen is not None:
+            decision = self._decide(
+                event=event, subject=subject, risk=risk, response=chosen, score=score,
+                contributions=contributions, context=context, notes=notes, now=now,
+            )  # fmt: skip
+        explanation = SubjectExplanation(
+            subject.key, score, contributions, tuple(matched), decision.id if decision else None, tuple(notes)
+        )
+        return explanation, decision
+
+    def _decide(
+        self,
+        *,
+        event: Event,
+        subject: SubjectView,
+        risk: SubjectRisk,
+        response: ResponseRule,
+        score: float,
+        contributions: tuple[Any, ...],
+        context: dict[str, Any],
+        notes: list[str],
+        now: float,
+    ) -> Decision | None:
+        rules = self._rules
+        protection = rules.protection
+        if subject.key.startswith("user:") and subject.key[5:] in protection.users:
+            notes.append(f"{response.id}: suppressed, {subject.key} is protected")
+            return None
+        if subject.kind == "device" and subject.key[7:] in protection.devices:
+            notes.append(f"{response.id}: suppressed, {subject.key} is protected")
+            return None
+        actions: list[Action] = []
+        for peer in subject.peers:
+            if str(peer.public_key) in protection.keys or (peer.device or peer.name) in protection.devices:
+                notes.append(f"{response.id}: peer {peer.name} is protected")
+                continue
+            why = protection.address_protected(peer.tunnel_ip, self._identity.hub_addresses, self._identity.management)
+            if why:
+                notes.append(f"{response.id}: peer {peer.name} at {peer.tunnel_ip} is protected ({why})")
+                continue
+            for template in response.actions:
+                actions.extend(_expand(template, peer.hub, peer, rules.settings.quarantine_set, response.ttl_s))
+        if not actions:
+            notes.append(f"{response.id}: no enforceable target for {subject.key}")
+            return None
+        replaces = risk.active_response
+        risk.active_response, risk.active_level = response.id, response.level
+        risk.active_until = now + response.ttl_s if response.ttl_s else None
+        approval = response.approval or (response.approval_when is not None and response.approval_when.holds(context))
+        digest = hashlib.sha256(f"{subject.key}|{response.id}|{event.id}".encode()).hexdigest()[:24]
+        return Decision(
+            id=f"dec-{digest}",
+            subject=subject.key,
+            response=response.id,
+            level=response.level,
+            score=round(score, 3),
+            contributions=contributions,
+            actions=tuple(dict.fromkeys(actions)),
+            requires_approval=approval,
+            ttl_s=response.ttl_s,
+            dry_run=response.dry_run or rules.settings.dry_run,
+            event_id=event.id,
+            at=now,
+            replaces=replaces,
+            notes=tuple(notes),
+        )
+
+
+def _hit(rule: SignalRule, event: Event, now: float, context: dict[str, Any]) -> Hit:
+    at = min(event.epoch, now)
+    return Hit(rule.id, rule.points, at, at + rule.window_s, rule.half_life_s, render(rule.reason, context))
+
+
+def _expand(template: ActionTemplate, hub: str, peer: Any, quarantine_set: str, ttl_s: int | None) -> list[Action]:
+    kind = template.type
+    if kind is ActionType.QUARANTINE:
+        return [Action(kind, hub, address=peer.tunnel_ip, set_name=quarantine_set, ttl_s=ttl_s)]
+    if kind in {ActionType.DELETE_ELEMENT, ActionType.ADD_ELEMENT}:
+        sets = [s for s in peer.sets if not template.sets or s in template.sets]
+        return [Action(kind, hub, address=peer.tunnel_ip, set_name=s) for s in sets]
+    if kind is ActionType.KILL_FLOWS:
+        return [Action(kind, hub, address=peer.tunnel_ip)]
+    return [Action(kind, hub, peer_key=peer.public_key)]

@@ -1,0 +1,84 @@
+"""Identity resolution: whom an event is about, and where that identity can be enforced.
+
+Risk accrues to one subject per person: an Okta login, an Entra UPN and a tunnel IP in a SIEM alert
+that belong to the same owner are one `user:` subject. What has no owner keeps its own key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from responder.core.events import Subjects
+from responder.core.identifiers import IPAddress
+from responder.inventory import Inventory, PeerSpec
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectView:
+    key: str
+    kind: str  # user | peer | device | key | ip
+    peers: tuple[PeerSpec, ...]
+
+    @property
+    def sets(self) -> frozenset[str]:
+        return frozenset(s for p in self.peers for s in p.sets)
+
+    def view(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "peers": [p.name for p in self.peers],
+            "hubs": sorted({p.hub for p in self.peers}),
+            "sets": sorted(self.sets),
+        }
+
+
+class IdentityMap:
+    def __init__(self, inventory: Inventory | None) -> None:
+        self._by_owner: dict[str, list[PeerSpec]] = {}
+        self._by_device: dict[str, list[PeerSpec]] = {}
+        self._by_key: dict[str, list[PeerSpec]] = {}
+        self._by_ip: dict[IPAddress, list[PeerSpec]] = {}
+        self._by_name: dict[str, list[PeerSpec]] = {}
+        self.hub_addresses: frozenset[IPAddress] = frozenset()
+        self.management: frozenset[IPAddress] = frozenset()
+        if inventory is None:
+            return
+        for peer in inventory.peers:
+            if peer.owner:
+                self._by_owner.setdefault(peer.owner.lower(), []).append(peer)
+            self._by_device.setdefault(peer.device or peer.name, []).append(peer)
+            self._by_key.setdefault(str(peer.public_key), []).append(peer)
+            self._by_ip.setdefault(peer.tunnel_ip, []).append(peer)
+            self._by_name.setdefault(peer.name, []).append(peer)
+        self.hub_addresses = frozenset(h.address for h in inventory.hubs)
+        self.management = frozenset(inventory.management_addresses)
+
+    def _owner_or(self, peers: list[PeerSpec] | None, fallback: str) -> str:
+        if peers:
+            owners = {p.owner.lower() for p in peers if p.owner}
+            if len(owners) == 1:
+                return f"user:{owners.pop()}"
+            return f"peer:{peers[0].name}"
+        return fallback
+
+    def resolve(self, subjects: Subjects) -> tuple[str, ...]:
+        """The subject keys an event names, each person once, in a stable order."""
+        keys: list[str] = [f"user:{u}" for u in subjects.users]
+        keys += [self._owner_or(self._by_device.get(d), f"device:{d}") for d in subjects.devices]
+        keys += [self._owner_or(self._by_key.get(str(k)), f"key:{k}") for k in subjects.keys]
+        keys += [self._owner_or(self._by_ip.get(a), f"ip:{a}") for a in subjects.addresses]
+        return tuple(dict.fromkeys(keys))
+
+    def subject(self, key: str) -> SubjectView:
+        kind, _, value = key.partition(":")
+        peers: list[PeerSpec] = []
+        if kind == "user":
+            peers = self._by_owner.get(value, [])
+        elif kind == "peer":
+            peers = self._by_name.get(value, [])
+        elif kind == "device":
+            peers = self._by_device.get(value, [])
+        elif kind == "key":
+            peers = self._by_key.get(value, [])
+        return SubjectView(key, kind, tuple(peers))
