@@ -57,7 +57,7 @@ class SubjectRisk:
             per_rule[hit.rule_id] = per_rule.get(hit.rule_id, 0.0) + value
             reasons[hit.rule_id] = hit.reason
         contributions = tuple(
-            Contribution(rule, round(min(total, cap(rule)), 3), reasons[rule]) for rule, total in per_rule.items()
+            Contribution(rule, min(total, cap(rule)), reasons[rule]) for rule, total in per_rule.items()
         )
         return min(sum(c.points for c in contributions), max_score), contributions
 

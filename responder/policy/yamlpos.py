@@ -29,7 +29,7 @@ def load_with_positions(text: str, file: str) -> tuple[Any, dict[Path_, tuple[in
         return None, positions
 
     def walk(n: yaml.Node, path: Path_) -> Any:
-        positions[path] = (n.start_mark.line + 1, n.start_mark.column + 1)
+        positions.setdefault(path, (n.start_mark.line + 1, n.start_mark.column + 1))  # a key points at itself
         if isinstance(n, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in n.value:
