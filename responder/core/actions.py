@@ -31,6 +31,9 @@ REVERSIBLE: frozenset[ActionType] = frozenset(
     {ActionType.QUARANTINE, ActionType.DELETE_ELEMENT, ActionType.ADD_ELEMENT, ActionType.REMOVE_PEER}
 )
 
+_NEEDS_SET = frozenset({ActionType.QUARANTINE, ActionType.DELETE_ELEMENT, ActionType.ADD_ELEMENT})
+_NEEDS_KEY = frozenset({ActionType.REMOVE_PEER, ActionType.ROTATE_KEY})
+
 
 @dataclass(frozen=True, slots=True)
 class Action:
@@ -42,12 +45,11 @@ class Action:
     ttl_s: int | None = None
 
     def __post_init__(self) -> None:
-        needs_set = self.type in {ActionType.QUARANTINE, ActionType.DELETE_ELEMENT, ActionType.ADD_ELEMENT}
-        if needs_set and (self.set_name is None or self.address is None):
+        if self.type in _NEEDS_SET and (self.set_name is None or self.address is None):
             raise ValueError(f"{self.type} needs set_name and address")
         if self.type is ActionType.KILL_FLOWS and self.address is None:
             raise ValueError("kill_flows needs an address")
-        if self.type in {ActionType.REMOVE_PEER, ActionType.ROTATE_KEY} and self.peer_key is None:
+        if self.type in _NEEDS_KEY and self.peer_key is None:
             raise ValueError(f"{self.type} needs peer_key")
         if self.ttl_s is not None and self.ttl_s <= 0:
             raise ValueError("ttl_s must be positive")

@@ -7,6 +7,7 @@ same sequence gives the same decisions, ids included.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,42 +70,39 @@ class Engine:
         rules = self._rules
         now = max(self._now, event.epoch)
         self._now = now
-        event_view = event.view()
-        subjects = self._identity.resolve(event.subjects)
+        candidates = rules.candidates(event)
+        if not candidates:
+            return Outcome(event.id, (), ())
+        view = _Views(event)
         decisions: list[Decision] = []
         explanations: list[SubjectExplanation] = []
-        candidates = rules.candidates(event)
-        for key in subjects:
-            subject = self._identity.subject(key)
+        for key in self._identity.resolve(event.subjects):
             risk = self._subjects.get(key)
+            subject = self._identity.subject(key)
             held = risk.held(now) if risk is not None else frozenset()
-            context = {"event": event_view, "subject": subject.view(), "signals": sorted(held)}
-            matched = [r for r in candidates if r.matches(event, context)]
-            if not matched and risk is None:
+            context = view.lazy(subject, held)
+            matched = [r for r in candidates if r.matches(event, held, context)]
+            if not matched:
+                # Nothing new about this subject: its risk only fades, so no response can newly apply.
                 continue
             if risk is None:
                 risk = self._subjects[key] = SubjectRisk([])
             for rule in matched:
                 risk.add(_hit(rule, event, now, context), now)
-            explanation, decision = self._respond(event, subject, risk, [r.id for r in matched], now)
+            explanation, decision = self._respond(event, view, subject, risk, [r.id for r in matched])
             explanations.append(explanation)
             if decision is not None:
                 decisions.append(decision)
         return Outcome(event.id, tuple(decisions), tuple(explanations))
 
     def _respond(
-        self, event: Event, subject: SubjectView, risk: SubjectRisk, matched: list[str], now: float
+        self, event: Event, view: _Views, subject: SubjectView, risk: SubjectRisk, matched: list[str]
     ) -> tuple[SubjectExplanation, Decision | None]:
-        rules = self._rules
+        rules, now = self._rules, self._now
         score, contributions = risk.score(now, rules.cap, rules.settings.max_score)
         held = risk.held(now)
         active = risk.active(now)
-        context: dict[str, Any] = {
-            "event": event.view(),
-            "subject": subject.view(),
-            "signals": sorted(held),
-            "score": score,
-        }
+        context = view.lazy(subject, held, score)
         notes: list[str] = []
         chosen: ResponseRule | None = None
         for response in rules.responses:
@@ -137,7 +135,7 @@ class Engine:
         response: ResponseRule,
         score: float,
         contributions: tuple[Any, ...],
-        context: dict[str, Any],
+        context: Callable[[], dict[str, Any]],
         notes: list[str],
         now: float,
     ) -> Decision | None:
@@ -166,7 +164,7 @@ class Engine:
         replaces = risk.active_response
         risk.active_response, risk.active_level = response.id, response.level
         risk.active_until = now + response.ttl_s if response.ttl_s else None
-        approval = response.approval or (response.approval_when is not None and response.approval_when.holds(context))
+        approval = response.approval or (response.approval_when is not None and response.approval_when.holds(context()))
         digest = hashlib.sha256(f"{subject.key}|{response.id}|{event.id}".encode()).hexdigest()[:24]
         return Decision(
             id=f"dec-{digest}",
@@ -186,9 +184,37 @@ class Engine:
         )
 
 
-def _hit(rule: SignalRule, event: Event, now: float, context: dict[str, Any]) -> Hit:
+class _Views:
+    """CEL contexts, built only when a condition or a reason needs them (they cost more than the rest)."""
+
+    __slots__ = ("_event", "_event_view")
+
+    def __init__(self, event: Event) -> None:
+        self._event = event
+        self._event_view: dict[str, Any] | None = None
+
+    def lazy(
+        self, subject: SubjectView, held: frozenset[str], score: float | None = None
+    ) -> Callable[[], dict[str, Any]]:
+        built: list[dict[str, Any]] = []
+
+        def context() -> dict[str, Any]:
+            if not built:
+                if self._event_view is None:
+                    self._event_view = self._event.view()
+                ctx: dict[str, Any] = {"event": self._event_view, "subject": subject.view(), "signals": sorted(held)}
+                if score is not None:
+                    ctx["score"] = score
+                built.append(ctx)
+            return built[0]
+
+        return context
+
+
+def _hit(rule: SignalRule, event: Event, now: float, context: Callable[[], dict[str, Any]]) -> Hit:
     at = min(event.epoch, now)
-    return Hit(rule.id, rule.points, at, at + rule.window_s, rule.half_life_s, render(rule.reason, context))
+    reason = render(rule.reason, context()) if "{" in rule.reason else rule.reason
+    return Hit(rule.id, rule.points, at, at + rule.window_s, rule.half_life_s, reason)
 
 
 def _expand(template: ActionTemplate, hub: str, peer: Any, quarantine_set: str, ttl_s: int | None) -> list[Action]:

@@ -54,21 +54,22 @@ class IdentityMap:
         self.hub_addresses = frozenset(h.address for h in inventory.hubs)
         self.management = frozenset(inventory.management_addresses)
 
-    def _owner_or(self, peers: list[PeerSpec] | None, fallback: str) -> str:
+    @staticmethod
+    def _owner_or(peers: list[PeerSpec] | None, kind: str, value: object) -> str:
         if peers:
             owners = {p.owner.lower() for p in peers if p.owner}
             if len(owners) == 1:
                 return f"user:{owners.pop()}"
             return f"peer:{peers[0].name}"
-        return fallback
+        return f"{kind}:{value}"
 
     def resolve(self, subjects: Subjects) -> tuple[str, ...]:
         """The subject keys an event names, each person once, in a stable order."""
         keys: list[str] = [f"user:{u}" for u in subjects.users]
-        keys += [self._owner_or(self._by_device.get(d), f"device:{d}") for d in subjects.devices]
-        keys += [self._owner_or(self._by_key.get(str(k)), f"key:{k}") for k in subjects.keys]
-        keys += [self._owner_or(self._by_ip.get(a), f"ip:{a}") for a in subjects.addresses]
-        return tuple(dict.fromkeys(keys))
+        keys += [self._owner_or(self._by_device.get(d), "device", d) for d in subjects.devices]
+        keys += [self._owner_or(self._by_key.get(k), "key", k) for k in subjects.keys]
+        keys += [self._owner_or(self._by_ip.get(a), "ip", a) for a in subjects.addresses]
+        return tuple(dict.fromkeys(keys)) if len(keys) > 1 else tuple(keys)
 
     def subject(self, key: str) -> SubjectView:
         kind, _, value = key.partition(":")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,15 +26,20 @@ class SignalRule:
     min_severity: Severity | None = None
     when: Condition | None = None
     half_life_s: float | None = None
+    requires: frozenset[str] = frozenset()
     description: str = ""
     where: str = ""
 
-    def matches(self, event: Event, context: dict[str, Any]) -> bool:
+    def matches(self, event: Event, held: frozenset[str], context: Callable[[], dict[str, Any]]) -> bool:
+        """`context` builds the CEL context; it is called only when the rule has a condition and the
+        cheap checks (product, severity, required signals) pass."""
         if self.products and event.product not in self.products:
             return False
         if self.min_severity is not None and event.severity < self.min_severity:
             return False
-        return self.when is None or self.when.holds(context)
+        if self.requires and not (self.requires & held):
+            return False
+        return self.when is None or self.when.holds(context())
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +64,7 @@ class ResponseRule:
     description: str = ""
     where: str = ""
 
-    def unmet(self, score: float, held: frozenset[str], context: dict[str, Any]) -> str | None:
+    def unmet(self, score: float, held: frozenset[str], context: Callable[[], dict[str, Any]]) -> str | None:
         """Why this response does not apply, or None when it does."""
         if self.min_score is not None and score < self.min_score:
             return f"score {score:.1f} < {self.min_score:g}"
@@ -67,7 +72,7 @@ class ResponseRule:
             return f"needs one of signals {sorted(self.any_signals)}"
         if self.all_signals and not self.all_signals <= held:
             return f"needs all of signals {sorted(self.all_signals)}"
-        if self.when is not None and not self.when.holds(context):
+        if self.when is not None and not self.when.holds(context()):
             return f"condition false: {self.when.source}"
         return None
 
@@ -81,10 +86,12 @@ class Protection:
     hubs: bool = True
     management: bool = True
 
-    def address_protected(self, address: IPAddress, hubs: Iterable[IPAddress], management: Iterable[IPAddress]) -> str:
-        if self.management and address in set(management):
+    def address_protected(
+        self, address: IPAddress, hubs: frozenset[IPAddress], management: frozenset[IPAddress]
+    ) -> str:
+        if self.management and address in management:
             return "the responder's management address"
-        if self.hubs and address in set(hubs):
+        if self.hubs and address in hubs:
             return "a hub address"
         for net in self.networks:
             if address.version == net.version and address in net:

@@ -122,6 +122,7 @@ def _signal(spec: SignalSpec, loaded: _Loaded, i: int, problems: list[Problem]) 
         min_severity=spec.min_severity,
         when=_condition(spec.when, loaded.at("signals", i, "when"), problems),
         half_life_s=spec.half_life,
+        requires=frozenset(spec.requires),
         description=spec.description,
         where="{}:{}".format(*loaded.at("signals", i)[:2]),
     )
@@ -186,11 +187,16 @@ def _check_ids(loaded: list[_Loaded], problems: list[Problem]) -> None:
 
 def _check_signal_references(loaded: list[_Loaded], signal_ids: set[str], problems: list[Problem]) -> None:
     for f in loaded:
-        for i, r in enumerate(f.spec.responses):
-            for field in ("any_signals", "all_signals"):
-                for j, name in enumerate(getattr(r, field)):
-                    if name not in signal_ids:
-                        problems.append(Problem(*f.at("responses", i, field, j), f"unknown signal {name!r}"))
+        refs: list[tuple[str, int, str, list[str]]] = [
+            ("responses", i, fld, getattr(r, fld))
+            for i, r in enumerate(f.spec.responses)
+            for fld in ("any_signals", "all_signals")
+        ]
+        refs += [("signals", i, "requires", s.requires) for i, s in enumerate(f.spec.signals)]
+        for kind, i, fld, names in refs:
+            for j, name in enumerate(names):
+                if name not in signal_ids:
+                    problems.append(Problem(*f.at(kind, i, fld, j), f"unknown signal {name!r}"))
 
 
 def _settings(loaded: list[_Loaded], problems: list[Problem]) -> PolicySettings:

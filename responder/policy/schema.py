@@ -50,6 +50,7 @@ class SignalSpec(_Spec):
     points: float = Field(gt=0, le=1000)
     window: Duration = Field(description="How long a hit counts at all")
     half_life: Duration | None = Field(default=None, description="Points halve every half_life")
+    requires: StrList = Field(default=[], description="Fires only while the subject holds one of these signals")
     cap: float | None = Field(default=None, gt=0, description="Most this signal adds, however often it fires")
     reason: str = Field(min_length=1, max_length=500)
 
