@@ -9,7 +9,7 @@ packages=(
   wireguard-tools wireguard-go
   openssh-server openssh-client
   util-linux procps
-  postgresql
+  postgresql python3-nftables
 )
 
 missing=()

@@ -13,6 +13,7 @@ import typer
 
 from responder.lab import Lab, LabError, LabStatus
 from responder.lab.lab import STATE_ROOT
+from responder.lab.process import CommandError
 
 app = typer.Typer(
     help="Build and inspect the local lab: WireGuard hubs, peers and a management node, each in its own "
@@ -49,7 +50,7 @@ def up(
     try:
         lab = Lab(prefix, hubs, state_root)
         asyncio.run(lab.up())
-    except (LabError, ValueError, OSError) as exc:
+    except (LabError, CommandError, ValueError, OSError) as exc:
         raise _fail(exc) from exc
     typer.echo(f"lab {prefix!r} is up: {', '.join(lab.topology.names)}")
     typer.echo(f"inventory: {lab.inventory_path}")

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from responder.core.identifiers import WireGuardKey
-from responder.inventory import HubSpec, Inventory, PeerSpec, SshEndpoint
+from responder.inventory import HubMode, HubSpec, Inventory, PeerSpec, SshEndpoint
 from responder.lab.process import CommandError, Result, run
 from responder.lab.ruleset import hub_ruleset
 from responder.lab.sshd import authorized_keys, sshd_config
@@ -47,6 +47,8 @@ from responder.netns import Namespace
 STATE_ROOT = Path("/run/responder-lab")
 NETNS_DIR = Path("/run/netns")
 WG_RUN_DIR = Path("/run/wireguard")
+AGENT_STATE_DIR = Path("/var/lib/responder-hub")
+AGENT = Path(__file__).resolve().parents[2] / "deploy" / "hub" / "responder_hub_agent.py"
 SSHD_PRIVSEP_DIR = Path("/run/sshd")
 REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "mount", "umount", "nft", "wg", "ping", "ssh-keygen")
 PROBE_TIMEOUT_S = 1.5
@@ -221,8 +223,8 @@ class Lab:
         # Persistent mount namespaces are bound to files, which must sit on a private mount.
         await run("mount", "--bind", str(ns_dir), str(ns_dir))
         await run("mount", "--make-private", str(ns_dir))
-        WG_RUN_DIR.mkdir(mode=0o755, exist_ok=True)
-        SSHD_PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+        for shared in (WG_RUN_DIR, SSHD_PRIVSEP_DIR, AGENT_STATE_DIR):
+            shared.mkdir(mode=0o755, parents=True, exist_ok=True)
 
         sw = topo.switch
         await run("ip", "netns", "add", sw)
@@ -252,14 +254,19 @@ class Lab:
             async with limit:
                 await job
 
-        async with asyncio.TaskGroup() as tg:
-            for job in jobs:
-                tg.create_task(bounded(job))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for job in jobs:
+                    tg.create_task(bounded(job))
+        except ExceptionGroup as group:
+            # The first failure is the one to report; the others are usually its consequences.
+            raise group.exceptions[0] from None
 
     async def _node(self, node: Node) -> None:
         ns, sw, name = self.topology.netns(node.name), self.topology.switch, node.name
         node_dir = self.node_dir(name)
         (node_dir / "wireguard").mkdir(parents=True, mode=0o700)
+        (node_dir / "agent-state").mkdir(mode=0o700)
         await run("ip", "netns", "add", ns)
         await run("ip", "-n", ns, "link", "set", "lo", "up")
         # Both ends are created inside lab namespaces: the root namespace never sees the link.
@@ -272,23 +279,23 @@ class Lab:
         await run("unshare", f"--mount={mnt}", "--propagation", "private", "true")
         netns = f"--net={self.netns_path(name)}"
         await run("nsenter", f"--mount={mnt}", "mount", "--bind", str(node_dir / "wireguard"), str(WG_RUN_DIR))
+        await run("nsenter", f"--mount={mnt}", "mount", "--bind", str(node_dir / "agent-state"), str(AGENT_STATE_DIR))
         # sysfs shows the namespace of whoever mounts it: make /sys/class/net the node's own.
         await run("nsenter", netns, f"--mount={mnt}", "mount", "-t", "sysfs", "sysfs", "/sys")
 
     async def _soc(self) -> None:
-        key = self.node_dir("soc") / "id_ed25519"
-        await run(
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            f"responder@{self.prefix}-soc",
-            "-f",
-            str(key),
-        )
+        for key in (self.plain_key, self.agent_key):
+            await run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"responder@{self.prefix}", "-f", str(key))
+
+    @property
+    def plain_key(self) -> Path:
+        """The responder's key for agentless mode (plain commands)."""
+        return self.node_dir("soc") / "id_ed25519"
+
+    @property
+    def agent_key(self) -> Path:
+        """The responder's key for agent mode (forced command: the hub agent only)."""
+        return self.node_dir("soc") / "id_agent"
 
     async def _wireguard(self, node: Node, keys: dict[str, tuple[str, str]]) -> None:
         name, topo = node.name, self.topology
@@ -332,8 +339,11 @@ class Lab:
 
         host_key = node_dir / "ssh_host_ed25519_key"
         await run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.prefix}-{name}", "-f", str(host_key))
-        client_pub = (self.node_dir("soc") / "id_ed25519.pub").read_text().strip()
-        (node_dir / "authorized_keys").write_text(authorized_keys(client_pub, management=str(MANAGEMENT_ADDRESS)))
+        plain = self.plain_key.with_suffix(".pub").read_text().strip()
+        agent = self.agent_key.with_suffix(".pub").read_text().strip()
+        (node_dir / "authorized_keys").write_text(
+            authorized_keys(plain, agent, management=str(MANAGEMENT_ADDRESS), agent=f"/usr/bin/python3 {AGENT}")
+        )
         config = node_dir / "sshd_config"
         config.write_text(
             sshd_config(node_dir=node_dir, host_key=host_key, authorized_keys=node_dir / "authorized_keys")
@@ -364,7 +374,6 @@ class Lab:
 
     def _write_inventory(self, keys: dict[str, tuple[str, str]]) -> None:
         topo = self.topology
-        soc_key = self.node_dir("soc") / "id_ed25519"
         hubs, peers = [], []
         for node in topo.nodes:
             if node.role is Role.HUB:
@@ -376,9 +385,10 @@ class Lab:
                             host=str(node.underlay),
                             user="root",
                             host_key=host_key,
-                            client_key=soc_key,
+                            client_key=self.agent_key,
                             netns=self.netns_path("soc"),
                         ),
+                        mode=HubMode.AGENT,
                         tunnel_network=tunnel_network(node.index),
                         address=node.tunnel,
                     )

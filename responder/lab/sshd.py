@@ -32,6 +32,10 @@ LogLevel VERBOSE
 """
 
 
-def authorized_keys(client_public_key: str, *, management: str) -> str:
-    """The responder's key, accepted only from the management address."""
-    return f'from="{management}",no-port-forwarding,no-agent-forwarding,no-X11-forwarding {client_public_key}\n'
+def authorized_keys(plain_key: str, agent_key: str, *, management: str, agent: str) -> str:
+    """The responder's two keys, accepted only from the management address: the agent key can run
+    nothing but the hub agent (forced command); the plain key is for agentless mode."""
+    return (
+        f'from="{management}",restrict,command="{agent}" {agent_key}\n'
+        f'from="{management}",no-port-forwarding,no-agent-forwarding,no-X11-forwarding {plain_key}\n'
+    )

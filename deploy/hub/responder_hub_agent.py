@@ -1,0 +1,370 @@
+#!/usr/bin/python3
+"""responder hub agent: the SSH forced command of the responder's key on a WireGuard hub.
+
+It reads one JSON request per line on stdin and answers one JSON line per request on stdout, over a
+single long-lived SSH channel. It allows only the operations below, validates every argument before
+anything runs, applies nftables changes as one atomic libnftables JSON transaction, runs `wg` and
+`conntrack` with fixed argv (never a shell), and reads the state back to verify. It never prints a
+private key or a preshared key. Standalone: Python 3.9+ standard library and Debian's python3-nftables.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+INTERFACE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
+COMMENT = re.compile(r"^[A-Za-z0-9 _.:@/-]{0,120}$")
+FAMILIES = {"inet", "ip", "ip6"}
+STATE_DIR = Path(os.environ.get("RESPONDER_HUB_STATE", "/var/lib/responder-hub"))
+COMMAND_TIMEOUT = 10
+
+
+class Invalid(ValueError):
+    """A request argument that does not validate; nothing has run."""
+
+
+def key(value: Any) -> str:
+    if not isinstance(value, str) or len(value) != 44 or not value.endswith("="):
+        raise Invalid("a WireGuard key is 44 base64 characters ending in '='")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise Invalid("a WireGuard key must be base64") from None
+    if len(raw) != 32 or base64.b64encode(raw).decode() != value:
+        raise Invalid("a WireGuard key must encode 32 bytes canonically")
+    return value
+
+
+def address(value: Any) -> str:
+    if not isinstance(value, str) or "%" in value:
+        raise Invalid("an address is an IPv4 or IPv6 address without a scope")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise Invalid(f"not an address: {value!r}") from None
+
+
+def network(value: Any) -> str:
+    if not isinstance(value, str) or "%" in value:
+        raise Invalid("allowed IPs are networks in CIDR form")
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        raise Invalid(f"not a network: {value!r}") from None
+
+
+def name(value: Any, pattern: re.Pattern[str] = NAME, what: str = "name") -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise Invalid(f"invalid {what}: {value!r}")
+    return value
+
+
+def endpoint(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid("an endpoint is host:port")
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise Invalid(f"invalid endpoint: {value!r}")
+    address(host.strip("[]"))
+    return value
+
+
+def integer(value: Any, low: int, high: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise Invalid(f"{what} must be an integer from {low} to {high}")
+    return value
+
+
+def run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    # A fixed argv of validated values, never a shell.
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+
+
+# -- WireGuard -------------------------------------------------------------------------------------
+
+
+def peers(interface: str) -> dict[str, dict[str, Any]]:
+    """The interface's peers from `wg show <if> dump`, without private or preshared keys."""
+    result = run(["wg", "show", interface, "dump"])
+    if result.returncode != 0:
+        raise RuntimeError(f"wg show {interface}: {result.stderr.strip()}")
+    out: dict[str, dict[str, Any]] = {}
+    for line in result.stdout.splitlines()[1:]:  # the first line is the interface (holds the private key)
+        f = line.split("\t")
+        if len(f) < 8:
+            continue
+        out[f[0]] = {
+            "key": f[0],
+            "endpoint": None if f[2] == "(none)" else f[2],
+            "allowed_ips": [] if f[3] == "(none)" else f[3].split(","),
+            "latest_handshake": int(f[4]),
+            "rx": int(f[5]),
+            "tx": int(f[6]),
+            "keepalive": None if f[7] == "off" else int(f[7]),
+        }
+    return out
+
+
+def op_peers(req: dict[str, Any]) -> dict[str, Any]:
+    return {"peers": list(peers(name(req.get("interface"), INTERFACE, "interface")).values())}
+
+
+def _remove(interface: str, keys: list[str]) -> dict[str, Any]:
+    before = peers(interface)
+    argv = ["wg", "set", interface]
+    for k in keys:
+        argv += ["peer", k, "remove"]
+    result = run(argv)
+    if result.returncode != 0:
+        raise RuntimeError(f"wg set: {result.stderr.strip()}")
+    after = peers(interface)
+    restore = {k: {x: before[k][x] for x in ("allowed_ips", "endpoint", "keepalive")} for k in keys if k in before}
+    return {
+        "restore": restore,
+        "absent_before": [k for k in keys if k not in before],
+        "verified": all(k not in after for k in keys),
+    }
+
+
+def op_remove_peers(req: dict[str, Any]) -> dict[str, Any]:
+    interface = name(req.get("interface"), INTERFACE, "interface")
+    return _remove(interface, [key(k) for k in _list(req.get("keys"))])
+
+
+def _revoked_file(interface: str) -> Path:
+    return STATE_DIR / f"{interface}.revoked"
+
+
+def revoked(interface: str) -> set[str]:
+    try:
+        return set(_revoked_file(interface).read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
+def op_revoke_keys(req: dict[str, Any]) -> dict[str, Any]:
+    """Rotation, hub side: remove the peer and deny its key at enrollment, for good."""
+    interface = name(req.get("interface"), INTERFACE, "interface")
+    keys = [key(k) for k in _list(req.get("keys"))]
+    result = _remove(interface, keys)
+    denied = revoked(interface) | set(keys)
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = _revoked_file(interface).with_suffix(".tmp")
+    tmp.write_text("".join(f"{k}\n" for k in sorted(denied)))
+    tmp.replace(_revoked_file(interface))
+    result["verified"] = result["verified"] and set(keys) <= revoked(interface)
+    return result
+
+
+def op_add_peers(req: dict[str, Any]) -> dict[str, Any]:
+    """Add (or restore) peers; refuses a revoked key. Enrollment of a rotated device goes through here."""
+    interface = name(req.get("interface"), INTERFACE, "interface")
+    specs = []
+    for p in _list(req.get("peers")):
+        if not isinstance(p, dict):
+            raise Invalid("each peer is an object")
+        spec = {"key": key(p.get("key")), "allowed_ips": [network(n) for n in _list(p.get("allowed_ips"))]}
+        if p.get("endpoint") is not None:
+            spec["endpoint"] = endpoint(p["endpoint"])
+        if p.get("keepalive") is not None:
+            spec["keepalive"] = integer(p["keepalive"], 1, 65535, "keepalive")
+        specs.append(spec)
+    denied = revoked(interface) & {s["key"] for s in specs}
+    if denied:
+        raise Invalid(f"revoked keys cannot be added back: {sorted(denied)}")
+    argv = ["wg", "set", interface]
+    for s in specs:
+        argv += ["peer", s["key"], "allowed-ips", ",".join(s["allowed_ips"])]
+        if "endpoint" in s:
+            argv += ["endpoint", s["endpoint"]]
+        if "keepalive" in s:
+            argv += ["persistent-keepalive", str(s["keepalive"])]
+    result = run(argv)
+    if result.returncode != 0:
+        raise RuntimeError(f"wg set: {result.stderr.strip()}")
+    after = peers(interface)
+    ok = all(s["key"] in after and sorted(after[s["key"]]["allowed_ips"]) == sorted(s["allowed_ips"]) for s in specs)
+    return {"verified": ok}
+
+
+# -- nftables --------------------------------------------------------------------------------------
+
+
+def _nft() -> Any:
+    import nftables  # noqa: PLC0415 - the hub's Debian package; imported once per process
+
+    nft = nftables.Nftables()
+    nft.set_json_output(True)
+    nft.set_handle_output(False)
+    return nft
+
+
+NFT = None
+
+
+def nft_cmd(payload: dict[str, Any]) -> Any:
+    global NFT  # noqa: PLW0603 - one libnftables context per agent process
+    if NFT is None:
+        NFT = _nft()
+    rc, out, err = NFT.json_cmd(payload)
+    if rc != 0:
+        raise RuntimeError(f"nft: {str(err).strip()}")
+    return out
+
+
+def set_elements(family: str, table: str, set_name: str) -> set[str]:
+    out = nft_cmd({"nftables": [{"list": {"set": {"family": family, "table": table, "name": set_name}}}]})
+    found: set[str] = set()
+    for item in out.get("nftables", []):
+        for e in item.get("set", {}).get("elem", []):
+            value = e.get("elem", {}).get("val") if isinstance(e, dict) else e
+            if isinstance(value, str):
+                found.add(value)
+    return found
+
+
+def op_elements(req: dict[str, Any]) -> dict[str, Any]:
+    """Add and delete set elements in one atomic transaction; deleting an absent element is success."""
+    family = req.get("family", "inet")
+    if family not in FAMILIES:
+        raise Invalid(f"family must be one of {sorted(FAMILIES)}")
+    table = name(req.get("table"), NAME, "table")
+    commands: list[dict[str, Any]] = []
+    touched: dict[str, tuple[set[str], set[str]]] = {}
+    for item in _list(req.get("delete", [])):
+        s, a = name(_get(item, "set"), NAME, "set"), address(_get(item, "address"))
+        elem = {"family": family, "table": table, "name": s, "elem": [a]}
+        # nft 1.0.6 has no `destroy`: add-then-delete in one batch succeeds whether or not it was there.
+        commands += [{"add": {"element": elem}}, {"delete": {"element": elem}}]
+        touched.setdefault(s, (set(), set()))[1].add(a)
+    for item in _list(req.get("add", [])):
+        s, a = name(_get(item, "set"), NAME, "set"), address(_get(item, "address"))
+        value: Any = a
+        if item.get("timeout") is not None:
+            value = {"elem": {"val": a, "timeout": integer(item["timeout"], 1, 2**31 - 1, "timeout")}}
+            comment = item.get("comment")
+            if comment is not None:
+                value["elem"]["comment"] = name(comment, COMMENT, "comment")
+            # Re-adding with a new timeout only updates it on recent kernels: replace it in the same batch.
+            plain = {"family": family, "table": table, "name": s, "elem": [a]}
+            commands += [{"add": {"element": plain}}, {"delete": {"element": plain}}]
+        commands.append({"add": {"element": {"family": family, "table": table, "name": s, "elem": [value]}}})
+        touched.setdefault(s, (set(), set()))[0].add(a)
+    if commands:
+        nft_cmd({"nftables": commands})
+    verified = True
+    for s, (added, deleted) in touched.items():
+        now = set_elements(family, table, s)
+        verified = verified and added <= now and not (deleted - added) & now
+    return {"verified": verified, "commands": len(commands)}
+
+
+def op_list_set(req: dict[str, Any]) -> dict[str, Any]:
+    family = req.get("family", "inet")
+    if family not in FAMILIES:
+        raise Invalid(f"family must be one of {sorted(FAMILIES)}")
+    return {"elements": sorted(set_elements(family, name(req.get("table")), name(req.get("set"))))}
+
+
+# -- conntrack -------------------------------------------------------------------------------------
+
+
+def flows(addr: str) -> int:
+    count = 0
+    for direction in ("-s", "-d"):
+        result = run(["conntrack", "-L", direction, addr])
+        count += sum(1 for line in result.stdout.splitlines() if line.strip())
+    return count
+
+
+def op_kill_flows(req: dict[str, Any]) -> dict[str, Any]:
+    addresses = [address(a) for a in _list(req.get("addresses"))]
+    for a in addresses:
+        for direction in ("-s", "-d"):
+            result = run(["conntrack", "-D", direction, a])
+            if result.returncode not in (0, 1):  # 1: nothing matched, which is success here
+                raise RuntimeError(f"conntrack -D {direction} {a}: {result.stderr.strip()}")
+    remaining = {a: flows(a) for a in addresses}
+    return {"remaining": remaining, "verified": not any(remaining.values())}
+
+
+def op_hello(_: dict[str, Any]) -> dict[str, Any]:
+    return {"version": VERSION, "ops": sorted(OPS)}
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list) or len(value) > 10000:
+        raise Invalid("expected a list (at most 10000 items)")
+    return value
+
+
+def _get(item: Any, field: str) -> Any:
+    if not isinstance(item, dict):
+        raise Invalid("each element is an object with set and address")
+    return item.get(field)
+
+
+OPS = {
+    "hello": op_hello,
+    "peers": op_peers,
+    "remove_peers": op_remove_peers,
+    "revoke_keys": op_revoke_keys,
+    "add_peers": op_add_peers,
+    "elements": op_elements,
+    "list_set": op_list_set,
+    "kill_flows": op_kill_flows,
+}
+
+
+def _parse(line: str) -> dict[str, Any]:
+    try:
+        req = json.loads(line)
+    except ValueError:
+        raise Invalid("not JSON") from None
+    if not isinstance(req, dict):
+        raise Invalid("a request is a JSON object")
+    if not (req.get("id") is None or isinstance(req.get("id"), int)):
+        raise Invalid("id must be an integer")
+    return req
+
+
+def handle(line: str) -> dict[str, Any]:
+    try:
+        req = _parse(line)
+    except Invalid as exc:
+        return {"id": None, "ok": False, "error": f"invalid: {exc}"}
+    rid = req.get("id")
+    op = OPS.get(req.get("op"))  # type: ignore[arg-type]
+    if op is None:
+        return {"id": rid, "ok": False, "error": f"unknown op; allowed: {sorted(OPS)}"}
+    try:
+        return {"id": rid, "ok": True, "result": op(req)}
+    except Invalid as exc:
+        return {"id": rid, "ok": False, "error": f"invalid: {exc}"}
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return {"id": rid, "ok": False, "error": str(exc)}
+
+
+def main() -> None:
+    for line in sys.stdin:
+        if len(line) > 4_000_000:
+            answer: dict[str, Any] = {"id": None, "ok": False, "error": "request too large"}
+        else:
+            answer = handle(line)
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
