@@ -6,8 +6,10 @@ point from the inventory and executed (and verified, and undone) by the enforcem
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
+from ipaddress import IPv4Address, IPv6Address
 
 from responder.core.identifiers import IPAddress, WireGuardKey
 
@@ -31,6 +33,8 @@ REVERSIBLE: frozenset[ActionType] = frozenset(
     {ActionType.QUARANTINE, ActionType.DELETE_ELEMENT, ActionType.ADD_ELEMENT, ActionType.REMOVE_PEER}
 )
 
+_SET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+_HUB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _NEEDS_SET = frozenset({ActionType.QUARANTINE, ActionType.DELETE_ELEMENT, ActionType.ADD_ELEMENT})
 _NEEDS_KEY = frozenset({ActionType.REMOVE_PEER, ActionType.ROTATE_KEY})
 
@@ -51,8 +55,16 @@ class Action:
             raise ValueError("kill_flows needs an address")
         if self.type in _NEEDS_KEY and self.peer_key is None:
             raise ValueError(f"{self.type} needs peer_key")
-        if self.ttl_s is not None and self.ttl_s <= 0:
-            raise ValueError("ttl_s must be positive")
+        if self.ttl_s is not None and not 0 < self.ttl_s < 2**31:
+            raise ValueError("ttl_s must be a positive number of seconds")
+        if self.set_name is not None and not _SET_NAME.fullmatch(self.set_name):
+            raise ValueError(f"invalid set name {self.set_name!r}")
+        if not _HUB_NAME.fullmatch(self.hub):
+            raise ValueError(f"invalid hub name {self.hub!r}")
+        if self.address is not None and not isinstance(self.address, IPv4Address | IPv6Address):
+            raise ValueError("address must be an ipaddress object")
+        if self.peer_key is not None and not isinstance(self.peer_key, WireGuardKey):
+            raise ValueError("peer_key must be a WireGuardKey")
 
     @property
     def reversible(self) -> bool:

@@ -1,0 +1,16 @@
+"""The enforcement point adapters: WireGuard hubs over SSH, in agent or agentless mode."""
+
+from responder.pep.errors import CircuitOpen, HostKeyMismatch, HubError, HubRefused, HubUnreachable
+from responder.pep.hub import ActionResult, Hub, SshHub, open_hub
+
+__all__ = [
+    "ActionResult",
+    "CircuitOpen",
+    "HostKeyMismatch",
+    "Hub",
+    "HubError",
+    "HubRefused",
+    "HubUnreachable",
+    "SshHub",
+    "open_hub",
+]

@@ -1,0 +1,135 @@
+"""The hub operations, two ways: the hub agent over one persistent channel, or plain commands with one
+exec channel each (agentless). Both take the same operation names and arguments and answer the same
+shape, including `verified` from reading the state back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from responder.pep.errors import HubRefused
+from responder.pep.transport import HubTransport
+from responder.pep.wgdump import parse_dump, parse_set
+
+REVOKED_DIR = "/var/lib/responder-hub"
+
+
+class Backend(Protocol):
+    async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class AgentBackend:
+    def __init__(self, transport: HubTransport) -> None:
+        self._transport = transport
+
+    async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._transport.call_agent(op, args)
+
+
+class CommandBackend:
+    """Agentless: `wg`, `nft` and `conntrack` run directly (as root, or through the narrow sudoers rule of
+    deploy/hub/ when `sudo` is set). Every value in an argv comes from a validated Action."""
+
+    def __init__(self, transport: HubTransport, sudo: bool = False) -> None:
+        self._t = transport
+        self._prefix = ["sudo", "-n"] if sudo else []
+
+    async def _run(self, *argv: str, stdin: str | None = None, ok: tuple[int, ...] = (0,)) -> str:
+        status, out, err = await self._t.run([*self._prefix, *argv], stdin)
+        if status not in ok:
+            raise HubRefused(self._t.name, f"{argv[0]} {argv[1] if len(argv) > 1 else ''}: {err.strip()}")
+        return out
+
+    async def _peers(self, interface: str) -> dict[str, dict[str, Any]]:
+        return parse_dump(await self._run("wg", "show", interface, "dump"))
+
+    async def _elements(self, family: str, table: str, name: str) -> set[str]:
+        return parse_set(json.loads(await self._run("nft", "-j", "list", "set", family, table, name)))
+
+    async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        handler = getattr(self, f"_op_{op}", None)
+        if handler is None:
+            raise HubRefused(self._t.name, f"unknown operation {op}")
+        result: dict[str, Any] = await handler(args)
+        return result
+
+    async def _op_peers(self, a: dict[str, Any]) -> dict[str, Any]:
+        return {"peers": list((await self._peers(a["interface"])).values())}
+
+    async def _op_remove_peers(self, a: dict[str, Any]) -> dict[str, Any]:
+        interface, keys = a["interface"], a["keys"]
+        before = await self._peers(interface)
+        argv = ["wg", "set", interface]
+        for k in keys:
+            argv += ["peer", k, "remove"]
+        await self._run(*argv)
+        after = await self._peers(interface)
+        restore = {k: {f: before[k][f] for f in ("allowed_ips", "endpoint", "keepalive")} for k in keys if k in before}
+        return {
+            "restore": restore,
+            "absent_before": [k for k in keys if k not in before],
+            "verified": all(k not in after for k in keys),
+        }
+
+    async def _op_revoke_keys(self, a: dict[str, Any]) -> dict[str, Any]:
+        result = await self._op_remove_peers(a)
+        lines = "".join(f"{k}\n" for k in a["keys"])
+        await self._run("mkdir", "-p", REVOKED_DIR)
+        await self._run("tee", "-a", f"{REVOKED_DIR}/{a['interface']}.revoked", stdin=lines)
+        return result
+
+    async def _op_add_peers(self, a: dict[str, Any]) -> dict[str, Any]:
+        interface = a["interface"]
+        denied = set((await self._run("cat", f"{REVOKED_DIR}/{interface}.revoked", ok=(0, 1))).split())
+        wanted = {p["key"] for p in a["peers"]}
+        if denied & wanted:
+            raise HubRefused(self._t.name, f"revoked keys cannot be added back: {sorted(denied & wanted)}")
+        argv = ["wg", "set", interface]
+        for p in a["peers"]:
+            argv += ["peer", p["key"], "allowed-ips", ",".join(p["allowed_ips"])]
+            if p.get("endpoint"):
+                argv += ["endpoint", p["endpoint"]]
+            if p.get("keepalive"):
+                argv += ["persistent-keepalive", str(p["keepalive"])]
+        await self._run(*argv)
+        after = await self._peers(interface)
+        return {"verified": all(k in after for k in wanted)}
+
+    async def _op_elements(self, a: dict[str, Any]) -> dict[str, Any]:
+        family, table = a.get("family", "inet"), a["table"]
+        commands: list[dict[str, Any]] = []
+        touched: dict[str, tuple[set[str], set[str]]] = {}
+        for item in a.get("delete", []):
+            elem = {"family": family, "table": table, "name": item["set"], "elem": [item["address"]]}
+            commands += [{"add": {"element": elem}}, {"delete": {"element": elem}}]  # idempotent on nft 1.0.6
+            touched.setdefault(item["set"], (set(), set()))[1].add(item["address"])
+        for item in a.get("add", []):
+            plain = {"family": family, "table": table, "name": item["set"], "elem": [item["address"]]}
+            value: Any = item["address"]
+            if item.get("timeout"):
+                value = {"elem": {"val": item["address"], "timeout": item["timeout"]}}
+                commands += [{"add": {"element": plain}}, {"delete": {"element": plain}}]
+            commands.append({"add": {"element": {**plain, "elem": [value]}}})
+            touched.setdefault(item["set"], (set(), set()))[0].add(item["address"])
+        if commands:
+            await self._run("nft", "-j", "-f", "-", stdin=json.dumps({"nftables": commands}))
+        verified = True
+        for name, (added, deleted) in touched.items():
+            now = await self._elements(family, table, name)
+            verified = verified and added <= now and not (deleted - added) & now
+        return {"verified": verified, "commands": len(commands)}
+
+    async def _op_list_set(self, a: dict[str, Any]) -> dict[str, Any]:
+        return {"elements": sorted(await self._elements(a.get("family", "inet"), a["table"], a["set"]))}
+
+    async def _op_kill_flows(self, a: dict[str, Any]) -> dict[str, Any]:
+        remaining: dict[str, int] = {}
+        for address in a["addresses"]:
+            for direction in ("-s", "-d"):
+                await self._run("conntrack", "-D", direction, address, ok=(0, 1))  # 1: nothing matched
+            count = 0
+            for direction in ("-s", "-d"):
+                listing = await self._run("conntrack", "-L", direction, address, ok=(0, 1))
+                count += sum(1 for line in listing.splitlines() if line.strip())
+            remaining[address] = count
+        return {"remaining": remaining, "verified": not any(remaining.values())}

@@ -1,0 +1,142 @@
+"""A WireGuard hub as an enforcement point: apply actions in batches, verify by reading back, undo."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from responder.core.actions import Action, ActionType
+from responder.inventory import HubMode, HubSpec
+from responder.pep.backends import AgentBackend, Backend, CommandBackend
+from responder.pep.errors import HubError
+from responder.pep.plan import plan, undo_operation
+from responder.pep.transport import HubTransport, TransportSettings
+
+STALE_AFTER_S = 300  # as the seed's check script: no handshake for 5 minutes with keepalive on
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action: Action
+    ok: bool
+    verified: bool
+    detail: str
+    restore: dict[str, Any] | None = None
+    duration_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        from responder.core.decisions import action_to_dict  # noqa: PLC0415 - keeps this module light
+
+        return {
+            "action": action_to_dict(self.action),
+            "ok": self.ok,
+            "verified": self.verified,
+            "detail": self.detail,
+            "duration_ms": round(self.duration_ms, 2),
+        }
+
+
+class Hub(Protocol):
+    """What the service needs of an enforcement point."""
+
+    name: str
+
+    async def apply(self, actions: list[Action]) -> list[ActionResult]: ...
+    async def undo(self, action: Action, restore: dict[str, Any] | None) -> ActionResult: ...
+    async def status(self) -> dict[str, Any]: ...
+    async def close(self) -> None: ...
+
+
+class SshHub:
+    def __init__(self, spec: HubSpec, settings: TransportSettings | None = None) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.transport = HubTransport(spec, settings)
+        self._backend: Backend = (
+            AgentBackend(self.transport)
+            if spec.mode is HubMode.AGENT
+            else CommandBackend(self.transport, sudo=spec.sudo)
+        )
+
+    async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._backend.call(op, args)
+
+    async def apply(self, actions: list[Action]) -> list[ActionResult]:
+        """Apply all actions for this hub: one operation per kind (one nft transaction, one `wg set`)."""
+        results: list[ActionResult] = []
+        for operation in plan(self.spec, actions):
+            started = time.perf_counter()
+            try:
+                answer = await self._backend.call(operation.op, operation.args)
+            except HubError as exc:
+                ms = (time.perf_counter() - started) * 1000
+                results += [ActionResult(a, False, False, str(exc), None, ms) for a in operation.actions]
+                continue
+            ms = (time.perf_counter() - started) * 1000
+            verified = bool(answer.get("verified"))
+            restores: dict[str, Any] = answer.get("restore", {})
+            for a in operation.actions:
+                restore: dict[str, Any] | None = None
+                detail = "verified" if verified else "applied, but the state read back does not show it"
+                if a.type in {ActionType.REMOVE_PEER, ActionType.ROTATE_KEY}:
+                    restore = restores.get(str(a.peer_key))
+                    if str(a.peer_key) in answer.get("absent_before", []):
+                        detail += " (the peer was already absent)"
+                results.append(ActionResult(a, True, verified, detail, restore, ms))
+        return results
+
+    async def undo(self, action: Action, restore: dict[str, Any] | None) -> ActionResult:
+        started = time.perf_counter()
+        try:
+            operation = undo_operation(self.spec, action, restore)
+        except ValueError as exc:
+            return ActionResult(action, False, False, str(exc))
+        if operation is None:
+            return ActionResult(action, True, True, "nothing to undo: flows re-establish by themselves")
+        try:
+            answer = await self._backend.call(operation.op, operation.args)
+        except HubError as exc:
+            return ActionResult(action, False, False, str(exc), None, (time.perf_counter() - started) * 1000)
+        verified = bool(answer.get("verified"))
+        return ActionResult(
+            action, True, verified, "restored" if verified else "restore not verified", None,
+            (time.perf_counter() - started) * 1000,
+        )  # fmt: skip
+
+    async def status(self) -> dict[str, Any]:
+        """Reachability, peers with handshake age (stale after 300 s), and set sizes."""
+        started = time.perf_counter()
+        try:
+            peers = (await self._backend.call("peers", {"interface": self.spec.interface}))["peers"]
+            sets: dict[str, int | None] = {}
+            for name in ("admin_devices", "app_servers", "quarantine"):
+                try:
+                    listing = await self._backend.call("list_set", {"table": self.spec.table, "set": name})
+                    sets[name] = len(listing["elements"])
+                except HubError:
+                    sets[name] = None
+        except HubError as exc:
+            return {"hub": self.name, "reachable": False, "error": str(exc), "breaker": self.transport.breaker_state}
+        now = time.time()
+        rows = []
+        for p in peers:
+            age = None if not p["latest_handshake"] else max(0, int(now - p["latest_handshake"]))
+            stale = p["keepalive"] is not None and (age is None or age > STALE_AFTER_S)
+            rows.append({**p, "handshake_age_s": age, "stale": stale})
+        return {
+            "hub": self.name,
+            "reachable": True,
+            "mode": self.spec.mode.value,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            "peers": rows,
+            "sets": sets,
+            "breaker": self.transport.breaker_state,
+        }
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+
+def open_hub(spec: HubSpec, settings: TransportSettings | None = None) -> SshHub:
+    return SshHub(spec, settings)
