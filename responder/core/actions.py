@@ -63,6 +63,8 @@ class Action:
             raise ValueError(f"invalid hub name {self.hub!r}")
         if self.address is not None and not isinstance(self.address, IPv4Address | IPv6Address):
             raise ValueError("address must be an ipaddress object")
+        if isinstance(self.address, IPv6Address) and self.address.scope_id is not None:
+            raise ValueError("scoped IPv6 addresses are not accepted")
         if self.peer_key is not None and not isinstance(self.peer_key, WireGuardKey):
             raise ValueError("peer_key must be a WireGuardKey")
 
