@@ -4,6 +4,7 @@ a bound on concurrent channels (below sshd's MaxSessions), and a circuit breaker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import shlex
@@ -34,6 +35,11 @@ class TransportSettings:
     backoff_max: float = 3.0
     breaker_threshold: int = 5
     breaker_cooldown: float = 10.0
+
+
+def _connection_level(exc: BaseException) -> bool:
+    """Errors after which the connection itself cannot be trusted (as opposed to one command failing)."""
+    return isinstance(exc, HubUnreachable | asyncssh.ConnectionLost | asyncssh.DisconnectError | OSError)
 
 
 class _Breaker:
@@ -176,21 +182,30 @@ class HubTransport:
                 self._agent = AgentChannel(self.name, process)
             return self._agent
 
-    async def _with_retries(self, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _with_retries(self, attempt: Callable[[], Awaitable[T]], slot: asyncio.Semaphore | None = None) -> T:
         """Run `attempt` with the breaker, a timeout and retries on connection failures. Operations are
-        idempotent, so a retry after an unknown outcome is safe."""
+        idempotent, so a retry after an unknown outcome is safe.
+
+        The timeout bounds the time on the hub, not the wait for a free channel (`slot`): a burst of
+        operations queues behind the channel bound instead of timing out and tearing down the connection
+        the others are using. Only a connection-level failure drops the connection; a slow command does not.
+        """
         s = self.settings
         for n in range(s.retries + 1):
             self._breaker.check(self.name)
             try:
-                async with asyncio.timeout(s.operation_timeout):
-                    result = await attempt()
+                async with contextlib.AsyncExitStack() as stack:
+                    if slot is not None:
+                        await stack.enter_async_context(slot)
+                    async with asyncio.timeout(s.operation_timeout):
+                        result = await attempt()
             except HostKeyMismatch:
                 self._breaker.failure()
                 raise
             except (HubUnreachable, TimeoutError, asyncssh.Error, OSError) as exc:
                 self._breaker.failure()
-                await self._drop()
+                if self._conn is None or self._conn.is_closed() or _connection_level(exc):
+                    await self._drop()
                 if n == s.retries:
                     if isinstance(exc, HubUnreachable):
                         raise
@@ -216,7 +231,7 @@ class HubTransport:
 
         async def attempt() -> tuple[int, str, str]:
             conn = await self.connection()
-            async with self._channels, conn.create_process(command, encoding="utf-8") as process:
+            async with conn.create_process(command, encoding="utf-8") as process:
                 if stdin is not None:
                     process.stdin.write(stdin)
                 process.stdin.write_eof()
@@ -224,7 +239,7 @@ class HubTransport:
                 status = await process.wait()
                 return (status.exit_status if status.exit_status is not None else 255), out, err
 
-        return await self._with_retries(attempt)
+        return await self._with_retries(attempt, slot=self._channels)
 
     async def _drop(self) -> None:
         conn, self._conn, self._agent = self._conn, None, None
