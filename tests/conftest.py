@@ -74,3 +74,12 @@ def postgres_dsn() -> Iterator[str]:
 
     with postgres_server() as dsn:
         yield dsn
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A real Kafka-protocol broker (Tansu) on loopback for the session: its bootstrap address."""
+    from tests.support.kafka import kafka_broker
+
+    with kafka_broker() as bootstrap:
+        yield bootstrap
