@@ -238,22 +238,43 @@ class SqlJournal(ABC):
                     "UPDATE decisions SET state = ? WHERE id = ?", DecisionState.REPLACED.value, decision_id
                 )
             for d in decisions:
-                await tx.execute(
-                    "INSERT INTO decisions (id, subject, response, level, state, created_at, expires_at, body,"
-                    " trace, event_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    d.id,
-                    d.subject,
-                    d.response,
-                    d.level,
-                    d.state.value,
-                    d.created_at,
-                    d.expires_at,
-                    d.body,
-                    json.dumps(d.trace),
-                    event_seq,
-                )
+                await self._insert_decision(tx, d, event_seq)
             await self._insert_intents(tx, intents)
         return True
+
+    async def record_manual(self, decision: DecisionRecord, intents: Sequence[IntentRecord]) -> None:
+        """A decision an operator made by hand (no event), with its intents, in one transaction."""
+        async with self.transaction() as tx:
+            await self._insert_decision(tx, decision, None)
+            await self._insert_intents(tx, intents)
+
+    async def _insert_decision(self, tx: Tx, d: DecisionRecord, event_seq: int | None) -> None:
+        await tx.execute(
+            "INSERT INTO decisions (id, subject, response, level, state, created_at, expires_at, body,"
+            " trace, event_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            d.id,
+            d.subject,
+            d.response,
+            d.level,
+            d.state.value,
+            d.created_at,
+            d.expires_at,
+            d.body,
+            json.dumps(d.trace),
+            event_seq,
+        )
+
+    async def reopen_failed_intent(self, intent_id: str, now: str) -> bool:
+        """Make a failed intent open again, so that it can be retried."""
+        async with self.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE intents SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
+                IntentState.PENDING.value,
+                now,
+                intent_id,
+                IntentState.FAILED.value,
+            )
+        return changed > 0
 
     async def add_intents(self, intents: Sequence[IntentRecord]) -> None:
         async with self.transaction() as tx:
