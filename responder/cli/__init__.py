@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from responder import __version__
-from responder.cli import lab, rules
+from responder.cli import act, hubs, lab, rules
 
 app = typer.Typer(
     name="responder",
@@ -13,6 +13,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(act.app, name="act")
+app.add_typer(hubs.app, name="hubs")
 app.add_typer(lab.app, name="lab")
 app.add_typer(rules.app, name="rules")
 

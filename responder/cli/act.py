@@ -1,0 +1,258 @@
+"""`responder act`: manual response through the same executor, journal and verification as the service."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from responder.cli.common import ConfigOption, InventoryOption, JournalOption, JsonOption, fail, inventory, settings
+from responder.core.actions import Action, ActionType
+from responder.core.identifiers import WireGuardKey, parse_address
+from responder.enforcement import Enforcer, IntentOutcome, RestoreRefused
+from responder.inventory import Inventory, PeerSpec
+from responder.journal import open_journal
+from responder.pep import SshHub
+from responder.pep.plan import plan
+
+app = typer.Typer(
+    help="Act on hubs by hand: each action is journaled, applied, verified by reading the hub back, and "
+    "can be restored with `responder act restore ID`.",
+    no_args_is_help=True,
+)
+
+HubOption = Annotated[
+    str | None, typer.Option("--hub", help="The hub to act on (default: the hub of --peer).", show_default=False)
+]
+PeerOption = Annotated[
+    str | None, typer.Option("--peer", help="A peer by its inventory name (e.g. admin1).", show_default=False)
+]
+KeyOption = Annotated[str | None, typer.Option("--key", help="A peer by its WireGuard public key.", show_default=False)]
+ElementOption = Annotated[
+    str | None, typer.Option("--element", help="An address (default: the tunnel IP of --peer).", show_default=False)
+]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the hub operations; change nothing.")]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why; recorded in the audit trail.")]
+
+
+def _peer(inv: Inventory, name: str, hub: str | None) -> PeerSpec:
+    matches = [p for p in inv.peers if p.name == name and (hub is None or p.hub == hub)]
+    if not matches:
+        raise fail(f"no peer named {name!r}" + (f" on hub {hub}" if hub else "") + " in the inventory")
+    if len(matches) > 1:
+        raise fail(f"peer {name!r} is on several hubs ({', '.join(p.hub for p in matches)}); say which with --hub")
+    return matches[0]
+
+
+def _hub(inv: Inventory, hub: str | None, peer: PeerSpec | None) -> str:
+    name = hub or (peer.hub if peer else None)
+    if name is None:
+        raise fail("say which hub with --hub")
+    try:
+        inv.hub(name)
+    except KeyError as exc:
+        raise fail(exc.args[0]) from None
+    return name
+
+
+def _key_target(inv: Inventory, hub: str | None, peer: str | None, key: str | None) -> tuple[str, WireGuardKey]:
+    if (peer is None) == (key is None):
+        raise fail("give exactly one of --peer and --key")
+    if peer is not None:
+        spec = _peer(inv, peer, hub)
+        return _hub(inv, hub, spec), spec.public_key
+    try:
+        parsed = WireGuardKey(key or "")
+    except ValueError as exc:
+        raise fail(f"--key: {exc}") from None
+    return _hub(inv, hub, None), parsed
+
+
+def _address(inv: Inventory, hub: str | None, peer: str | None, element: str | None) -> tuple[str, str]:
+    if (peer is None) == (element is None):
+        raise fail("give exactly one of --peer and --element")
+    if peer is not None:
+        spec = _peer(inv, peer, hub)
+        return _hub(inv, hub, spec), str(spec.tunnel_ip)
+    try:
+        address = parse_address(element or "")
+    except ValueError as exc:
+        raise fail(f"--element: {exc}") from None
+    return _hub(inv, hub, None), str(address)
+
+
+def _action(**fields: object) -> Action:
+    try:
+        if isinstance(fields.get("address"), str):
+            fields["address"] = parse_address(str(fields["address"]))
+        return Action(**fields)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise fail(exc) from None
+
+
+def _render(outcome: IntentOutcome) -> str:
+    r = outcome.result
+    mark = "verified" if r.verified else ("NOT VERIFIED" if r.ok else "FAILED")
+    detail = "" if r.detail == mark else f" — {r.detail}"
+    return f"{outcome.intent_id}  {r.action.describe()}: {mark}{detail} ({r.duration_ms:.1f} ms)"
+
+
+def _run(actions: Sequence[Action], inv: Inventory, journal_url: str, reason: str) -> list[IntentOutcome]:
+    async def go() -> list[IntentOutcome]:
+        journal = await open_journal(journal_url)
+        hubs = {a.hub: SshHub(inv.hub(a.hub)) for a in actions}
+        try:
+            enforcer = Enforcer(journal, hubs, lambda: datetime.now(UTC))
+            return await enforcer.manual(actions, _actor(), reason)
+        finally:
+            for hub in hubs.values():
+                await hub.close()
+            await journal.close()
+
+    return asyncio.run(go())
+
+
+def _actor() -> str:
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def _execute(
+    actions: list[Action], inv: Inventory, config: Path | None, journal: str | None, dry_run: bool,
+    as_json: bool, reason: str,
+) -> None:  # fmt: skip
+    if dry_run:
+        hub = actions[0].hub  # every command acts on one hub
+        ops = [{"hub": hub, "op": o.op, "args": o.args} for o in plan(inv.hub(hub), actions)]
+        if as_json:
+            typer.echo(json.dumps({"dry_run": True, "operations": ops}, indent=2))
+        else:
+            for o in ops:
+                typer.echo(f"would run on {o['hub']}: {o['op']} {json.dumps(o['args'], sort_keys=True)}")
+        return
+    url = journal or settings(config).journal
+    try:
+        outcomes = _run(actions, inv, url, reason)
+    except (OSError, ValueError) as exc:
+        raise fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps([o.as_dict() for o in outcomes], indent=2))
+    else:
+        for outcome in outcomes:
+            typer.echo(_render(outcome))
+        if any(o.result.ok and o.result.action.reversible for o in outcomes):
+            typer.echo("undo with: responder act restore ID")
+    if not all(o.result.ok and o.result.verified for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command("remove-peer")
+def remove_peer(
+    hub: HubOption = None, peer: PeerOption = None, key: KeyOption = None, dry_run: DryRunOption = False,
+    as_json: JsonOption = False, reason: ReasonOption = "manual", config: ConfigOption = None,
+    inventory_path: InventoryOption = None, journal: JournalOption = None,
+) -> None:  # fmt: skip
+    """Remove a WireGuard peer from its hub; its tunnel stops at once. Restorable."""
+    inv = inventory(config, inventory_path)
+    hub_name, public_key = _key_target(inv, hub, peer, key)
+    action = _action(type=ActionType.REMOVE_PEER, hub=hub_name, peer_key=public_key)
+    _execute([action], inv, config, journal, dry_run, as_json, reason)
+
+
+@app.command("delete-element")
+def delete_element(
+    set_name: Annotated[str, typer.Option("--set", help="The nft set, e.g. admin_devices.")],
+    hub: HubOption = None, peer: PeerOption = None, element: ElementOption = None, dry_run: DryRunOption = False,
+    as_json: JsonOption = False, reason: ReasonOption = "manual", config: ConfigOption = None,
+    inventory_path: InventoryOption = None, journal: JournalOption = None,
+) -> None:  # fmt: skip
+    """Delete an address from an nft set: it loses what the set grants. Restorable."""
+    inv = inventory(config, inventory_path)
+    hub_name, address = _address(inv, hub, peer, element)
+    action = _action(type=ActionType.DELETE_ELEMENT, hub=hub_name, address=address, set_name=set_name)
+    _execute([action], inv, config, journal, dry_run, as_json, reason)
+
+
+@app.command()
+def quarantine(
+    hub: HubOption = None, peer: PeerOption = None, element: ElementOption = None,
+    set_name: Annotated[str, typer.Option("--set", help="The deny set.")] = "quarantine",
+    ttl: Annotated[int, typer.Option("--ttl", min=1, help="Seconds; the kernel expires it.")] = 3600,
+    kill_flows: Annotated[bool, typer.Option("--kill-flows/--keep-flows", help="Also end open flows.")] = True,
+    dry_run: DryRunOption = False, as_json: JsonOption = False, reason: ReasonOption = "manual",
+    config: ConfigOption = None, inventory_path: InventoryOption = None, journal: JournalOption = None,
+) -> None:  # fmt: skip
+    """Quarantine an address for a time (checked before established flows; expires in the kernel)."""
+    inv = inventory(config, inventory_path)
+    hub_name, address = _address(inv, hub, peer, element)
+    actions = [_action(type=ActionType.QUARANTINE, hub=hub_name, address=address, set_name=set_name, ttl_s=ttl)]
+    if kill_flows:
+        actions.append(_action(type=ActionType.KILL_FLOWS, hub=hub_name, address=address))
+    _execute(actions, inv, config, journal, dry_run, as_json, reason)
+
+
+@app.command("kill-flows")
+def kill_flows_(
+    hub: HubOption = None, peer: PeerOption = None, element: ElementOption = None, dry_run: DryRunOption = False,
+    as_json: JsonOption = False, reason: ReasonOption = "manual", config: ConfigOption = None,
+    inventory_path: InventoryOption = None, journal: JournalOption = None,
+) -> None:  # fmt: skip
+    """End the established flows of an address (conntrack), e.g. after deleting it from a set."""
+    inv = inventory(config, inventory_path)
+    hub_name, address = _address(inv, hub, peer, element)
+    _execute(
+        [_action(type=ActionType.KILL_FLOWS, hub=hub_name, address=address)],
+        inv, config, journal, dry_run, as_json, reason,
+    )  # fmt: skip
+
+
+@app.command("rotate-key")
+def rotate_key(
+    hub: HubOption = None, peer: PeerOption = None, key: KeyOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+    dry_run: DryRunOption = False, as_json: JsonOption = False, reason: ReasonOption = "manual",
+    config: ConfigOption = None, inventory_path: InventoryOption = None, journal: JournalOption = None,
+) -> None:  # fmt: skip
+    """Force key rotation: remove the peer and deny its key for good; the device must enroll a new key.
+    Irreversible, so it needs --yes."""
+    inv = inventory(config, inventory_path)
+    hub_name, public_key = _key_target(inv, hub, peer, key)
+    if not yes and not dry_run:
+        raise fail("rotate-key revokes the key for good; repeat with --yes")
+    action = _action(type=ActionType.ROTATE_KEY, hub=hub_name, peer_key=public_key)
+    _execute([action], inv, config, journal, dry_run, as_json, reason)
+
+
+@app.command()
+def restore(
+    action_id: Annotated[str, typer.Argument(help="The id printed when the action was taken (e.g. m-1a2b3c4d5e6f.1).")],
+    as_json: JsonOption = False, config: ConfigOption = None, inventory_path: InventoryOption = None,
+    journal: JournalOption = None,
+) -> None:  # fmt: skip
+    """Take back one action (re-add the peer as it was, re-add or remove the set element), verified."""
+    inv = inventory(config, inventory_path)
+    url = journal or settings(config).journal
+
+    async def go() -> IntentOutcome:
+        j = await open_journal(url)
+        hubs = {h.name: SshHub(h) for h in inv.hubs}
+        try:
+            return await Enforcer(j, hubs, lambda: datetime.now(UTC)).restore(action_id, _actor())
+        finally:
+            for h in hubs.values():
+                await h.close()
+            await j.close()
+
+    try:
+        outcome = asyncio.run(go())
+    except RestoreRefused as exc:
+        raise fail(exc) from None
+    typer.echo(json.dumps(outcome.as_dict(), indent=2) if as_json else _render(outcome))
+    if not (outcome.result.ok and outcome.result.verified):
+        raise typer.Exit(1)
