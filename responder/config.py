@@ -52,10 +52,11 @@ class Kafka(_Section):
 
 
 class Ssf(_Section):
-    issuer: str
-    audience: str
+    issuer: str = Field(min_length=1, description="The transmitter's iss")
+    audience: str = Field(min_length=1, description="This receiver's aud")
     jwks_file: Path | None = None
     jwks_url: str | None = None
+    path: str = "/hooks/ssf"
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:
@@ -79,6 +80,7 @@ class Settings(BaseSettings):
         default=None, description="Hub inventory; default: the local lab's, or dry-run where there is none"
     )
     rules: tuple[Path, ...] = (Path("rules"),)
+    connectors: Path = Field(default=Path("connectors"), description="SIEM alert format mappings")
     journal: str = Field(
         default="sqlite:///var/lib/responder/journal.db",
         description="sqlite:///PATH (embedded) or postgresql://... (several instances)",
@@ -95,10 +97,14 @@ class Settings(BaseSettings):
     entra_client_state_file: Path | None = None
     admin_token: SecretStr | None = None
     admin_token_file: Path | None = None
+    ssf_authorization: SecretStr | None = None
+    ssf_authorization_file: Path | None = None
+    kafka_password: SecretStr | None = None
+    kafka_password_file: Path | None = None
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Self:
-        for name in ("okta_secret", "entra_client_state", "admin_token"):
+        for name in ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "kafka_password"):
             path: Path | None = getattr(self, f"{name}_file")
             if path is not None:
                 if getattr(self, name) is not None:

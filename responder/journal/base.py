@@ -148,41 +148,54 @@ class SqlJournal(ABC):
     async def accept(self, delivery: DeliveryRecord, events: Sequence[EventRecord], owner: str) -> Accepted:
         """Store a delivery and its events at once. A duplicate event (same dedup key) is not stored
         again; if it is still pending, this owner takes it over (its first owner may be gone)."""
-        seqs: list[int | None] = []
+        (accepted,) = await self.accept_batch([(delivery, events)], owner)
+        return accepted
+
+    async def accept_batch(
+        self, items: Sequence[tuple[DeliveryRecord, Sequence[EventRecord]]], owner: str
+    ) -> list[Accepted]:
+        """`accept` for many deliveries in one transaction (a Kafka batch): one fsync, not one each."""
+        out: list[Accepted] = []
         async with self.transaction() as tx:
-            await tx.execute(
-                "INSERT INTO deliveries (id, source, received_at, trace, headers, body) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO NOTHING",
+            for delivery, events in items:
+                out.append(await self._accept(tx, delivery, events, owner))
+        return out
+
+    async def _accept(self, tx: Tx, delivery: DeliveryRecord, events: Sequence[EventRecord], owner: str) -> Accepted:
+        seqs: list[int | None] = []
+        await tx.execute(
+            "INSERT INTO deliveries (id, source, received_at, trace, headers, body) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            delivery.id,
+            delivery.source,
+            delivery.received_at,
+            json.dumps(delivery.trace),
+            json.dumps(delivery.headers),
+            delivery.body,
+        )
+        for event in events:
+            rows = await tx.fetch(
+                "INSERT INTO events (dedup_key, delivery_id, subject, occurred_at, body, trace, owner, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING seq",
+                event.dedup_key,
                 delivery.id,
-                delivery.source,
-                delivery.received_at,
+                event.subject,
+                event.occurred_at,
+                event.body,
                 json.dumps(delivery.trace),
-                json.dumps(delivery.headers),
-                delivery.body,
+                owner,
+                EventStatus.PENDING.value,
             )
-            for event in events:
-                rows = await tx.fetch(
-                    "INSERT INTO events (dedup_key, delivery_id, subject, occurred_at, body, trace, owner, status)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING seq",
-                    event.dedup_key,
-                    delivery.id,
-                    event.subject,
-                    event.occurred_at,
-                    event.body,
-                    json.dumps(delivery.trace),
+            if rows:
+                seqs.append(int(rows[0]["seq"]))
+            else:
+                await tx.execute(
+                    "UPDATE events SET owner = ? WHERE dedup_key = ? AND status = ?",
                     owner,
+                    event.dedup_key,
                     EventStatus.PENDING.value,
                 )
-                if rows:
-                    seqs.append(int(rows[0]["seq"]))
-                else:
-                    await tx.execute(
-                        "UPDATE events SET owner = ? WHERE dedup_key = ? AND status = ?",
-                        owner,
-                        event.dedup_key,
-                        EventStatus.PENDING.value,
-                    )
-                    seqs.append(None)
+                seqs.append(None)
         return Accepted(tuple(seqs))
 
     async def pending_events(self, owner: str, limit: int = 500) -> list[StoredEvent]:

@@ -1,0 +1,147 @@
+"""SIEM alerts from Kafka: a consumer group with manual commits.
+
+A batch (bounded by `max_in_flight`: backpressure, bounded memory) is parsed, its events handed off
+durably in one journal transaction, the unusable messages written to the dead-letter topic with the reason
+in a header, and only then are its offsets committed. A crash at any point redelivers, never loses: the
+journal's de-duplication keys turn redelivery into a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from responder.core.events import Event
+from responder.ingest.errors import PayloadError
+from responder.ingest.handoff import Handoff
+from responder.ingest.siem import Format
+from responder.journal import DeliveryRecord
+from responder.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+TRACE_HEADERS = ("traceparent", "tracestate")
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    bootstrap_servers: str
+    group_id: str
+    topics: Mapping[str, Format]
+    dead_letter_topic: str
+    max_in_flight: int = 1000
+    client_options: Mapping[str, Any] | None = None  # security_protocol, sasl_* for Event Hubs and the like
+
+
+def _headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    out = {}
+    for key, value in record.headers or ():
+        if key.lower() in TRACE_HEADERS and isinstance(value, bytes):
+            out[key.lower()] = value.decode("ascii", "replace")[:512]
+    return out
+
+
+def parse(record: ConsumerRecord[bytes, bytes], fmt: Format) -> list[Event]:
+    """The events of one message, or PayloadError saying why there are none."""
+    raw = record.value
+    if raw is None:
+        raise PayloadError("empty message")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise PayloadError(f"message over {MAX_MESSAGE_BYTES} bytes")
+    try:
+        message = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise PayloadError("not valid JSON") from None
+    return fmt.events(message, raw)
+
+
+class AlertConsumer:
+    def __init__(self, config: ConsumerConfig, handoff: Handoff, metrics: Metrics) -> None:
+        self.config = config
+        self._handoff = handoff
+        self._metrics = metrics
+        self.committed = 0
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        c = self.config
+        options = dict(c.client_options or {})
+        consumer = AIOKafkaConsumer(
+            *c.topics, bootstrap_servers=c.bootstrap_servers, group_id=c.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=c.max_in_flight, request_timeout_ms=15000, **options,
+        )  # fmt: skip
+        producer = AIOKafkaProducer(bootstrap_servers=c.bootstrap_servers, request_timeout_ms=15000, **options)
+        await producer.start()
+        try:
+            await consumer.start()
+            try:
+                if ready is not None:
+                    ready.set()
+                while True:
+                    batch = await consumer.getmany(timeout_ms=500, max_records=c.max_in_flight)
+                    if batch:
+                        await self._process(consumer, producer, batch)
+            finally:
+                await consumer.stop()
+        finally:
+            await producer.stop()
+
+    async def _process(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
+    ) -> None:
+        items: list[tuple[DeliveryRecord, Sequence[Event]]] = []
+        dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        now = datetime.now(UTC).isoformat()
+        for tp, records in batch.items():
+            fmt = self.config.topics[tp.topic]
+            for record in records:
+                try:
+                    events = parse(record, fmt)
+                except PayloadError as exc:
+                    dead.append((record, str(exc)))
+                    continue
+                except Exception as exc:
+                    dead.append((record, f"internal error: {type(exc).__name__}: {exc}"))
+                    continue
+                delivery = DeliveryRecord(
+                    f"kafka:{tp.topic}:{tp.partition}:{record.offset}", f"kafka:{tp.topic}", now, _headers(record)
+                )
+                items.append((delivery, events))
+        if items:
+            accepted = await self._handoff.accept_batch(items)
+            for (delivery, _), a in zip(items, accepted, strict=True):
+                self._metrics.events.labels(delivery.source).inc(a.new)
+                self._metrics.duplicates.labels(delivery.source).inc(a.duplicates)
+                self._metrics.deliveries.labels(delivery.source, "accepted").inc()
+        for record, reason in dead:
+            await self._dead_letter(producer, record, reason)
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        await consumer.commit(offsets)
+        self.committed += sum(len(r) for r in batch.values())
+        for tp, next_offset in offsets.items():
+            end = consumer.highwater(tp)
+            if end is not None:
+                self._metrics.kafka_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - next_offset))
+
+    async def _dead_letter(self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        self._metrics.dead_letters.labels(record.topic).inc()
+        self._metrics.deliveries.labels(f"kafka:{record.topic}", "dead_letter").inc()
+        headers = [
+            ("x-responder-error", reason[:1000].encode()),
+            ("x-responder-topic", record.topic.encode()),
+            ("x-responder-partition", str(record.partition).encode()),
+            ("x-responder-offset", str(record.offset).encode()),
+            *[(k, v) for k, v in (record.headers or ()) if k.lower() in TRACE_HEADERS],
+        ]
+        await producer.send_and_wait(
+            self.config.dead_letter_topic, record.value or b"", key=record.key, headers=headers
+        )

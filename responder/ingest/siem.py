@@ -1,0 +1,183 @@
+"""SIEM alert formats: declarative mappings from `connectors/*.yaml`, plus Entra through Event Hubs."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from responder.core.events import Event, Severity, Source, Subjects
+from responder.core.identifiers import IPAddress, parse_address
+from responder.ingest import entra
+from responder.ingest.errors import PayloadError
+from responder.ingest.paths import lookup, parse_time, text
+
+SeverityName = Literal["info", "low", "medium", "high", "critical"]
+Paths = tuple[str, ...]
+
+
+class Format(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def events(self, message: Any, raw: bytes) -> list[Event]: ...
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeSpec(_Spec):
+    paths: Paths = Field(min_length=1)
+    format: Literal["iso", "epoch_s", "epoch_ms", "auto"] = "auto"
+
+
+class SeveritySpec(_Spec):
+    paths: Paths = Field(min_length=1)
+    map: dict[str, SeverityName] = {}
+    ranges: dict[SeverityName, float] = {}
+    default: SeverityName = "info"
+
+    @field_validator("map", mode="before")
+    @classmethod
+    def _keys_as_text(cls, value: Any) -> Any:
+        return {str(k).lower(): v for k, v in value.items()} if isinstance(value, dict) else value
+
+
+class Connector(_Spec):
+    """One SIEM format's mapping to the canonical event (see connectors/README.md)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    description: str = ""
+    match: dict[str, Literal["any"] | list[str | int]] = {}
+    id: Paths = ()
+    type: Paths = ()
+    type_default: str | None = None
+    title: Paths = ()
+    time: TimeSpec
+    severity: SeveritySpec
+    users: Paths = ()
+    addresses: Paths = ()
+    devices: Paths = ()
+
+    def events(self, message: Any, raw: bytes) -> list[Event]:
+        if not isinstance(message, dict):
+            raise PayloadError(f"{self.name}: expected a JSON object")
+        for path, wanted in self.match.items():
+            found = lookup(message, path)
+            if not found:
+                raise PayloadError(f"{self.name}: {path} is missing")
+            if wanted != "any" and not {str(v) for v in found} & {str(w) for w in wanted}:
+                raise PayloadError(f"{self.name}: {path} is {found[0]!r}, expected one of {wanted}")
+        alert_id = text(message, *self.id) or hashlib.sha256(raw).hexdigest()
+        kind = text(message, *self.type) or self.type_default
+        if kind is None:
+            raise PayloadError(f"{self.name}: none of {list(self.type)} is present")
+        stamp = next((v for p in self.time.paths for v in lookup(message, p)), None)
+        if stamp is None:
+            raise PayloadError(f"{self.name}: none of {list(self.time.paths)} is present")
+        fmt = self.time.format
+        if fmt == "auto":
+            numeric = isinstance(stamp, int | float) or (isinstance(stamp, str) and _is_number(stamp))
+            fmt = ("epoch_ms" if float(stamp) > 1e11 else "epoch_s") if numeric else "iso"
+        users = tuple(dict.fromkeys(u for p in self.users for u in _strings(lookup(message, p)) if "@" in u))
+        devices = tuple(dict.fromkeys(d for p in self.devices for d in _strings(lookup(message, p))))
+        addresses: list[IPAddress] = []
+        for p in self.addresses:
+            for value in _strings(lookup(message, p)):
+                try:
+                    address = parse_address(value)
+                except ValueError:
+                    continue
+                if address not in addresses:
+                    addresses.append(address)
+        title = text(message, *self.title)
+        try:
+            return [
+                Event(
+                    id=alert_id[:256],
+                    source=Source.SIEM,
+                    product=self.name,
+                    type=kind[:512],
+                    time=parse_time(stamp, fmt, field=f"{self.name} time"),
+                    subjects=Subjects(users=users[:16], devices=devices[:16], addresses=tuple(addresses[:16])),
+                    severity=self._severity(message),
+                    attributes={**message, "_title": title} if title else message,
+                    dedup_key=f"siem:{self.name}:{alert_id}"[:512],
+                )
+            ]
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            raise PayloadError(f"{self.name}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+
+    def _severity(self, message: Any) -> Severity:
+        spec = self.severity
+        for path in spec.paths:
+            for value in lookup(message, path):
+                if spec.map and str(value).lower() in spec.map:
+                    return Severity.parse(spec.map[str(value).lower()])
+                if spec.ranges and (isinstance(value, int | float) or _is_number(str(value))):
+                    number = float(value)
+                    for grade, lowest in sorted(spec.ranges.items(), key=lambda kv: -kv[1]):
+                        if number >= lowest:
+                            return Severity.parse(grade)
+        return Severity.parse(spec.default)
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _strings(values: list[Any]) -> list[str]:
+    return [str(v).strip() for v in values if isinstance(v, str | int) and str(v).strip()][:64]
+
+
+class EntraEventHubs:
+    """Entra ID Protection objects from Event Hubs diagnostic settings (`{"records": [...]}`), or one
+    Graph object per message."""
+
+    name = "entra"
+
+    def events(self, message: Any, raw: bytes) -> list[Event]:
+        del raw
+        objects = entra.event_hubs_records(message) if isinstance(message, dict) and "records" in message else [message]
+        return [entra.identity_protection_event(o) for o in objects]
+
+
+class ConnectorError(Exception):
+    """A connector file does not load; the message says which file and what is wrong."""
+
+
+def load_connectors(directory: Path) -> dict[str, Format]:
+    formats: dict[str, Format] = {"entra": EntraEventHubs()}
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            connector = Connector.model_validate(data)
+        except yaml.YAMLError as exc:
+            raise ConnectorError(f"{path}: not valid YAML: {exc}") from None
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConnectorError(f"{path}: {problems}") from None
+        if connector.name != path.stem:
+            raise ConnectorError(f"{path}: name {connector.name!r} must match the file name {path.stem!r}")
+        formats[connector.name] = connector
+    return formats
+
+
+def formats_for(topics: Mapping[str, str], formats: Mapping[str, Format]) -> dict[str, Format]:
+    """Topic → format, refusing a topic whose format is unknown."""
+    out = {}
+    for topic, name in topics.items():
+        if name not in formats:
+            raise ConnectorError(f"topic {topic}: unknown format {name!r}; known: {sorted(formats)}")
+        out[topic] = formats[name]
+    return out

@@ -1,0 +1,256 @@
+"""The webhook routes: Okta event hooks, Microsoft Graph change and lifecycle notifications, and Shared
+Signals push. Each answers only after its events are handed off durably, and before they are decided:
+the senders time out after about 3 seconds.
+
+Bad input gets the right 4xx with a JSON message (SSF: RFC 8935's `{"err", "description"}`), counts in
+`responder_deliveries{outcome}`, and touches nothing else.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import SecretStr
+
+from responder.core.events import Event
+from responder.ingest import entra, okta, ssf
+from responder.ingest.errors import PayloadError
+from responder.ingest.handoff import Handoff
+from responder.journal import DeliveryRecord
+from responder.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TRACE_HEADERS = ("traceparent", "tracestate")
+KEPT_HEADERS = ("content-type", "user-agent", "x-okta-request-id", *TRACE_HEADERS)
+
+
+@dataclass(frozen=True)
+class SsfReceiver:
+    keys: ssf.Keys
+    issuer: str
+    audience: str
+    authorization: SecretStr | None = None
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    okta_secret: SecretStr | None = None
+    entra_client_state: SecretStr | None = None
+    ssf: SsfReceiver | None = None
+    max_body_bytes: int = 1 << 20
+    okta_path: str = "/hooks/okta"
+    entra_path: str = "/hooks/entra"
+    entra_lifecycle_path: str = "/hooks/entra/lifecycle"
+    ssf_path: str = "/hooks/ssf"
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _same(given: str, expected: SecretStr) -> bool:
+    return hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
+
+
+class Webhooks:
+    def __init__(self, config: WebhookConfig, handoff: Handoff, metrics: Metrics) -> None:
+        self.config = config
+        self._handoff = handoff
+        self._metrics = metrics
+
+    def routes(self) -> list[web.RouteDef]:
+        c = self.config
+        out: list[web.RouteDef] = []
+        if c.okta_secret is not None:
+            out += [web.get(c.okta_path, self.okta_verify), web.post(c.okta_path, self.okta)]
+        if c.entra_client_state is not None:
+            out += [web.post(c.entra_path, self.entra), web.post(c.entra_lifecycle_path, self.entra_lifecycle)]
+        if c.ssf is not None:
+            out.append(web.post(c.ssf_path, self.ssf))
+        return out
+
+    def _count(self, source: str, outcome: str) -> None:
+        self._metrics.deliveries.labels(source, outcome).inc()
+
+    async def _body(self, request: web.Request, source: str, content_type: str) -> bytes | web.Response:
+        if request.content_type != content_type:
+            self._count(source, "bad_content_type")
+            return _error(415, f"expected Content-Type {content_type}, got {request.content_type or 'none'}")
+        if request.content_length is not None and request.content_length > self.config.max_body_bytes:
+            self._count(source, "too_large")
+            return _error(413, f"body over {self.config.max_body_bytes} bytes")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self._count(source, "too_large")
+            return _error(413, f"body over {self.config.max_body_bytes} bytes")
+
+    def _json(self, body: bytes, source: str) -> Any:
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            self._count(source, "bad_json")
+            raise PayloadError("the body is not valid JSON") from None
+
+    async def _hand_off(
+        self, request: web.Request, source: str, delivery_id: str, body: bytes, events: list[Event]
+    ) -> int:
+        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS}
+        trace = {k: headers[k] for k in TRACE_HEADERS if k in headers}
+        delivery = DeliveryRecord(f"{source}:{delivery_id}", source, _now(), trace, headers, body)
+        started = time.perf_counter()
+        accepted = await self._handoff.accept(delivery, events)
+        self._metrics.handoff_seconds.labels(source).observe(time.perf_counter() - started)
+        self._metrics.events.labels(source).inc(accepted.new)
+        self._metrics.duplicates.labels(source).inc(accepted.duplicates)
+        self._count(source, "accepted")
+        return accepted.new
+
+    # --- Okta -------------------------------------------------------------------------------------
+
+    async def okta_verify(self, request: web.Request) -> web.Response:
+        challenge = request.headers.get("x-okta-verification-challenge")
+        if not challenge:
+            self._count("okta", "bad_request")
+            return _error(400, "missing X-Okta-Verification-Challenge header")
+        if not self._okta_authenticated(request):
+            self._count("okta", "unauthorized")
+            return _error(401, "wrong or missing authentication header")
+        self._count("okta", "verified")
+        return web.json_response({"verification": challenge})
+
+    def _okta_authenticated(self, request: web.Request) -> bool:
+        assert self.config.okta_secret is not None  # noqa: S101 - the route exists only with a secret
+        return _same(request.headers.get("Authorization", ""), self.config.okta_secret)
+
+    async def okta(self, request: web.Request) -> web.Response:
+        if not self._okta_authenticated(request):
+            self._count("okta", "unauthorized")
+            return _error(401, "wrong or missing authentication header")
+        body = await self._body(request, "okta", "application/json")
+        if isinstance(body, web.Response):
+            return body
+        try:
+            delivery_id, raw_events = okta.parse_delivery(self._json(body, "okta"))
+        except PayloadError as exc:
+            self._count("okta", "invalid")
+            return _error(400, str(exc))
+        # Okta does not retry a 4xx: one malformed event must not cost the rest of the batch. The body
+        # is kept with the delivery, so a skipped event is not lost either.
+        events = []
+        for n, raw in enumerate(raw_events):
+            try:
+                events.append(okta.normalise(raw))
+            except PayloadError as exc:
+                self._count("okta", "invalid_event")
+                log.warning("okta delivery %s: event %d skipped: %s", delivery_id, n, exc)
+        await self._hand_off(request, "okta", delivery_id or uuid.uuid4().hex, body, events)
+        return web.Response(status=200)
+
+    # --- Microsoft Graph --------------------------------------------------------------------------
+
+    def _validation(self, request: web.Request) -> web.Response | None:
+        token = request.query.get("validationToken")
+        if token is None:
+            return None
+        self._count("entra", "validated")
+        # Opaque, echoed as plain text only (never HTML), as Graph requires.
+        return web.Response(text=token[:1024], content_type="text/plain")
+
+    async def _notifications(self, request: web.Request, lifecycle: bool) -> web.Response:
+        if (answer := self._validation(request)) is not None:
+            return answer
+        body = await self._body(request, "entra", "application/json")
+        if isinstance(body, web.Response):
+            return body
+        try:
+            notifications = entra.parse_notifications(self._json(body, "entra"))
+        except PayloadError as exc:
+            self._count("entra", "invalid")
+            return _error(400, str(exc))
+        assert self.config.entra_client_state is not None  # noqa: S101 - the route exists only with it
+        expected = self.config.entra_client_state.get_secret_value()
+        genuine = [n for n in notifications if entra.client_state_matches(n, expected)]
+        if len(genuine) < len(notifications):
+            self._count("entra", "client_state_mismatch")
+            log.warning("dropped %d Graph notifications with a wrong clientState", len(notifications) - len(genuine))
+        if not genuine:
+            return _error(401, "clientState does not match")
+        received = _now()
+        for n in genuine:
+            if n.lifecycleEvent:
+                self._metrics.lifecycle.labels(n.lifecycleEvent).inc()
+                log.warning(
+                    "Graph subscription %s: lifecycle event %s — %s",
+                    n.subscriptionId,
+                    n.lifecycleEvent,
+                    "reauthorize it" if n.lifecycleEvent == "reauthorizationRequired" else "recreate it and resync",
+                )
+        events = [entra.notification_event(n, received) for n in genuine]
+        delivery_id = genuine[0].id or uuid.uuid4().hex
+        await self._hand_off(request, "entra", f"{'lifecycle:' if lifecycle else ''}{delivery_id}", body, events)
+        return web.Response(status=202)
+
+    async def entra(self, request: web.Request) -> web.Response:
+        return await self._notifications(request, lifecycle=False)
+
+    async def entra_lifecycle(self, request: web.Request) -> web.Response:
+        return await self._notifications(request, lifecycle=True)
+
+    # --- Shared Signals ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _set_error(status: int, code: str, description: str) -> web.Response:
+        return web.json_response({"err": code, "description": description}, status=status)
+
+    async def ssf(self, request: web.Request) -> web.Response:
+        receiver = self.config.ssf
+        assert receiver is not None  # noqa: S101 - the route exists only with a receiver
+        if receiver.authorization is not None and not _same(
+            request.headers.get("Authorization", ""), receiver.authorization
+        ):
+            self._count("ssf", "unauthorized")
+            return self._set_error(401, "authentication_failed", "wrong or missing Authorization header")
+        if request.content_type != "application/secevent+jwt":
+            self._count("ssf", "bad_content_type")
+            return self._set_error(400, "invalid_request", "Content-Type must be application/secevent+jwt")
+        body = await self._body(request, "ssf", "application/secevent+jwt")
+        if isinstance(body, web.Response):
+            return body
+        try:
+            token = body.decode("ascii").strip()
+            verified = await ssf.verify(token, receiver.keys, issuer=receiver.issuer, audience=receiver.audience)
+            events = ssf.events_of(verified)
+        except UnicodeDecodeError:
+            self._count("ssf", "invalid")
+            return self._set_error(400, "invalid_request", "the body is not a compact JWS")
+        except ssf.SetError as exc:
+            self._count("ssf", exc.code)
+            return self._set_error(400, exc.code, str(exc))
+        await self._hand_off(request, "ssf", f"{verified.claims['iss']}:{verified.claims['jti']}", body, events)
+        return web.Response(status=202)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as JSON, never an HTML page or a stack trace."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response({"error": exc.reason}, status=exc.status)

@@ -1,0 +1,41 @@
+"""The service's Prometheus metrics, on a registry the service owns (no process-global state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.deliveries = Counter(
+            "responder_deliveries", "Deliveries received, by source and outcome", ["source", "outcome"], registry=r
+        )
+        self.events = Counter("responder_events", "Canonical events accepted, by source", ["source"], registry=r)
+        self.duplicates = Counter(
+            "responder_duplicate_events", "Events already accepted before, by source", ["source"], registry=r
+        )
+        self.dead_letters = Counter(
+            "responder_dead_letters", "Kafka messages sent to the dead-letter topic, by topic", ["topic"], registry=r
+        )
+        self.kafka_lag = Gauge(
+            "responder_kafka_lag", "Messages behind the end of each partition", ["topic", "partition"], registry=r
+        )
+        self.lifecycle = Counter(
+            "responder_graph_lifecycle_notifications",
+            "Microsoft Graph lifecycle notifications, by event (subscriptionRemoved means blind)",
+            ["event"],
+            registry=r,
+        )
+        self.handoff_seconds = Histogram(
+            "responder_handoff_seconds",
+            "Time to hand a delivery off durably",
+            ["source"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
