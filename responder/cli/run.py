@@ -1,0 +1,58 @@
+"""`responder run`: the service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from responder.cli.common import ConfigOption, fail, settings
+from responder.service.service import Service
+from responder.telemetry.logs import configure_logging
+
+
+def _listen(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise typer.BadParameter("expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def run(
+    config: ConfigOption = None,
+    listen: Annotated[
+        str | None, typer.Option("--listen", help="HOST:PORT for webhooks and the admin API (default 127.0.0.1:8080).")
+    ] = None,
+    journal: Annotated[str | None, typer.Option("--journal", help="Journal URL; overrides the configuration.")] = None,
+    inventory: Annotated[Path | None, typer.Option("--inventory", help="Hub inventory (YAML).")] = None,
+) -> None:
+    """Run the responder: webhooks and Kafka in, decisions, enforcement on the hubs, journal."""
+    s = settings(config)
+    updates: dict[str, object] = {}
+    if (address := _listen(listen)) is not None:
+        updates["listen"] = s.listen.model_copy(update={"host": address[0], "port": address[1]})
+    if journal is not None:
+        updates["journal"] = journal
+    if inventory is not None:
+        updates["inventory"] = inventory
+    s = s.model_copy(update=updates)
+    configure_logging()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Service(s).run(stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise fail(exc) from None
+    logging.getLogger(__name__).info("stopped")

@@ -1,0 +1,1 @@
+"""The service: sources -> decision point -> enforcement point, journaled, with its admin API."""

@@ -1,0 +1,146 @@
+"""The admin API: what the responder decided and did, and the operator's approve and undo.
+
+Every route but /healthz and /metrics needs `Authorization: Bearer <admin token>`, compared in constant
+time. Without a configured token the API answers 503 rather than run open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from responder.journal import DecisionState, Journal
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class LifecycleError(Exception):
+    """An operator request that cannot be done in the decision's current state (answered 409)."""
+
+
+class Lifecycle(Protocol):
+    async def approve(self, decision_id: str, actor: str) -> None: ...
+    async def undo(self, decision_id: str, actor: str) -> None: ...
+
+
+class Readiness(Protocol):
+    async def __call__(self) -> Mapping[str, bool]: ...
+
+
+class OperatorRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    actor: str = Field(default="operator", min_length=1, max_length=128, pattern=r"^[\w.@+-]+$")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _authenticated(token: SecretStr | None) -> Callable[[Handler], Handler]:
+    expected = token.get_secret_value().encode() if token is not None else None
+
+    def wrap(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if expected is None:
+                return _error(503, "the admin API is disabled: set RESPONDER_ADMIN_TOKEN")
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+                return _error(401, "missing or wrong bearer token")
+            return await handler(request)
+
+        return guarded
+
+    return wrap
+
+
+def admin_routes(
+    journal: Journal,
+    lifecycle: Lifecycle,
+    readiness: Readiness,
+    registry: CollectorRegistry,
+    token: SecretStr | None,
+) -> list[web.RouteDef]:
+    auth = _authenticated(token)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        checks = dict(await readiness())
+        ready = all(checks.values())
+        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def list_decisions(request: web.Request) -> web.Response:
+        state_name = request.query.get("state")
+        try:
+            state = DecisionState(state_name) if state_name else None
+            limit = min(int(request.query.get("limit", "100")), 1000)
+        except ValueError:
+            return _error(400, f"state must be one of {[s.value for s in DecisionState]}; limit an integer")
+        decisions = await journal.decisions(state, limit)
+        return web.json_response({"decisions": [_decision_view(asdict(d)) for d in decisions]})
+
+    async def show_decision(request: web.Request) -> web.Response:
+        decision = await journal.decision(request.match_info["id"])
+        if decision is None:
+            return _error(404, "no such decision")
+        intents = await journal.intents_for(decision.id)
+        view = _decision_view(asdict(decision))
+        view["actions"] = [_intent_view(asdict(i)) for i in intents]
+        view["audit"] = [asdict(a) for a in await journal.audit_trail(decision.id)]
+        return web.json_response(view)
+
+    def operator(verb: Callable[[str, str], Awaitable[None]]) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            try:
+                body = await request.json() if request.can_read_body else {}
+                req = OperatorRequest.model_validate(body)
+            except (ValueError, ValidationError) as exc:
+                return _error(400, f"invalid request body: {exc}")
+            decision_id = request.match_info["id"]
+            if await journal.decision(decision_id) is None:
+                return _error(404, "no such decision")
+            try:
+                await verb(decision_id, req.actor)
+            except LifecycleError as exc:
+                return _error(409, str(exc))
+            return web.json_response({"id": decision_id, "accepted": True}, status=202)
+
+        return handle
+
+    return [
+        web.get("/healthz", healthz),
+        web.get("/metrics", metrics),
+        web.get("/readyz", auth(readyz)),
+        web.get("/api/decisions", auth(list_decisions)),
+        web.get("/api/decisions/{id}", auth(show_decision)),
+        web.post("/api/decisions/{id}/approve", auth(operator(lifecycle.approve))),
+        web.post("/api/decisions/{id}/undo", auth(operator(lifecycle.undo))),
+    ]
+
+
+def _decision_view(d: dict[str, Any]) -> dict[str, Any]:
+    d["body"] = json.loads(d["body"])
+    d["state"] = str(d["state"])
+    return d
+
+
+def _intent_view(i: dict[str, Any]) -> dict[str, Any]:
+    for key in ("action", "result", "restore"):
+        if i.get(key):
+            i[key] = json.loads(i[key])
+    i["state"], i["kind"] = str(i["state"]), str(i["kind"])
+    # Restore data may hold what is needed to re-add a peer; it stays server-side.
+    i.pop("restore", None)
+    return i

@@ -1,0 +1,47 @@
+"""Building the sources from the settings: the webhook routes and the Kafka consumer."""
+
+from __future__ import annotations
+
+from responder.config import Settings
+from responder.ingest import ssf
+from responder.ingest.handoff import Handoff
+from responder.ingest.kafka import AlertConsumer, ConsumerConfig
+from responder.ingest.siem import formats_for, load_connectors
+from responder.ingest.webhooks import SsfReceiver, WebhookConfig, Webhooks
+from responder.telemetry.metrics import Metrics
+
+
+def webhooks(settings: Settings, handoff: Handoff, metrics: Metrics) -> Webhooks:
+    receiver = None
+    if settings.ssf is not None:
+        keys = ssf.Keys(jwks_file=settings.ssf.jwks_file, jwks_url=settings.ssf.jwks_url)
+        receiver = SsfReceiver(keys, settings.ssf.issuer, settings.ssf.audience, settings.ssf_authorization)
+    config = WebhookConfig(
+        okta_secret=settings.okta_secret,
+        entra_client_state=settings.entra_client_state,
+        ssf=receiver,
+        max_body_bytes=settings.listen.max_body_bytes,
+        ssf_path=settings.ssf.path if settings.ssf else "/hooks/ssf",
+    )
+    return Webhooks(config, handoff, metrics)
+
+
+def alert_consumer(settings: Settings, handoff: Handoff, metrics: Metrics) -> AlertConsumer | None:
+    kafka = settings.kafka
+    if kafka is None or not kafka.topics:
+        return None
+    formats = formats_for({t.name: t.format for t in kafka.topics}, load_connectors(settings.connectors))
+    options: dict[str, object] = {"security_protocol": kafka.security_protocol}
+    if kafka.sasl_mechanism:
+        options |= {"sasl_mechanism": kafka.sasl_mechanism, "sasl_plain_username": kafka.sasl_username}
+        if settings.kafka_password is not None:
+            options["sasl_plain_password"] = settings.kafka_password.get_secret_value()
+    config = ConsumerConfig(
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=kafka.group_id,
+        topics=formats,
+        dead_letter_topic=kafka.dead_letter_topic,
+        max_in_flight=kafka.max_in_flight,
+        client_options=options,
+    )
+    return AlertConsumer(config, handoff, metrics)
