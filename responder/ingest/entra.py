@@ -137,7 +137,7 @@ def event_hubs_records(body: Any) -> list[Any]:
         if not isinstance(record, dict) or not isinstance(record.get("properties"), dict):
             raise PayloadError("records[]: each record needs a properties object")
         props = dict(record["properties"])
-        if record.get("category", "").endswith("SignInLogs"):
+        if str(record.get("category") or "").endswith("SignInLogs"):
             props.setdefault("createdDateTime", record.get("time"))
         out.append(props)
     return out
