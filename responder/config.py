@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     kafka: Kafka | None = None
     ssf: Ssf | None = None
     dry_run: bool = False
+    instance: str | None = Field(
+        default=None,
+        description="This instance's name, stable across restarts (default: the host name); it owns its events",
+    )
     limits: Limits = Limits()
     reconcile_interval_s: float = Field(default=30.0, gt=0)
 

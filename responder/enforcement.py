@@ -1,8 +1,8 @@
 """Carrying out action intents: claim each in the journal, apply them per hub in one batch, record the
 result, the verification and what is needed to take the action back; and take an action back by its id.
 
-The journal holds every intent before anything runs, so a crash leaves an open intent that `execute`
-resumes. Every hub operation is idempotent ("ensure absent / ensure present"), so running an intent
+The journal holds every intent before anything runs, so a crash leaves an open intent that `resume`
+carries out. Every hub operation is idempotent ("ensure absent / ensure present"), so running an intent
 again after an unknown outcome does not repeat its effect — a revoked key stays revoked once.
 """
 
@@ -29,6 +29,7 @@ from responder.journal import (
 from responder.pep import ActionResult, Hub
 
 Clock = Callable[[], datetime]
+Veto = Callable[[Action], str | None]
 
 
 class RestoreRefused(Exception):
@@ -45,7 +46,11 @@ class IntentOutcome:
 
 
 def intent_records(
-    decision_id: str, actions: Sequence[Action], at: str, trace: Mapping[str, str]
+    decision_id: str,
+    actions: Sequence[Action],
+    at: str,
+    trace: Mapping[str, str],
+    state: IntentState = IntentState.PENDING,
 ) -> list[IntentRecord]:
     """One intent per action; its id (`DECISION.N`) is what an operator passes to `act restore`."""
     return [
@@ -55,7 +60,7 @@ def intent_records(
             ordinal=n,
             kind=IntentKind.APPLY,
             action=json.dumps(action_to_dict(a), sort_keys=True),
-            state=IntentState.PENDING,
+            state=state,
             irreversible=not a.reversible,
             created_at=at,
             trace=dict(trace),
@@ -64,11 +69,16 @@ def intent_records(
     ]
 
 
+def _no_veto(_: Action) -> None:
+    return None
+
+
 class Enforcer:
-    def __init__(self, journal: Journal, hubs: Mapping[str, Hub], clock: Clock) -> None:
+    def __init__(self, journal: Journal, hubs: Mapping[str, Hub], clock: Clock, veto: Veto = _no_veto) -> None:
         self._journal = journal
         self._hubs = hubs
         self._clock = clock
+        self._veto = veto
 
     def _now(self) -> str:
         return self._clock().isoformat()
@@ -104,20 +114,21 @@ class Enforcer:
 
         async def on_hub(hub_name: str, items: list[tuple[str, Action]]) -> None:
             hub = self._hubs.get(hub_name)
-            actions = [a for _, a in items]
-            if hub is None:
-                results = [ActionResult(a, False, False, f"hub {hub_name} is not in the inventory") for a in actions]
-            else:
-                results = await hub.apply(actions)
-            for (intent_id, _), result in zip(items, results, strict=True):
-                await self._journal.finish_intent(
-                    intent_id,
-                    self._now(),
-                    state=IntentState.DONE if result.ok else IntentState.FAILED,
-                    result=result.detail,
-                    verified=result.verified,
-                    restore=None if result.restore is None else json.dumps(result.restore, sort_keys=True),
-                )
+            allowed: list[tuple[str, Action]] = []
+            results: list[tuple[str, ActionResult]] = []
+            for intent_id, action in items:
+                why = self._veto(action)
+                if why is not None:
+                    results.append((intent_id, ActionResult(action, False, False, f"refused at the executor: {why}")))
+                elif hub is None:
+                    results.append((intent_id, ActionResult(action, False, False, f"hub {hub_name} is not known")))
+                else:
+                    allowed.append((intent_id, action))
+            if allowed and hub is not None:
+                applied = await hub.apply([a for _, a in allowed])
+                results += [(i, r) for (i, _), r in zip(allowed, applied, strict=True)]
+            for intent_id, result in results:
+                await self._finish(intent_id, result, restore=result.restore)
                 outcomes.append(IntentOutcome(intent_id, result))
 
         async with asyncio.TaskGroup() as group:
@@ -126,54 +137,98 @@ class Enforcer:
         order = {intent_id: n for n, (intent_id, _) in enumerate(intents)}
         return sorted(outcomes, key=lambda o: order[o.intent_id])
 
+    async def _finish(self, intent_id: str, result: ActionResult, restore: object = None) -> None:
+        await self._journal.finish_intent(
+            intent_id,
+            self._now(),
+            state=IntentState.DONE if result.ok else IntentState.FAILED,
+            result=result.detail,
+            verified=result.verified,
+            restore=None if restore is None else json.dumps(restore, sort_keys=True),
+        )
+
     async def resume(self) -> list[IntentOutcome]:
-        """Carry out the intents a previous run wrote but did not finish."""
+        """Carry out the intents a previous run wrote but did not finish, applies and undos alike."""
         open_intents = await self._journal.open_intents()
-        return await self.execute([(i.id, action_from_dict(json.loads(i.action))) for i in open_intents])
+        applies = [(i.id, action_from_dict(json.loads(i.action))) for i in open_intents if i.kind is IntentKind.APPLY]
+        outcomes = await self.execute(applies)
+        for intent in open_intents:
+            if intent.kind is IntentKind.UNDO:
+                applied = await self._journal.intent(intent.id.removesuffix(".undo"))
+                if applied is not None and (outcome := await self._run_undo(intent.id, applied)) is not None:
+                    outcomes.append(outcome)
+        return outcomes
 
     async def restore(self, intent_id: str, actor: str) -> IntentOutcome:
         """Take back one applied action by its intent id, verified like the action itself."""
         applied = _restorable(intent_id, await self._journal.intent(intent_id))
-        action = action_from_dict(json.loads(applied.action))
         undo_id = f"{intent_id}.undo"
         previous = await self._journal.intent(undo_id)
         if previous is not None and previous.state is IntentState.DONE:
             raise RestoreRefused(f"action {intent_id} was already restored")
         now = self._now()
         if previous is None:
-            record = IntentRecord(
-                id=undo_id,
-                decision_id=applied.decision_id,
-                ordinal=applied.ordinal,
-                kind=IntentKind.UNDO,
-                action=applied.action,
-                state=IntentState.PENDING,
-                irreversible=False,
-                created_at=now,
-                trace=applied.trace,
-            )
-            await self._journal.add_intents([record])
+            await self._journal.add_intents([_undo_record(applied, now)])
         else:
             await self._journal.reopen_failed_intent(undo_id, now)
-        if await self._journal.start_intent(undo_id, now) is None:
+        outcome = await self._run_undo(undo_id, applied)
+        if outcome is None:
             raise RestoreRefused(f"action {intent_id} is being restored by someone else")
+        await self._journal.audit(
+            self._now(), actor, "restore", intent_id, {"ok": outcome.result.ok, "verified": outcome.result.verified}
+        )
+        return outcome
+
+    async def undo_decision(self, decision_id: str) -> list[IntentOutcome]:
+        """Take back every applied, reversible action of a decision (undo or expiry). Idempotent."""
+        intents = await self._journal.intents_for(decision_id)
+        done_undos = {i.id for i in intents if i.kind is IntentKind.UNDO and i.state is IntentState.DONE}
+        now = self._now()
+        todo = [
+            i
+            for i in intents
+            if i.kind is IntentKind.APPLY
+            and i.state is IntentState.DONE
+            and not i.irreversible
+            and f"{i.id}.undo" not in done_undos
+        ]
+        existing = {i.id for i in intents}
+        await self._journal.add_intents([_undo_record(i, now) for i in todo if f"{i.id}.undo" not in existing])
+        for i in todo:
+            await self._journal.reopen_failed_intent(f"{i.id}.undo", now)
+        outcomes = []
+        for i in reversed(todo):  # the reverse of the order they were applied in
+            outcome = await self._run_undo(f"{i.id}.undo", i)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
+
+    async def _run_undo(self, undo_id: str, applied: StoredIntent) -> IntentOutcome | None:
+        if await self._journal.start_intent(undo_id, self._now()) is None:
+            return None
+        action = action_from_dict(json.loads(applied.action))
         hub = self._hubs.get(action.hub)
         restore = None if applied.restore is None else json.loads(applied.restore)
         if hub is None:
-            result = ActionResult(action, False, False, f"hub {action.hub} is not in the inventory")
+            result = ActionResult(action, False, False, f"hub {action.hub} is not known")
         else:
             result = await hub.undo(action, restore)
-        await self._journal.finish_intent(
-            undo_id,
-            self._now(),
-            state=IntentState.DONE if result.ok else IntentState.FAILED,
-            result=result.detail,
-            verified=result.verified,
-        )
-        await self._journal.audit(
-            self._now(), actor, "restore", intent_id, {"ok": result.ok, "verified": result.verified}
-        )
+        await self._finish(undo_id, result)
         return IntentOutcome(undo_id, result)
+
+
+def _undo_record(applied: StoredIntent, now: str) -> IntentRecord:
+    return IntentRecord(
+        id=f"{applied.id}.undo",
+        decision_id=applied.decision_id,
+        ordinal=applied.ordinal,
+        kind=IntentKind.UNDO,
+        action=applied.action,
+        state=IntentState.PENDING,
+        irreversible=False,
+        created_at=now,
+        trace=applied.trace,
+    )
 
 
 def _restorable(intent_id: str, intent: StoredIntent | None) -> StoredIntent:

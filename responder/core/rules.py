@@ -148,6 +148,12 @@ class RuleSet:
     def signal_ids(self) -> frozenset[str]:
         return frozenset(r.id for r in self.signals)
 
+    @property
+    def horizon_s(self) -> float:
+        """How far back events still matter: the longest signal window or response TTL."""
+        windows = [r.window_s for r in self.signals] + [r.ttl_s or 0 for r in self.responses]
+        return max(windows, default=0.0)
+
 
 def network(value: str) -> IPNetwork:
     return ipaddress.ip_network(value, strict=False)

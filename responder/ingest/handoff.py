@@ -3,6 +3,7 @@ only after this returns. The journal implements it; the source never decides any
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -39,3 +40,23 @@ class JournalHandoff:
 
 def _record(e: Event) -> EventRecord:
     return EventRecord(e.dedup_key, partition_key(e), e.time.isoformat(), e.model_dump_json())
+
+
+class Waking:
+    """A hand-off that wakes the pipeline when something new arrived (it also polls, for resumption)."""
+
+    def __init__(self, inner: Handoff, wake: asyncio.Event) -> None:
+        self._inner = inner
+        self._wake = wake
+
+    async def accept(self, delivery: DeliveryRecord, events: Sequence[Event]) -> Accepted:
+        accepted = await self._inner.accept(delivery, events)
+        if accepted.new:
+            self._wake.set()
+        return accepted
+
+    async def accept_batch(self, items: Sequence[tuple[DeliveryRecord, Sequence[Event]]]) -> list[Accepted]:
+        accepted = await self._inner.accept_batch(items)
+        if any(a.new for a in accepted):
+            self._wake.set()
+        return accepted

@@ -48,6 +48,15 @@ class SeveritySpec(_Spec):
         return {str(k).lower(): v for k, v in value.items()} if isinstance(value, dict) else value
 
 
+class HostSpec(_Spec):
+    """The host that reported the alert: a subject only when the alert names no other. In a brute-force
+    alert the reporting host is the victim and the source address the suspect; in a malware alert the
+    host is all there is."""
+
+    devices: Paths = ()
+    addresses: Paths = ()
+
+
 class Connector(_Spec):
     """One SIEM format's mapping to the canonical event (see connectors/README.md)."""
 
@@ -63,6 +72,7 @@ class Connector(_Spec):
     users: Paths = ()
     addresses: Paths = ()
     devices: Paths = ()
+    host: HostSpec = HostSpec()
 
     def events(self, message: Any, raw: bytes) -> list[Event]:
         if not isinstance(message, dict):
@@ -85,16 +95,10 @@ class Connector(_Spec):
             numeric = isinstance(stamp, int | float) or (isinstance(stamp, str) and _is_number(stamp))
             fmt = ("epoch_ms" if float(stamp) > 1e11 else "epoch_s") if numeric else "iso"
         users = tuple(dict.fromkeys(u for p in self.users for u in _strings(lookup(message, p)) if "@" in u))
-        devices = tuple(dict.fromkeys(d for p in self.devices for d in _strings(lookup(message, p))))
-        addresses: list[IPAddress] = []
-        for p in self.addresses:
-            for value in _strings(lookup(message, p)):
-                try:
-                    address = parse_address(value)
-                except ValueError:
-                    continue
-                if address not in addresses:
-                    addresses.append(address)
+        devices = _devices(message, self.devices)
+        addresses = _addresses(message, self.addresses)
+        if not (users or devices or addresses):
+            devices, addresses = _devices(message, self.host.devices), _addresses(message, self.host.addresses)
         title = text(message, *self.title)
         try:
             return [
@@ -126,6 +130,23 @@ class Connector(_Spec):
                         if number >= lowest:
                             return Severity.parse(grade)
         return Severity.parse(spec.default)
+
+
+def _devices(message: Any, paths: Paths) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(d for p in paths for d in _strings(lookup(message, p))))
+
+
+def _addresses(message: Any, paths: Paths) -> list[IPAddress]:
+    out: list[IPAddress] = []
+    for p in paths:
+        for value in _strings(lookup(message, p)):
+            try:
+                address = parse_address(value)
+            except ValueError:
+                continue
+            if address not in out:
+                out.append(address)
+    return out
 
 
 def _is_number(value: str) -> bool:

@@ -393,6 +393,33 @@ class SqlJournal(ABC):
                 )
         return [_decision(r) for r in rows]
 
+    async def live_decisions(self, subject: str) -> list[DecisionRecord]:
+        """The subject's decisions in force or waiting for approval (what a new decision replaces)."""
+        async with self.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT * FROM decisions WHERE subject = ? AND state IN (?, ?) ORDER BY created_at",
+                subject,
+                DecisionState.ACTIVE.value,
+                DecisionState.AWAITING_APPROVAL.value,
+            )
+        return [_decision(r) for r in rows]
+
+    async def expired_decisions(self, now: float, limit: int = 100) -> list[DecisionRecord]:
+        """Active decisions whose TTL has passed."""
+        async with self.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT * FROM decisions WHERE state = ? AND expires_at IS NOT NULL AND expires_at <= ?"
+                " ORDER BY expires_at LIMIT ?",
+                DecisionState.ACTIVE.value,
+                now,
+                limit,
+            )
+        return [_decision(r) for r in rows]
+
+    async def set_expiry(self, decision_id: str, expires_at: float | None) -> None:
+        async with self.transaction() as tx:
+            await tx.execute("UPDATE decisions SET expires_at = ? WHERE id = ?", expires_at, decision_id)
+
     async def transition_decision(
         self, decision_id: str, from_states: Sequence[DecisionState], to_state: DecisionState
     ) -> bool:

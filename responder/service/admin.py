@@ -137,9 +137,8 @@ def _decision_view(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _intent_view(i: dict[str, Any]) -> dict[str, Any]:
-    for key in ("action", "result", "restore"):
-        if i.get(key):
-            i[key] = json.loads(i[key])
+    if i.get("action"):
+        i["action"] = json.loads(i["action"])
     i["state"], i["kind"] = str(i["state"]), str(i["kind"])
     # Restore data may hold what is needed to re-add a peer; it stays server-side.
     i.pop("restore", None)

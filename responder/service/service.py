@@ -1,62 +1,139 @@
-"""`responder run`: the sources, the journal and the admin API in one process, started and stopped in
-order. Each long-running part is a task of one TaskGroup; a stop request (SIGTERM, SIGINT) ends them,
-closes the HTTP server first so no delivery is half accepted, then the journal."""
+"""`responder run`: sources → journal → decision → enforcement → verification → journal, in one process.
+
+Start: open the journal, rebuild the engine's risk from recent events, resume unfinished intents and
+undos, then serve. Each long-running part is a task of one TaskGroup. Stop (SIGTERM, SIGINT): close the
+HTTP server first so no delivery is half accepted, stop the Kafka consumer (offsets are committed only
+after hand-off, so nothing is lost), let the pipeline finish its event and running enforcement, then
+close the SSH connections and the journal.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from aiohttp import web
 
-from responder.config import Settings
-from responder.ingest.handoff import JournalHandoff
-from responder.ingest.webhooks import json_errors
+from responder.config import DEFAULT_LAB_INVENTORY, Settings
+from responder.core.engine import Engine
+from responder.core.identity import IdentityMap
+from responder.enforcement import Enforcer
+from responder.ingest.handoff import JournalHandoff, Waking
+from responder.ingest.webhooks import Webhooks, json_errors
+from responder.inventory import Inventory
 from responder.journal import Journal, open_journal
+from responder.pep import SshHub
+from responder.policy import load_rules
 from responder.service import sources
 from responder.service.admin import admin_routes
+from responder.service.guard import BlastRadius, ProtectedTargets
+from responder.service.lifecycle import Lifecycle
+from responder.service.pipeline import Pipeline
+from responder.service.reconciler import Reconciler
 from responder.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_inventory(settings: Settings) -> Inventory | None:
+    path: Path | None = settings.inventory
+    if path is None and DEFAULT_LAB_INVENTORY.exists():
+        path = DEFAULT_LAB_INVENTORY
+    return Inventory.load(path) if path is not None else None
 
 
 class Service:
-    def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, instance: str | None = None, clock: Clock = _wall_clock) -> None:
         self.settings = settings
-        self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
+        self.instance = instance or settings.instance or socket.gethostname()
+        self.clock = clock
         self.metrics = Metrics()
         self.started = asyncio.Event()
         self.address: tuple[str, int] | None = None
+        self.lifecycle: Lifecycle | None = None
+        self.reconciler: Reconciler | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        journal = await open_journal(self.settings.journal)
+        s = self.settings
+        rules = load_rules(list(s.rules))
+        inventory = load_inventory(s)
+        dry_run = s.dry_run
+        if inventory is None:
+            dry_run = True
+            log.warning("no hub inventory (no --inventory and no local lab): DRY-RUN, nothing will be enforced")
+        elif dry_run:
+            log.warning("dry-run is on: decisions are recorded, nothing is enforced")
+        identity = IdentityMap(inventory)
+        hubs = {h.name: SshHub(h) for h in inventory.hubs} if inventory else {}
+        journal = await open_journal(s.journal)
         try:
-            await self._serve(journal, stop)
+            parts = self._assemble(journal, Engine(rules, identity), identity, hubs, dry_run=dry_run)
+            await self._start(parts)
+            await self._serve(parts, stop)
         finally:
+            for hub in hubs.values():
+                await hub.close()
             await journal.close()
 
-    async def _serve(self, journal: Journal, stop: asyncio.Event) -> None:
+    def _assemble(
+        self, journal: Journal, engine: Engine, identity: IdentityMap, hubs: Mapping[str, SshHub], *, dry_run: bool
+    ) -> _Parts:
         s = self.settings
-        handoff = JournalHandoff(journal, self.instance)
-        hooks = sources.webhooks(s, handoff, self.metrics)
-        consumer = sources.alert_consumer(s, handoff, self.metrics)
+        enforcer = Enforcer(journal, hubs, self.clock, ProtectedTargets(engine.rules.protection, identity))
+        radius = BlastRadius(s.limits.actions_per_minute, s.limits.actions_per_minute_per_rule, time.monotonic)
+        pipeline = Pipeline(
+            journal=journal, engine=engine, enforcer=enforcer, radius=radius, clock=self.clock,
+            owner=self.instance, metrics=self.metrics, dry_run=dry_run,
+        )  # fmt: skip
+        self.lifecycle = Lifecycle(journal, enforcer, engine, self.clock, self.metrics)
+        self.reconciler = Reconciler(journal, hubs, self.clock, self.metrics)
+        return _Parts(journal, engine, enforcer, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run)
+
+    async def _start(self, p: _Parts) -> None:
+        replayed = await p.pipeline.rebuild(timedelta(seconds=p.engine.rules.horizon_s))
+        resumed = await p.enforcer.resume()
+        await p.lifecycle.resume()
+        log.info("rebuilt risk from %d events; resumed %d unfinished actions", replayed, len(resumed))
+
+    def _app(self, p: _Parts, hooks: Webhooks) -> web.Application:
+        s = self.settings
         app = web.Application(client_max_size=s.listen.max_body_bytes, middlewares=[json_errors])
         app.add_routes(hooks.routes())
 
         async def ready() -> Mapping[str, bool]:
+            checks: dict[str, bool] = {}
             try:
-                await journal.counts()
-                journal_ok = True
+                await p.journal.counts()
+                checks["journal"] = True
             except Exception:
-                journal_ok = False
-            return {"journal": journal_ok}
+                checks["journal"] = False
+            for name, hub in p.hubs.items():
+                checks[f"hub:{name}"] = hub.transport.breaker_state != "open"
+            checks["enforcing"] = not (p.dry_run or p.radius.tripped)
+            return checks
 
-        app.add_routes(admin_routes(journal, _NoLifecycle(), ready, self.metrics.registry, s.admin_token))
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        app.add_routes(admin_routes(p.journal, p.lifecycle, ready, self.metrics.registry, s.admin_token))
+        return app
+
+    async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
+        s = self.settings
+        handoff = Waking(JournalHandoff(p.journal, self.instance), p.pipeline.wake)
+        hooks = sources.webhooks(s, handoff, self.metrics)
+        consumer = sources.alert_consumer(s, handoff, self.metrics)
+        runner = web.AppRunner(self._app(p, hooks), access_log=None, handle_signals=False)
         await runner.setup()
+        intake = asyncio.Event()  # set when intake has stopped; the workers drain after it
         try:
             site = web.TCPSite(runner, s.listen.host, s.listen.port)
             await site.start()
@@ -67,21 +144,29 @@ class Service:
             log.info("listening on %s:%d; webhook routes: %s", *self.address, routes)
             async with asyncio.TaskGroup() as group:
                 workers = [group.create_task(consumer.run(), name="kafka")] if consumer is not None else []
+                group.create_task(p.pipeline.run(intake), name="pipeline")
+                group.create_task(p.lifecycle.run(intake), name="lifecycle")
+                if p.hubs:
+                    group.create_task(p.reconciler.run(intake, s.reconcile_interval_s), name="reconciler")
                 self.started.set()
                 await stop.wait()
+                log.info("stopping: intake first, then in-flight work")
+                await runner.cleanup()
                 for task in workers:
                     task.cancel()
+                intake.set()
         finally:
             await runner.cleanup()
 
 
-class _NoLifecycle:
-    async def approve(self, decision_id: str, actor: str) -> None:
-        from responder.service.admin import LifecycleError  # noqa: PLC0415
-
-        raise LifecycleError("decisions are not executed by this instance yet")
-
-    async def undo(self, decision_id: str, actor: str) -> None:
-        from responder.service.admin import LifecycleError  # noqa: PLC0415
-
-        raise LifecycleError("decisions are not executed by this instance yet")
+@dataclass(frozen=True)
+class _Parts:
+    journal: Journal
+    engine: Engine
+    enforcer: Enforcer
+    pipeline: Pipeline
+    lifecycle: Lifecycle
+    reconciler: Reconciler
+    hubs: Mapping[str, SshHub]
+    radius: BlastRadius
+    dry_run: bool

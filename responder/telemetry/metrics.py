@@ -32,6 +32,28 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.decisions = Counter(
+            "responder_decisions",
+            "Decisions, by response and the state they started in",
+            ["response", "state"],
+            registry=r,
+        )
+        self.actions = Counter(
+            "responder_actions",
+            "Actions carried out, by type, outcome and verification",
+            ["type", "outcome", "verified"],
+            registry=r,
+        )
+        self.drift = Counter(
+            "responder_drift",
+            "Enforced state found undone on a hub and re-asserted, by hub and action",
+            ["hub", "action"],
+            registry=r,
+        )
+        self.active_decisions = Gauge("responder_active_decisions", "Decisions in force", registry=r)
+        self.enforcement_off = Gauge(
+            "responder_enforcement_off", "1 while the blast-radius breaker holds the service in dry-run", registry=r
+        )
         self.handoff_seconds = Histogram(
             "responder_handoff_seconds",
             "Time to hand a delivery off durably",

@@ -129,12 +129,12 @@ async def test_ssf_sets_verify_and_name_their_subjects(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("fmt", "file", "kind", "severity", "addresses", "users"),
     [
-        ("wazuh", "siem/wazuh.json", "5712", Severity.HIGH, ["10.100.0.30", "10.100.0.20"], []),
+        ("wazuh", "siem/wazuh.json", "5712", Severity.HIGH, ["10.100.0.30"], []),
         ("elastic", "siem/elastic.json", "1c27fa22-7727-4dd3-81c0-de6da5555feb", Severity.HIGH,
-         ["10.100.0.30", "10.100.0.20"], []),
+         ["10.100.0.30"], []),
         ("ocsf", "siem/ocsf.json", "an-77", Severity.CRITICAL, ["10.100.0.10"], ["alice@example.com"]),
         ("splunk", "siem/splunk.json", "ESCU - Lateral movement over SSH - Rule", Severity.CRITICAL,
-         ["10.100.0.30", "10.100.0.20"], ["bob@example.com"]),
+         ["10.100.0.30"], ["bob@example.com"]),
     ],
 )  # fmt: skip
 def test_siem_formats_map_declaratively(
@@ -145,6 +145,17 @@ def test_siem_formats_map_declaratively(
     assert list(event.subjects.addresses) == [ip_address(a) for a in addresses]
     assert list(event.subjects.users) == users
     assert event.dedup_key.startswith(f"siem:{fmt}:")
+
+
+def test_the_reporting_host_is_the_subject_only_when_the_alert_names_no_other() -> None:
+    wazuh = load_connectors(CONNECTORS)["wazuh"]
+    alert = payload("siem/wazuh.json")
+    (with_source,) = wazuh.events(alert, raw("siem/wazuh.json"))
+    assert (with_source.subjects.devices, [str(a) for a in with_source.subjects.addresses]) == ((), ["10.100.0.30"])
+    del alert["data"]["srcip"], alert["data"]["srcuser"]
+    (host_only,) = wazuh.events(alert, json.dumps(alert).encode())
+    assert host_only.subjects.devices == ("app1",)
+    assert [str(a) for a in host_only.subjects.addresses] == ["10.100.0.20"]
 
 
 def test_a_message_of_another_format_is_refused_with_the_reason() -> None:

@@ -1,0 +1,93 @@
+"""A decision's life after it is made: approval, undo, expiry. Each step is a compare-and-set on the
+decision's state in the journal, so two operators (or an operator and the expiry) cannot both act."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from responder.core.decisions import action_from_dict
+from responder.core.engine import Engine
+from responder.enforcement import Enforcer
+from responder.journal import DecisionState, IntentKind, IntentState, Journal
+from responder.service.admin import LifecycleError
+from responder.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle:
+    def __init__(
+        self, journal: Journal, enforcer: Enforcer, engine: Engine, clock: Callable[[], datetime], metrics: Metrics
+    ) -> None:
+        self._journal = journal
+        self._enforcer = enforcer
+        self._engine = engine
+        self._clock = clock
+        self._metrics = metrics
+
+    async def approve(self, decision_id: str, actor: str) -> None:
+        decision = await self._journal.decision(decision_id)
+        if decision is None:
+            raise LifecycleError(f"no decision {decision_id}")
+        if not await self._journal.transition_decision(
+            decision_id, [DecisionState.AWAITING_APPROVAL], DecisionState.ACTIVE
+        ):
+            raise LifecycleError(f"decision {decision_id} is {decision.state.value}, not awaiting approval")
+        now = self._clock()
+        ttl = json.loads(decision.body).get("ttl_s")
+        await self._journal.set_expiry(decision_id, now.timestamp() + ttl if ttl else None)
+        await self._journal.set_intents_state(decision_id, IntentState.AWAITING_APPROVAL, IntentState.PENDING)
+        await self._journal.audit(now.isoformat(), actor, "approve", decision_id, {})
+        intents = [i for i in await self._journal.intents_for(decision_id) if i.kind is IntentKind.APPLY]
+        await self._enforcer.execute([(i.id, action_from_dict(json.loads(i.action))) for i in intents])
+
+    async def undo(self, decision_id: str, actor: str) -> None:
+        """Take a decision back (or reject it, while it waits for approval)."""
+        decision = await self._journal.decision(decision_id)
+        if decision is None:
+            raise LifecycleError(f"no decision {decision_id}")
+        waiting = decision.state is DecisionState.AWAITING_APPROVAL
+        target = DecisionState.REJECTED if waiting else DecisionState.UNDONE
+        if not await self._journal.transition_decision(
+            decision_id, [DecisionState.ACTIVE, DecisionState.AWAITING_APPROVAL], target
+        ):
+            raise LifecycleError(f"decision {decision_id} is {decision.state.value}: nothing to undo")
+        await self._journal.set_intents_state(decision_id, IntentState.AWAITING_APPROVAL, IntentState.CANCELLED)
+        await self._journal.audit(self._clock().isoformat(), actor, target.value, decision_id, {})
+        await self._enforcer.undo_decision(decision_id)
+        self._engine.release(decision.subject, decision.response)
+
+    async def expire_due(self) -> int:
+        now = self._clock()
+        expired = 0
+        for decision in await self._journal.expired_decisions(now.timestamp()):
+            if await self._journal.transition_decision(decision.id, [DecisionState.ACTIVE], DecisionState.EXPIRED):
+                await self._journal.audit(now.isoformat(), "responder", "expired", decision.id, {})
+                await self._enforcer.undo_decision(decision.id)
+                self._engine.release(decision.subject, decision.response)
+                log.info(
+                    "decision %s (%s on %s) expired and was undone", decision.id, decision.response, decision.subject
+                )
+                expired += 1
+        return expired
+
+    async def resume(self) -> None:
+        """Finish undoing decisions that ended while a previous run was undoing them."""
+        for state in (DecisionState.UNDONE, DecisionState.EXPIRED):
+            for decision in await self._journal.decisions(state, 1000):
+                await self._enforcer.undo_decision(decision.id)
+
+    async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                await self.expire_due()
+                self._metrics.active_decisions.set(len(await self._journal.decisions(DecisionState.ACTIVE, 100_000)))
+            except Exception:
+                log.exception("expiry pass failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)

@@ -1,0 +1,165 @@
+"""One event's way through the service: journal (pending) → decide → journal (decisions and intents,
+with the event's processed mark, in one transaction) → enforce → verify → journal (results).
+
+The decision engine keeps risk in memory; on start it is rebuilt by replaying the processed events of the
+longest rule window through it (the engine is deterministic, so this reproduces the same decisions, ids
+included, which the journal already holds), then responses that have ended are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from responder.core.actions import Action
+from responder.core.decisions import Decision
+from responder.core.engine import Engine
+from responder.core.events import Event
+from responder.enforcement import Enforcer, intent_records
+from responder.journal import DecisionRecord, DecisionState, IntentRecord, IntentState, Journal, StoredEvent
+from responder.service.guard import BlastRadius
+from responder.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+ENDED = (DecisionState.UNDONE, DecisionState.EXPIRED, DecisionState.REJECTED)
+LIVE = (DecisionState.ACTIVE, DecisionState.AWAITING_APPROVAL)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        engine: Engine,
+        enforcer: Enforcer,
+        radius: BlastRadius,
+        clock: Callable[[], datetime],
+        owner: str,
+        metrics: Metrics,
+        dry_run: bool = False,
+        max_parallel: int = 64,
+    ) -> None:
+        self._journal = journal
+        self._engine = engine
+        self._enforcer = enforcer
+        self._radius = radius
+        self._clock = clock
+        self._owner = owner
+        self._metrics = metrics
+        self._dry_run = dry_run
+        self._slots = asyncio.Semaphore(max_parallel)
+        self._running: set[asyncio.Task[None]] = set()
+        self.wake = asyncio.Event()
+
+    async def rebuild(self, horizon: timedelta) -> int:
+        """Replay the recent processed events into the engine; release the responses that ended."""
+        stored = await self._journal.processed_events_since((self._clock() - horizon).isoformat())
+        for s in stored:
+            self._engine.process(Event.model_validate_json(s.body))
+        live = {(d.subject, d.response) for state in LIVE for d in await self._journal.decisions(state, 100_000)}
+        for state in ENDED:
+            for d in await self._journal.decisions(state, 100_000):
+                if (d.subject, d.response) not in live:
+                    self._engine.release(d.subject, d.response)
+        return len(stored)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process pending events until `stop`; then let running enforcement finish."""
+        try:
+            while not stop.is_set():
+                self.wake.clear()
+                batch = await self._journal.pending_events(self._owner, limit=500)
+                for stored in batch:
+                    await self.process(stored)
+                if not batch:
+                    waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+                    try:
+                        await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for w in waiters:
+                            w.cancel()
+        finally:
+            await self.drain()
+
+    async def drain(self) -> None:
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def process(self, stored: StoredEvent) -> None:
+        try:
+            event = Event.model_validate_json(stored.body)
+        except ValueError as exc:  # written by this service, so only a bug or a tampered journal
+            log.error("event %s in the journal does not load: %s", stored.seq, exc)  # noqa: TRY400 - no traceback
+            await self._journal.record_outcome(stored.seq, self._clock().isoformat(), [], [])
+            return
+        outcome = self._engine.process(event)
+        now = self._clock()
+        records: list[DecisionRecord] = []
+        intents: list[IntentRecord] = []
+        replaced: list[str] = []
+        to_run = []
+        for d in outcome.decisions:
+            live = await self._journal.live_decisions(d.subject)
+            replaced += [x.id for x in live if x.level < d.level and x.id != d.id]
+            state, note = self._state(d)
+            body = d.to_dict() | ({"dry_run_reason": note} if note else {})
+            expires = now.timestamp() + d.ttl_s if d.ttl_s and state is DecisionState.ACTIVE else None
+            records.append(
+                DecisionRecord(
+                    d.id,
+                    d.subject,
+                    d.response,
+                    d.level,
+                    state,
+                    now.isoformat(),
+                    expires,
+                    json.dumps(body),
+                    stored.trace,
+                )
+            )
+            if state in LIVE:
+                waiting = state is DecisionState.AWAITING_APPROVAL
+                made = intent_records(
+                    d.id, d.actions, now.isoformat(), stored.trace,
+                    IntentState.AWAITING_APPROVAL if waiting else IntentState.PENDING,
+                )  # fmt: skip
+                intents += made
+                if not waiting:
+                    to_run += [(i.id, a) for i, a in zip(made, d.actions, strict=True)]
+            self._metrics.decisions.labels(d.response, state.value).inc()
+            log.info(
+                "decision %s: %s on %s (score %.0f) -> %s", d.id, d.response, d.subject, d.score, state.value,
+                extra={"decision": d.id, "event": event.id},
+            )  # fmt: skip
+        if not await self._journal.record_outcome(stored.seq, now.isoformat(), records, intents, replaced):
+            return  # processed already, by this instance before a crash or by another one
+        if to_run:
+            self._start(to_run)
+
+    def _state(self, d: Decision) -> tuple[DecisionState, str | None]:
+        if self._dry_run or d.dry_run:
+            return DecisionState.DRY_RUN, "dry-run is on" if self._dry_run else "the rule is in dry-run"
+        if (why := self._radius.admit(d.response, len(d.actions))) is not None:
+            return DecisionState.DRY_RUN, why
+        if d.requires_approval:
+            return DecisionState.AWAITING_APPROVAL, None
+        return DecisionState.ACTIVE, None
+
+    def _start(self, intents: list[tuple[str, Action]]) -> None:
+        async def go() -> None:
+            async with self._slots:
+                try:
+                    for outcome in await self._enforcer.execute(intents):
+                        r = outcome.result
+                        self._metrics.actions.labels(
+                            r.action.type.value, "ok" if r.ok else "failed", str(r.verified)
+                        ).inc()
+                except Exception:
+                    log.exception("enforcement failed; the intents stay open and are resumed")
+
+        task = asyncio.get_running_loop().create_task(go())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
