@@ -158,13 +158,31 @@ def op_revoke_keys(req: dict[str, Any]) -> dict[str, Any]:
     interface = name(req.get("interface"), INTERFACE, "interface")
     keys = [key(k) for k in _list(req.get("keys"))]
     result = _remove(interface, keys)
-    denied = revoked(interface) | set(keys)
+    before = revoked(interface)
+    denied = before | set(keys)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     tmp = _revoked_file(interface).with_suffix(".tmp")
     tmp.write_text("".join(f"{k}\n" for k in sorted(denied)))
     tmp.replace(_revoked_file(interface))
+    newly = sorted(set(keys) - before)
+    if newly:
+        record_change("revoke_keys", {"interface": interface, "keys": newly})
     result["verified"] = result["verified"] and set(keys) <= revoked(interface)
+    result["newly_revoked"] = newly
     return result
+
+
+def record_change(op: str, detail: dict[str, Any]) -> None:
+    """The hub's own record of irreversible changes, one JSON line each: evidence independent of the
+    responder's journal that a revocation happened once."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"op": op, **detail}, sort_keys=True) + "\n"
+    fd = os.open(STATE_DIR / "changes.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def op_add_peers(req: dict[str, Any]) -> dict[str, Any]:

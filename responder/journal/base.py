@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events (status, owner, seq);
 CREATE INDEX IF NOT EXISTS events_time ON events (occurred_at);
+CREATE INDEX IF NOT EXISTS events_processed ON events (processed_at);
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY,
     subject TEXT NOT NULL,
@@ -212,14 +213,15 @@ class SqlJournal(ABC):
             for r in rows
         ]
 
-    async def processed_events_since(self, occurred_at: str) -> list[StoredEvent]:
-        """Processed events at or after a time, in processing order: to rebuild risk state on start."""
+    async def processed_events_since(self, processed_at: str) -> list[StoredEvent]:
+        """Events processed at or after a time, in processing order: to rebuild risk state on start.
+        By processing time, not event time: a late delivery of an old event counted when it arrived."""
         async with self.transaction() as tx:
             rows = await tx.fetch(
                 "SELECT seq, dedup_key, delivery_id, subject, body, trace FROM events"
-                " WHERE status = ? AND occurred_at >= ? ORDER BY seq",
+                " WHERE status = ? AND processed_at >= ? ORDER BY seq",
                 EventStatus.PROCESSED.value,
-                occurred_at,
+                processed_at,
             )
         return [
             StoredEvent(r["seq"], r["dedup_key"], r["delivery_id"], r["subject"], r["body"], json.loads(r["trace"]))

@@ -103,7 +103,11 @@ class Pipeline:
         to_run = []
         for d in outcome.decisions:
             live = await self._journal.live_decisions(d.subject)
-            replaced += [x.id for x in live if x.level < d.level and x.id != d.id]
+            if any(x.level >= d.level and x.id != d.id for x in live):
+                # The journal knows of a response as strong in force (the engine's memory only reaches
+                # back to its horizon): keep it, and do not stack a weaker one on top.
+                continue
+            replaced += [x.id for x in live if x.level < d.level]
             state, note = self._state(d)
             body = d.to_dict() | ({"dry_run_reason": note} if note else {})
             expires = now.timestamp() + d.ttl_s if d.ttl_s and state is DecisionState.ACTIVE else None
