@@ -18,9 +18,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
+# The main job: the lab, then the service in the foreground (Ctrl-C stops it), with secrets in .run/.
 run: install
 	$(BIN)/responder lab up
 	$(BIN)/responder lab status
+	@./deploy/dev-secrets.sh .run
+	RESPONDER_OKTA_SECRET_FILE=.run/okta-secret RESPONDER_ADMIN_TOKEN_FILE=.run/admin-token \
+	RESPONDER_ENTRA_CLIENT_STATE_FILE=.run/entra-client-state RESPONDER_JOURNAL=sqlite:///$(CURDIR)/.run/journal.db \
+	$(BIN)/responder run
 
 lint: install
 	$(BIN)/ruff check .

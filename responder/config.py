@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     )
     limits: Limits = Limits()
     reconcile_interval_s: float = Field(default=30.0, gt=0)
+    monitor_interval_s: float | None = Field(
+        default=10.0, gt=0, description="How often the hub monitor reads each hub; null turns it off"
+    )
 
     okta_secret: SecretStr | None = None
     okta_secret_file: Path | None = None

@@ -30,6 +30,7 @@ from responder.pep import ActionResult, Hub
 
 Clock = Callable[[], datetime]
 Veto = Callable[[Action], str | None]
+PeerChange = Callable[[str, str], None]  # (hub, public key): told before the responder changes a peer
 
 
 class RestoreRefused(Exception):
@@ -73,12 +74,28 @@ def _no_veto(_: Action) -> None:
     return None
 
 
+def _ignore(_hub: str, _key: str) -> None:
+    return None
+
+
 class Enforcer:
-    def __init__(self, journal: Journal, hubs: Mapping[str, Hub], clock: Clock, veto: Veto = _no_veto) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        hubs: Mapping[str, Hub],
+        clock: Clock,
+        veto: Veto = _no_veto,
+        peer_change: PeerChange = _ignore,
+    ) -> None:
         self._journal = journal
         self._hubs = hubs
         self._clock = clock
         self._veto = veto
+        self._peer_change = peer_change  # the hub monitor must not report our own changes as someone else's
+
+    def _note(self, action: Action) -> None:
+        if action.peer_key is not None:
+            self._peer_change(action.hub, str(action.peer_key))
 
     def _now(self) -> str:
         return self._clock().isoformat()
@@ -125,6 +142,8 @@ class Enforcer:
                 else:
                     allowed.append((intent_id, action))
             if allowed and hub is not None:
+                for _, action in allowed:
+                    self._note(action)
                 applied = await hub.apply([a for _, a in allowed])
                 results += [(i, r) for (i, _), r in zip(allowed, applied, strict=True)]
             for intent_id, result in results:
@@ -212,6 +231,7 @@ class Enforcer:
         if hub is None:
             result = ActionResult(action, False, False, f"hub {action.hub} is not known")
         else:
+            self._note(action)
             result = await hub.undo(action, restore)
         await self._finish(undo_id, result)
         return IntentOutcome(undo_id, result)

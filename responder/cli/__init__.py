@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from responder import __version__
-from responder.cli import act, hubs, lab, rules, run
+from responder.cli import act, decisions, hubs, lab, rules, run
 
 app = typer.Typer(
     name="responder",
@@ -18,6 +18,9 @@ app.add_typer(hubs.app, name="hubs")
 app.add_typer(lab.app, name="lab")
 app.add_typer(rules.app, name="rules")
 app.command("run")(run.run)
+app.command("decisions")(decisions.decisions)
+app.command("approve")(decisions.approve)
+app.command("undo")(decisions.undo)
 
 
 def _version(value: bool) -> None:

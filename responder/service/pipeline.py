@@ -41,6 +41,7 @@ class Pipeline:
         metrics: Metrics,
         dry_run: bool = False,
         max_parallel: int = 64,
+        wake: asyncio.Event | None = None,
     ) -> None:
         self._journal = journal
         self._engine = engine
@@ -52,7 +53,7 @@ class Pipeline:
         self._dry_run = dry_run
         self._slots = asyncio.Semaphore(max_parallel)
         self._running: set[asyncio.Task[None]] = set()
-        self.wake = asyncio.Event()
+        self.wake = wake or asyncio.Event()
 
     async def rebuild(self, horizon: timedelta) -> int:
         """Replay the recent processed events into the engine; release the responses that ended."""

@@ -34,8 +34,14 @@ class Drift:
 
 class Reconciler:
     def __init__(
-        self, journal: Journal, hubs: Mapping[str, SshHub], clock: Callable[[], datetime], metrics: Metrics
+        self,
+        journal: Journal,
+        hubs: Mapping[str, SshHub],
+        clock: Callable[[], datetime],
+        metrics: Metrics,
+        peer_change: Callable[[str, str], None] | None = None,
     ) -> None:
+        self._peer_change = peer_change
         self._journal = journal
         self._hubs = hubs
         self._clock = clock
@@ -70,6 +76,10 @@ class Reconciler:
                 continue
             if not drifted:
                 continue
+            if self._peer_change is not None:
+                for action, _ in drifted:
+                    if action.peer_key is not None:
+                        self._peer_change(hub_name, str(action.peer_key))
             results = await hub.apply([a for a, _ in drifted])
             for (action, why), result in zip(drifted, results, strict=True):
                 state = "re-asserted" if result.ok and result.verified else f"NOT repaired: {result.detail}"

@@ -28,6 +28,7 @@ from responder.ingest.handoff import JournalHandoff, Waking
 from responder.ingest.webhooks import Webhooks, json_errors
 from responder.inventory import Inventory
 from responder.journal import Journal, open_journal
+from responder.monitor import HubMonitor
 from responder.pep import SshHub
 from responder.policy import load_rules
 from responder.service import sources
@@ -60,6 +61,7 @@ class Service:
         self.clock = clock
         self.metrics = Metrics()
         self.started = asyncio.Event()
+        self.wake = asyncio.Event()  # new events are in the journal
         self.address: tuple[str, int] | None = None
         self.lifecycle: Lifecycle | None = None
         self.reconciler: Reconciler | None = None
@@ -90,15 +92,26 @@ class Service:
         self, journal: Journal, engine: Engine, identity: IdentityMap, hubs: Mapping[str, SshHub], *, dry_run: bool
     ) -> _Parts:
         s = self.settings
-        enforcer = Enforcer(journal, hubs, self.clock, ProtectedTargets(engine.rules.protection, identity))
+        monitor = None
+        if hubs and s.monitor_interval_s is not None:
+            handoff = Waking(JournalHandoff(journal, self.instance), self.wake)
+            monitor = HubMonitor(list(hubs.values()), handoff, self.metrics.registry, interval_s=s.monitor_interval_s)
+        enforcer = Enforcer(
+            journal, hubs, self.clock, ProtectedTargets(engine.rules.protection, identity),
+            peer_change=monitor.own_changes.note if monitor else _ignore_change,
+        )  # fmt: skip
         radius = BlastRadius(s.limits.actions_per_minute, s.limits.actions_per_minute_per_rule, time.monotonic)
         pipeline = Pipeline(
             journal=journal, engine=engine, enforcer=enforcer, radius=radius, clock=self.clock,
-            owner=self.instance, metrics=self.metrics, dry_run=dry_run,
+            owner=self.instance, metrics=self.metrics, dry_run=dry_run, wake=self.wake,
         )  # fmt: skip
         self.lifecycle = Lifecycle(journal, enforcer, engine, self.clock, self.metrics)
-        self.reconciler = Reconciler(journal, hubs, self.clock, self.metrics)
-        return _Parts(journal, engine, enforcer, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run)
+        self.reconciler = Reconciler(
+            journal, hubs, self.clock, self.metrics, monitor.own_changes.note if monitor else None
+        )
+        return _Parts(
+            journal, engine, enforcer, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run, monitor
+        )
 
     async def _start(self, p: _Parts) -> None:
         replayed = await p.pipeline.rebuild(timedelta(seconds=p.engine.rules.horizon_s))
@@ -128,7 +141,7 @@ class Service:
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
         s = self.settings
-        handoff = Waking(JournalHandoff(p.journal, self.instance), p.pipeline.wake)
+        handoff = Waking(JournalHandoff(p.journal, self.instance), self.wake)
         hooks = sources.webhooks(s, handoff, self.metrics)
         consumer = sources.alert_consumer(s, handoff, self.metrics)
         runner = web.AppRunner(self._app(p, hooks), access_log=None, handle_signals=False)
@@ -148,6 +161,8 @@ class Service:
                 group.create_task(p.lifecycle.run(intake), name="lifecycle")
                 if p.hubs:
                     group.create_task(p.reconciler.run(intake, s.reconcile_interval_s), name="reconciler")
+                if p.monitor is not None:
+                    group.create_task(p.monitor.run(intake), name="hub-monitor")
                 self.started.set()
                 await stop.wait()
                 log.info("stopping: intake first, then in-flight work")
@@ -170,3 +185,8 @@ class _Parts:
     hubs: Mapping[str, SshHub]
     radius: BlastRadius
     dry_run: bool
+    monitor: HubMonitor | None
+
+
+def _ignore_change(_hub: str, _key: str) -> None:
+    return None
