@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     monitor_interval_s: float | None = Field(
         default=10.0, gt=0, description="How often the hub monitor reads each hub; null turns it off"
     )
+    monitor_stale_after_s: float = Field(
+        default=300.0, gt=0, description="A handshake older than this, with keepalive on, is stale"
+    )
 
     okta_secret: SecretStr | None = None
     okta_secret_file: Path | None = None

@@ -15,6 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+
 from responder.core.actions import Action
 from responder.core.decisions import action_from_dict, action_to_dict
 from responder.journal import (
@@ -27,6 +30,7 @@ from responder.journal import (
     StoredIntent,
 )
 from responder.pep import ActionResult, Hub
+from responder.telemetry.tracing import context_from
 
 Clock = Callable[[], datetime]
 Veto = Callable[[Action], str | None]
@@ -84,9 +88,12 @@ class Enforcer:
         journal: Journal,
         hubs: Mapping[str, Hub],
         clock: Clock,
+        *,
         veto: Veto = _no_veto,
         peer_change: PeerChange = _ignore,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or trace.NoOpTracer()
         self._journal = journal
         self._hubs = hubs
         self._clock = clock
@@ -120,9 +127,12 @@ class Enforcer:
         await self._journal.audit(now, actor, "manual_decision", decision_id, body)
         return await self.execute([(i.id, a) for i, a in zip(intents, actions, strict=True)])
 
-    async def execute(self, intents: Sequence[tuple[str, Action]]) -> list[IntentOutcome]:
+    async def execute(
+        self, intents: Sequence[tuple[str, Action]], traces: Mapping[str, Mapping[str, str]] | None = None
+    ) -> list[IntentOutcome]:
         """Claim, apply (all hubs at once, one batch per hub) and record. Intents that are no longer
-        open (done by another instance, or cancelled) are skipped."""
+        open (done by another instance, or cancelled) are skipped. `traces` holds each intent's trace
+        context, so that its hub operations join the trace of the delivery that caused them."""
         claimed: dict[str, list[tuple[str, Action]]] = {}
         for intent_id, action in intents:
             if await self._journal.start_intent(intent_id, self._now()) is not None:
@@ -130,6 +140,16 @@ class Enforcer:
         outcomes: list[IntentOutcome] = []
 
         async def on_hub(hub_name: str, items: list[tuple[str, Action]]) -> None:
+            parent = context_from((traces or {}).get(items[0][0], {}))
+            with self._tracer.start_as_current_span(
+                f"enforce {hub_name}", context=parent,
+                attributes={"responder.hub": hub_name, "responder.intents": [i for i, _ in items]},
+            ) as span:  # fmt: skip
+                await apply_on_hub(hub_name, items)
+                span.set_attribute("responder.verified", all(o.result.verified for o in outcomes if o.intent_id in
+                                                             {i for i, _ in items}))  # fmt: skip
+
+        async def apply_on_hub(hub_name: str, items: list[tuple[str, Action]]) -> None:
             hub = self._hubs.get(hub_name)
             allowed: list[tuple[str, Action]] = []
             results: list[tuple[str, ActionResult]] = []
@@ -170,7 +190,7 @@ class Enforcer:
         """Carry out the intents a previous run wrote but did not finish, applies and undos alike."""
         open_intents = await self._journal.open_intents()
         applies = [(i.id, action_from_dict(json.loads(i.action))) for i in open_intents if i.kind is IntentKind.APPLY]
-        outcomes = await self.execute(applies)
+        outcomes = await self.execute(applies, {i.id: i.trace for i in open_intents})
         for intent in open_intents:
             if intent.kind is IntentKind.UNDO:
                 applied = await self._journal.intent(intent.id.removesuffix(".undo"))

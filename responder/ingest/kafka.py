@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Tracer
 
 from responder.core.events import Event
 from responder.ingest.errors import PayloadError
@@ -24,6 +26,7 @@ from responder.ingest.handoff import Handoff
 from responder.ingest.siem import Format
 from responder.journal import DeliveryRecord
 from responder.telemetry.metrics import Metrics
+from responder.telemetry.tracing import carrier_of_current, context_from
 
 log = logging.getLogger(__name__)
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -63,10 +66,13 @@ def parse(record: ConsumerRecord[bytes, bytes], fmt: Format) -> list[Event]:
 
 
 class AlertConsumer:
-    def __init__(self, config: ConsumerConfig, handoff: Handoff, metrics: Metrics) -> None:
+    def __init__(
+        self, config: ConsumerConfig, handoff: Handoff, metrics: Metrics, tracer: Tracer | None = None
+    ) -> None:
         self.config = config
         self._handoff = handoff
         self._metrics = metrics
+        self._tracer = tracer or trace.NoOpTracer()
         self.committed = 0
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
@@ -104,17 +110,24 @@ class AlertConsumer:
         for tp, records in batch.items():
             fmt = self.config.topics[tp.topic]
             for record in records:
-                try:
-                    events = parse(record, fmt)
-                except PayloadError as exc:
-                    dead.append((record, str(exc)))
-                    continue
-                except Exception as exc:
-                    dead.append((record, f"internal error: {type(exc).__name__}: {exc}"))
-                    continue
-                delivery = DeliveryRecord(
-                    f"kafka:{tp.topic}:{tp.partition}:{record.offset}", f"kafka:{tp.topic}", now, _headers(record)
-                )
+                with self._tracer.start_as_current_span(
+                    f"consume {tp.topic}", context=context_from(_headers(record)), kind=SpanKind.CONSUMER,
+                    attributes={"messaging.system": "kafka", "messaging.destination.name": tp.topic,
+                                "messaging.kafka.offset": record.offset, "responder.format": fmt.name},
+                ) as span:  # fmt: skip
+                    try:
+                        events = parse(record, fmt)
+                    except PayloadError as exc:
+                        span.set_attribute("responder.dead_letter", str(exc))
+                        dead.append((record, str(exc)))
+                        continue
+                    except Exception as exc:  # a mapping bug must not stop the partition
+                        dead.append((record, f"internal error: {type(exc).__name__}: {exc}"))
+                        continue
+                    delivery = DeliveryRecord(
+                        f"kafka:{tp.topic}:{tp.partition}:{record.offset}", f"kafka:{tp.topic}", now,
+                        carrier_of_current(),
+                    )  # fmt: skip
                 items.append((delivery, events))
         if items:
             accepted = await self._handoff.accept_batch(items)

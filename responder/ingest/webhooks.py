@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Tracer
 from pydantic import SecretStr
 
 from responder.core.events import Event
@@ -27,6 +29,7 @@ from responder.ingest.errors import PayloadError
 from responder.ingest.handoff import Handoff
 from responder.journal import DeliveryRecord
 from responder.telemetry.metrics import Metrics
+from responder.telemetry.tracing import carrier_of_current, context_from
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -67,21 +70,44 @@ def _same(given: str, expected: SecretStr) -> bool:
 
 
 class Webhooks:
-    def __init__(self, config: WebhookConfig, handoff: Handoff, metrics: Metrics) -> None:
+    def __init__(self, config: WebhookConfig, handoff: Handoff, metrics: Metrics, tracer: Tracer | None = None) -> None:
         self.config = config
         self._handoff = handoff
         self._metrics = metrics
+        self._tracer = tracer or trace.NoOpTracer()
 
     def routes(self) -> list[web.RouteDef]:
         c = self.config
         out: list[web.RouteDef] = []
         if c.okta_secret is not None:
-            out += [web.get(c.okta_path, self.okta_verify), web.post(c.okta_path, self.okta)]
+            out += [
+                web.get(c.okta_path, self._traced("okta", self.okta_verify)),
+                web.post(c.okta_path, self._traced("okta", self.okta)),
+            ]
         if c.entra_client_state is not None:
-            out += [web.post(c.entra_path, self.entra), web.post(c.entra_lifecycle_path, self.entra_lifecycle)]
+            out += [
+                web.post(c.entra_path, self._traced("entra", self.entra)),
+                web.post(c.entra_lifecycle_path, self._traced("entra", self.entra_lifecycle)),
+            ]
         if c.ssf is not None:
-            out.append(web.post(c.ssf_path, self.ssf))
+            out.append(web.post(c.ssf_path, self._traced("ssf", self.ssf)))
         return out
+
+    def _traced(self, source: str, handler: Handler) -> Handler:
+        """A server span per delivery, continuing the sender's W3C trace context when it sends one."""
+
+        async def traced(request: web.Request) -> web.StreamResponse:
+            parent = context_from({k.lower(): v for k, v in request.headers.items() if k.lower() in TRACE_HEADERS})
+            with self._tracer.start_as_current_span(
+                f"delivery {source}", context=parent, kind=SpanKind.SERVER,
+                attributes={"responder.source": source, "http.request.method": request.method,
+                            "url.path": request.path},
+            ) as span:  # fmt: skip
+                response = await handler(request)
+                span.set_attribute("http.response.status_code", response.status)
+                return response
+
+        return traced
 
     def _count(self, source: str, outcome: str) -> None:
         self._metrics.deliveries.labels(source, outcome).inc()
@@ -110,10 +136,11 @@ class Webhooks:
         self, request: web.Request, source: str, delivery_id: str, body: bytes, events: list[Event]
     ) -> int:
         headers = {k.lower(): v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS}
-        trace = {k: headers[k] for k in TRACE_HEADERS if k in headers}
-        delivery = DeliveryRecord(f"{source}:{delivery_id}", source, _now(), trace, headers, body)
+        # The delivery's own span, so that what follows (decision, actions) hangs below it in the trace.
+        delivery = DeliveryRecord(f"{source}:{delivery_id}", source, _now(), carrier_of_current(), headers, body)
         started = time.perf_counter()
-        accepted = await self._handoff.accept(delivery, events)
+        with self._tracer.start_as_current_span("journal.accept", attributes={"responder.events": len(events)}):
+            accepted = await self._handoff.accept(delivery, events)
         self._metrics.handoff_seconds.labels(source).observe(time.perf_counter() - started)
         self._metrics.events.labels(source).inc(accepted.new)
         self._metrics.duplicates.labels(source).inc(accepted.duplicates)

@@ -202,14 +202,23 @@ class SqlJournal(ABC):
     async def pending_events(self, owner: str, limit: int = 500) -> list[StoredEvent]:
         async with self.transaction() as tx:
             rows = await tx.fetch(
-                "SELECT seq, dedup_key, delivery_id, subject, body, trace FROM events"
-                " WHERE status = ? AND owner = ? ORDER BY seq LIMIT ?",
+                "SELECT e.seq, e.dedup_key, e.delivery_id, e.subject, e.body, e.trace, d.received_at"
+                " FROM events e JOIN deliveries d ON d.id = e.delivery_id"
+                " WHERE e.status = ? AND e.owner = ? ORDER BY e.seq LIMIT ?",
                 EventStatus.PENDING.value,
                 owner,
                 limit,
             )
         return [
-            StoredEvent(r["seq"], r["dedup_key"], r["delivery_id"], r["subject"], r["body"], json.loads(r["trace"]))
+            StoredEvent(
+                r["seq"],
+                r["dedup_key"],
+                r["delivery_id"],
+                r["subject"],
+                r["body"],
+                json.loads(r["trace"]),
+                r["received_at"],
+            )
             for r in rows
         ]
 

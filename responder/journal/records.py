@@ -80,6 +80,7 @@ class StoredEvent:
     subject: str
     body: str
     trace: dict[str, str]
+    received_at: str = ""
 
 
 @dataclass(frozen=True, slots=True)

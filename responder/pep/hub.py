@@ -6,6 +6,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+
 from responder.core.actions import Action, ActionType
 from responder.inventory import HubMode, HubSpec
 from responder.pep.backends import AgentBackend, Backend, CommandBackend
@@ -49,9 +52,10 @@ class Hub(Protocol):
 
 
 class SshHub:
-    def __init__(self, spec: HubSpec, settings: TransportSettings | None = None) -> None:
+    def __init__(self, spec: HubSpec, settings: TransportSettings | None = None, tracer: Tracer | None = None) -> None:
         self.spec = spec
         self.name = spec.name
+        self._tracer = tracer or trace.NoOpTracer()
         self.transport = HubTransport(spec, settings)
         self._backend: Backend = (
             AgentBackend(self.transport)
@@ -67,12 +71,19 @@ class SshHub:
         results: list[ActionResult] = []
         for operation in plan(self.spec, actions):
             started = time.perf_counter()
-            try:
-                answer = await self._backend.call(operation.op, operation.args)
-            except HubError as exc:
-                ms = (time.perf_counter() - started) * 1000
-                results += [ActionResult(a, False, False, str(exc), None, ms) for a in operation.actions]
-                continue
+            with self._tracer.start_as_current_span(
+                f"hub {operation.op}",
+                attributes={"responder.hub": self.name, "responder.operation": operation.op,
+                            "responder.mode": self.spec.mode.value, "responder.actions": len(operation.actions)},
+            ) as span:  # fmt: skip
+                try:
+                    answer = await self._backend.call(operation.op, operation.args)
+                except HubError as exc:
+                    span.set_attribute("responder.error", str(exc))
+                    ms = (time.perf_counter() - started) * 1000
+                    results += [ActionResult(a, False, False, str(exc), None, ms) for a in operation.actions]
+                    continue
+                span.set_attribute("responder.verified", bool(answer.get("verified")))
             ms = (time.perf_counter() - started) * 1000
             verified = bool(answer.get("verified"))
             restores: dict[str, Any] = answer.get("restore", {})

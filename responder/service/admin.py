@@ -67,8 +67,18 @@ def admin_routes(
     readiness: Readiness,
     registry: CollectorRegistry,
     token: SecretStr | None,
+    *,
+    subject_state: Callable[[str], Mapping[str, object]] | None = None,
 ) -> list[web.RouteDef]:
     auth = _authenticated(token)
+
+    async def show_subject(request: web.Request) -> web.Response:
+        if subject_state is None:
+            return _error(404, "no decision engine in this process")
+        key = request.match_info["key"]
+        if ":" not in key or len(key) > 300:
+            return _error(400, "a subject key looks like user:alice@example.com, peer:admin1 or ip:10.100.0.10")
+        return web.json_response(dict(subject_state(key)))
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -125,6 +135,7 @@ def admin_routes(
         web.get("/readyz", auth(readyz)),
         web.get("/api/decisions", auth(list_decisions)),
         web.get("/api/decisions/{id}", auth(show_decision)),
+        web.get("/api/subjects/{key}", auth(show_subject)),
         web.post("/api/decisions/{id}/approve", auth(operator(lifecycle.approve))),
         web.post("/api/decisions/{id}/undo", auth(operator(lifecycle.undo))),
     ]

@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 
 from responder.core.actions import Action
 from responder.core.decisions import Decision
@@ -22,6 +25,7 @@ from responder.enforcement import Enforcer, intent_records
 from responder.journal import DecisionRecord, DecisionState, IntentRecord, IntentState, Journal, StoredEvent
 from responder.service.guard import BlastRadius
 from responder.telemetry.metrics import Metrics
+from responder.telemetry.tracing import carrier_of_current, context_from
 
 log = logging.getLogger(__name__)
 ENDED = (DecisionState.UNDONE, DecisionState.EXPIRED, DecisionState.REJECTED)
@@ -42,7 +46,9 @@ class Pipeline:
         dry_run: bool = False,
         max_parallel: int = 64,
         wake: asyncio.Event | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or trace.NoOpTracer()
         self._journal = journal
         self._engine = engine
         self._enforcer = enforcer
@@ -90,19 +96,35 @@ class Pipeline:
             await asyncio.gather(*self._running, return_exceptions=True)
 
     async def process(self, stored: StoredEvent) -> None:
-        try:
-            event = Event.model_validate_json(stored.body)
-        except ValueError as exc:  # written by this service, so only a bug or a tampered journal
-            log.error("event %s in the journal does not load: %s", stored.seq, exc)  # noqa: TRY400 - no traceback
-            await self._journal.record_outcome(stored.seq, self._clock().isoformat(), [], [])
-            return
-        outcome = self._engine.process(event)
+        with self._tracer.start_as_current_span("decide", context=context_from(stored.trace)) as span:
+            try:
+                event = Event.model_validate_json(stored.body)
+            except ValueError as exc:  # written by this service, so only a bug or a tampered journal
+                log.error("event %s in the journal does not load: %s", stored.seq, exc)  # noqa: TRY400 - no traceback
+                await self._journal.record_outcome(stored.seq, self._clock().isoformat(), [], [])
+                return
+            outcome = self._engine.process(event)
+            span.set_attributes({
+                "responder.event.id": event.id, "responder.event.source": event.source.value,
+                "responder.event.type": event.type,
+                "responder.rules": sorted({r for x in outcome.explanations for r in x.matched}),
+                "responder.scores": [round(x.score, 1) for x in outcome.explanations],
+                "responder.decisions": [f"{d.id} {d.response}" for d in outcome.decisions],
+            })  # fmt: skip
+            carrier = carrier_of_current()
+            to_run = await self._record(stored, outcome.decisions, carrier)
+        if to_run:
+            self._start(to_run, carrier, stored.received_at)
+
+    async def _record(
+        self, stored: StoredEvent, decisions: tuple[Decision, ...], carrier: Mapping[str, str]
+    ) -> list[tuple[str, Action]]:
         now = self._clock()
         records: list[DecisionRecord] = []
         intents: list[IntentRecord] = []
         replaced: list[str] = []
-        to_run = []
-        for d in outcome.decisions:
+        to_run: list[tuple[str, Action]] = []
+        for d in decisions:
             live = await self._journal.live_decisions(d.subject)
             if any(x.level >= d.level and x.id != d.id for x in live):
                 # The journal knows of a response as strong in force (the engine's memory only reaches
@@ -114,21 +136,14 @@ class Pipeline:
             expires = now.timestamp() + d.ttl_s if d.ttl_s and state is DecisionState.ACTIVE else None
             records.append(
                 DecisionRecord(
-                    d.id,
-                    d.subject,
-                    d.response,
-                    d.level,
-                    state,
-                    now.isoformat(),
-                    expires,
-                    json.dumps(body),
-                    stored.trace,
+                    d.id, d.subject, d.response, d.level, state, now.isoformat(), expires, json.dumps(body),
+                    dict(carrier),
                 )
-            )
+            )  # fmt: skip
             if state in LIVE:
                 waiting = state is DecisionState.AWAITING_APPROVAL
                 made = intent_records(
-                    d.id, d.actions, now.isoformat(), stored.trace,
+                    d.id, d.actions, now.isoformat(), carrier,
                     IntentState.AWAITING_APPROVAL if waiting else IntentState.PENDING,
                 )  # fmt: skip
                 intents += made
@@ -137,12 +152,11 @@ class Pipeline:
             self._metrics.decisions.labels(d.response, state.value).inc()
             log.info(
                 "decision %s: %s on %s (score %.0f) -> %s", d.id, d.response, d.subject, d.score, state.value,
-                extra={"decision": d.id, "event": event.id},
+                extra={"decision": d.id, "event_seq": stored.seq},
             )  # fmt: skip
         if not await self._journal.record_outcome(stored.seq, now.isoformat(), records, intents, replaced):
-            return  # processed already, by this instance before a crash or by another one
-        if to_run:
-            self._start(to_run)
+            return []  # processed already, by this instance before a crash or by another one
+        return to_run
 
     def _state(self, d: Decision) -> tuple[DecisionState, str | None]:
         if self._dry_run or d.dry_run:
@@ -153,17 +167,20 @@ class Pipeline:
             return DecisionState.AWAITING_APPROVAL, None
         return DecisionState.ACTIVE, None
 
-    def _start(self, intents: list[tuple[str, Action]]) -> None:
+    def _start(self, intents: list[tuple[str, Action]], carrier: Mapping[str, str], received_at: str) -> None:
         async def go() -> None:
             async with self._slots:
                 try:
-                    for outcome in await self._enforcer.execute(intents):
-                        r = outcome.result
-                        self._metrics.actions.labels(
-                            r.action.type.value, "ok" if r.ok else "failed", str(r.verified)
-                        ).inc()
+                    outcomes = await self._enforcer.execute(intents, {i: carrier for i, _ in intents})
                 except Exception:
                     log.exception("enforcement failed; the intents stay open and are resumed")
+                    return
+                for outcome in outcomes:
+                    r = outcome.result
+                    self._metrics.actions.labels(r.action.type.value, "ok" if r.ok else "failed", str(r.verified)).inc()
+                if received_at and outcomes and all(o.result.ok and o.result.verified for o in outcomes):
+                    detected = datetime.fromisoformat(received_at)
+                    self._metrics.containment_seconds.observe((self._clock() - detected).total_seconds())
 
         task = asyncio.get_running_loop().create_task(go())
         self._running.add(task)

@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from responder.config import DEFAULT_LAB_INVENTORY, Settings
 from responder.core.engine import Engine
@@ -28,7 +30,7 @@ from responder.ingest.handoff import JournalHandoff, Waking
 from responder.ingest.webhooks import Webhooks, json_errors
 from responder.inventory import Inventory
 from responder.journal import Journal, open_journal
-from responder.monitor import HubMonitor
+from responder.monitor import HubMonitor, Thresholds
 from responder.pep import SshHub
 from responder.policy import load_rules
 from responder.service import sources
@@ -38,6 +40,7 @@ from responder.service.lifecycle import Lifecycle
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
 from responder.telemetry.metrics import Metrics
+from responder.telemetry.tracing import provider_from_environment, tracer
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -55,8 +58,18 @@ def load_inventory(settings: Settings) -> Inventory | None:
 
 
 class Service:
-    def __init__(self, settings: Settings, *, instance: str | None = None, clock: Clock = _wall_clock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        instance: str | None = None,
+        clock: Clock = _wall_clock,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.settings = settings
+        self._provider = tracer_provider or provider_from_environment()
+        self._owns_provider = tracer_provider is None and self._provider is not None  # then flush it on stop
+        self.tracer = tracer(self._provider) if self._provider is not None else trace.NoOpTracer()
         self.instance = instance or settings.instance or socket.gethostname()
         self.clock = clock
         self.metrics = Metrics()
@@ -77,7 +90,7 @@ class Service:
         elif dry_run:
             log.warning("dry-run is on: decisions are recorded, nothing is enforced")
         identity = IdentityMap(inventory)
-        hubs = {h.name: SshHub(h) for h in inventory.hubs} if inventory else {}
+        hubs = {h.name: SshHub(h, tracer=self.tracer) for h in inventory.hubs} if inventory else {}
         journal = await open_journal(s.journal)
         try:
             parts = self._assemble(journal, Engine(rules, identity), identity, hubs, dry_run=dry_run)
@@ -87,6 +100,8 @@ class Service:
             for hub in hubs.values():
                 await hub.close()
             await journal.close()
+            if self._owns_provider and self._provider is not None:
+                self._provider.shutdown()
 
     def _assemble(
         self, journal: Journal, engine: Engine, identity: IdentityMap, hubs: Mapping[str, SshHub], *, dry_run: bool
@@ -95,15 +110,18 @@ class Service:
         monitor = None
         if hubs and s.monitor_interval_s is not None:
             handoff = Waking(JournalHandoff(journal, self.instance), self.wake)
-            monitor = HubMonitor(list(hubs.values()), handoff, self.metrics.registry, interval_s=s.monitor_interval_s)
+            monitor = HubMonitor(
+                list(hubs.values()), handoff, self.metrics.registry, interval_s=s.monitor_interval_s,
+                thresholds=Thresholds(stale_after_s=s.monitor_stale_after_s),
+            )  # fmt: skip
         enforcer = Enforcer(
-            journal, hubs, self.clock, ProtectedTargets(engine.rules.protection, identity),
-            peer_change=monitor.own_changes.note if monitor else _ignore_change,
+            journal, hubs, self.clock, veto=ProtectedTargets(engine.rules.protection, identity),
+            peer_change=monitor.own_changes.note if monitor else _ignore_change, tracer=self.tracer,
         )  # fmt: skip
         radius = BlastRadius(s.limits.actions_per_minute, s.limits.actions_per_minute_per_rule, time.monotonic)
         pipeline = Pipeline(
             journal=journal, engine=engine, enforcer=enforcer, radius=radius, clock=self.clock,
-            owner=self.instance, metrics=self.metrics, dry_run=dry_run, wake=self.wake,
+            owner=self.instance, metrics=self.metrics, dry_run=dry_run, wake=self.wake, tracer=self.tracer,
         )  # fmt: skip
         self.lifecycle = Lifecycle(journal, enforcer, engine, self.clock, self.metrics)
         self.reconciler = Reconciler(
@@ -136,14 +154,23 @@ class Service:
             checks["enforcing"] = not (p.dry_run or p.radius.tripped)
             return checks
 
-        app.add_routes(admin_routes(p.journal, p.lifecycle, ready, self.metrics.registry, s.admin_token))
+        def subject(key: str) -> dict[str, object]:
+            state = p.engine.state(key)
+            return {
+                "subject": state.subject, "score": round(state.score, 3), "signals": sorted(state.signals),
+                "active_response": state.active_response,
+            }  # fmt: skip
+
+        app.add_routes(
+            admin_routes(p.journal, p.lifecycle, ready, self.metrics.registry, s.admin_token, subject_state=subject)
+        )
         return app
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
         s = self.settings
         handoff = Waking(JournalHandoff(p.journal, self.instance), self.wake)
-        hooks = sources.webhooks(s, handoff, self.metrics)
-        consumer = sources.alert_consumer(s, handoff, self.metrics)
+        hooks = sources.webhooks(s, handoff, self.metrics, self.tracer)
+        consumer = sources.alert_consumer(s, handoff, self.metrics, self.tracer)
         runner = web.AppRunner(self._app(p, hooks), access_log=None, handle_signals=False)
         await runner.setup()
         intake = asyncio.Event()  # set when intake has stopped; the workers drain after it

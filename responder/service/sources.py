@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from opentelemetry.trace import Tracer
+
 from responder.config import Settings
 from responder.ingest import ssf
 from responder.ingest.handoff import Handoff
@@ -11,7 +13,7 @@ from responder.ingest.webhooks import SsfReceiver, WebhookConfig, Webhooks
 from responder.telemetry.metrics import Metrics
 
 
-def webhooks(settings: Settings, handoff: Handoff, metrics: Metrics) -> Webhooks:
+def webhooks(settings: Settings, handoff: Handoff, metrics: Metrics, tracer: Tracer | None = None) -> Webhooks:
     receiver = None
     if settings.ssf is not None:
         keys = ssf.Keys(jwks_file=settings.ssf.jwks_file, jwks_url=settings.ssf.jwks_url)
@@ -23,10 +25,12 @@ def webhooks(settings: Settings, handoff: Handoff, metrics: Metrics) -> Webhooks
         max_body_bytes=settings.listen.max_body_bytes,
         ssf_path=settings.ssf.path if settings.ssf else "/hooks/ssf",
     )
-    return Webhooks(config, handoff, metrics)
+    return Webhooks(config, handoff, metrics, tracer)
 
 
-def alert_consumer(settings: Settings, handoff: Handoff, metrics: Metrics) -> AlertConsumer | None:
+def alert_consumer(
+    settings: Settings, handoff: Handoff, metrics: Metrics, tracer: Tracer | None = None
+) -> AlertConsumer | None:
     kafka = settings.kafka
     if kafka is None or not kafka.topics:
         return None
@@ -44,4 +48,4 @@ def alert_consumer(settings: Settings, handoff: Handoff, metrics: Metrics) -> Al
         max_in_flight=kafka.max_in_flight,
         client_options=options,
     )
-    return AlertConsumer(config, handoff, metrics)
+    return AlertConsumer(config, handoff, metrics, tracer)

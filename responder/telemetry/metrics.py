@@ -54,6 +54,22 @@ class Metrics:
         self.enforcement_off = Gauge(
             "responder_enforcement_off", "1 while the blast-radius breaker holds the service in dry-run", registry=r
         )
+        self.containment_seconds = Histogram(
+            "responder_containment_seconds",
+            "From a delivery's arrival to every action of its decision verified on the hubs",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.hub_seconds = Histogram(
+            "responder_hub_operation_seconds",
+            "Time of one verified operation on a hub, by hub",
+            ["hub"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            "responder_hub_breaker_open", "1 while a hub's circuit breaker is open", ["hub"], registry=r
+        )
         self.handoff_seconds = Histogram(
             "responder_handoff_seconds",
             "Time to hand a delivery off durably",

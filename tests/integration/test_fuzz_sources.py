@@ -22,7 +22,7 @@ from responder.ingest.errors import PayloadError
 from responder.ingest.kafka import parse
 from responder.ingest.siem import load_connectors
 from tests.support.payloads import Transmitter, payload
-from tests.support.service import running
+from tests.support.service import no_hubs, running
 
 EXAMPLES = 1000
 CONNECTORS = Path(__file__).resolve().parents[2] / "connectors"
@@ -83,6 +83,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[asyncio.
         okta_secret=SECRET,
         entra_client_state=STATE,
         ssf=Ssf(issuer=ISSUER, audience=AUDIENCE, jwks_file=tmp / "jwks.json"),
+        inventory=no_hubs(tmp),
     )
     loop = asyncio.new_event_loop()
     context = running(s)

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.support.payloads import payload
+from tests.support.service import no_hubs
 
 RESPONDER = str(Path(sys.executable).with_name("responder"))
 PER_FORMAT = 2500
@@ -130,6 +131,7 @@ async def test_ten_thousand_alerts_survive_a_killed_consumer(kafka_bootstrap: st
             {
                 "listen": {"host": "127.0.0.1", "port": 0},
                 "journal": f"sqlite:///{db}",
+                "inventory": str(no_hubs(tmp_path)),
                 "kafka": {
                     "bootstrap_servers": kafka_bootstrap,
                     "group_id": group,

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from responder.config import Settings
+from responder.journal import Journal
 from responder.service.service import Service
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, instance: str = "test") -> AsyncIterator[tuple[Service, str]]:
+async def running(settings: Settings, instance: str = "test", **options: Any) -> AsyncIterator[tuple[Service, str]]:
     settings = settings.model_copy(update={"listen": settings.listen.model_copy(update={"port": 0})})
-    service = Service(settings, instance=instance)
+    service = Service(settings, instance=instance, **options)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:
@@ -34,3 +37,24 @@ async def running(settings: Settings, instance: str = "test") -> AsyncIterator[t
 
 def settings(**values: Any) -> Settings:
     return Settings(**values)
+
+
+def no_hubs(directory: Path) -> Path:
+    """An inventory without hubs: the service decides but has nowhere to act (and never falls back to a
+    local lab that happens to be up)."""
+    path = directory / "no-hubs.yaml"
+    path.write_text("hubs: []\n")
+    return path
+
+
+async def event_keys(journal: Journal) -> list[str]:
+    """The dedup keys of every event in the journal, in arrival order, processed or not."""
+    async with journal.transaction() as tx:
+        rows = await tx.fetch("SELECT dedup_key FROM events ORDER BY seq")
+    return [r["dedup_key"] for r in rows]
+
+
+async def event_bodies(journal: Journal) -> list[dict[str, Any]]:
+    async with journal.transaction() as tx:
+        rows = await tx.fetch("SELECT body FROM events ORDER BY seq")
+    return [json.loads(r["body"]) for r in rows]
