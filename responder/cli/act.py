@@ -9,18 +9,17 @@ import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from responder.cli.common import ConfigOption, InventoryOption, JournalOption, JsonOption, fail, inventory, settings
 from responder.core.actions import Action, ActionType
 from responder.core.identifiers import WireGuardKey, parse_address
-from responder.enforcement import Enforcer, IntentOutcome, RestoreRefused
 from responder.inventory import Inventory, PeerSpec
-from responder.journal import open_journal
-from responder.pep import SshHub
-from responder.pep.plan import plan
+
+if TYPE_CHECKING:  # the enforcement stack loads only when a command runs: `--help` stays quick
+    from responder.enforcement import IntentOutcome
 
 app = typer.Typer(
     help="Act on hubs by hand: each action is journaled, applied, verified by reading the hub back, and "
@@ -105,6 +104,10 @@ def _render(outcome: IntentOutcome) -> str:
 
 
 def _run(actions: Sequence[Action], inv: Inventory, journal_url: str, reason: str) -> list[IntentOutcome]:
+    from responder.enforcement import Enforcer  # noqa: PLC0415
+    from responder.journal import open_journal  # noqa: PLC0415
+    from responder.pep import SshHub  # noqa: PLC0415
+
     async def go() -> list[IntentOutcome]:
         journal = await open_journal(journal_url)
         hubs = {a.hub: SshHub(inv.hub(a.hub)) for a in actions}
@@ -128,6 +131,8 @@ def _execute(
     as_json: bool, reason: str,
 ) -> None:  # fmt: skip
     if dry_run:
+        from responder.pep.plan import plan  # noqa: PLC0415
+
         hub = actions[0].hub  # every command acts on one hub
         ops = [{"hub": hub, "op": o.op, "args": o.args} for o in plan(inv.hub(hub), actions)]
         if as_json:
@@ -236,6 +241,10 @@ def restore(
     journal: JournalOption = None,
 ) -> None:  # fmt: skip
     """Take back one action (re-add the peer as it was, re-add or remove the set element), verified."""
+    from responder.enforcement import Enforcer, RestoreRefused  # noqa: PLC0415
+    from responder.journal import open_journal  # noqa: PLC0415
+    from responder.pep import SshHub  # noqa: PLC0415
+
     inv = inventory(config, inventory_path)
     url = journal or settings(config).journal
 

@@ -10,13 +10,15 @@ import typer
 
 from responder.cli.common import ConfigOption, InventoryOption, JsonOption, inventory
 from responder.inventory import Inventory
-from responder.pep import SshHub
-from responder.pep.hub import STALE_AFTER_S
+
+STALE_AFTER_S = 300  # as the seed's check script (responder.pep.hub.STALE_AFTER_S)
 
 app = typer.Typer(help="Inspect the hubs of the inventory.", no_args_is_help=True)
 
 
 async def _statuses(inv: Inventory) -> list[dict[str, Any]]:
+    from responder.pep import SshHub  # noqa: PLC0415 - the SSH stack loads only when needed
+
     hubs = [SshHub(spec) for spec in inv.hubs]
     try:
         return list(await asyncio.gather(*(h.status() for h in hubs)))

@@ -11,8 +11,6 @@ from typing import Annotated
 import typer
 
 from responder.cli.common import ConfigOption, fail, settings
-from responder.service.service import Service
-from responder.telemetry.logs import configure_logging
 
 
 def _listen(value: str | None) -> tuple[str, int] | None:
@@ -33,6 +31,9 @@ def run(
     inventory: Annotated[Path | None, typer.Option("--inventory", help="Hub inventory (YAML).")] = None,
 ) -> None:
     """Run the responder: webhooks and Kafka in, decisions, enforcement on the hubs, journal."""
+    from responder.service.service import Service  # noqa: PLC0415 - other commands need none of it
+    from responder.telemetry.logs import configure_logging  # noqa: PLC0415
+
     s = settings(config)
     updates: dict[str, object] = {}
     if (address := _listen(listen)) is not None:

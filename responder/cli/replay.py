@@ -1,0 +1,111 @@
+"""`responder replay`: recorded incidents through the real path, optionally into a real lab."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from responder.cli.common import JsonOption, fail
+from responder.lab import Lab, LabError
+from responder.replay.broker import BrokerError, tansu
+from responder.replay.case import Case, CaseError, load_cases
+from responder.replay.report import CaseReport, render_all
+from responder.replay.runner import Options, replay_cases
+
+
+@contextlib.contextmanager
+def _broker(cases: list[Case], given: str | None) -> Iterator[str | None]:
+    needed = any(d.kafka_format for c in cases for d in c.spec.deliveries)
+    if given is not None or not needed:
+        yield given
+        return
+    with tansu() as bootstrap:
+        yield bootstrap
+
+
+async def _run(cases: list[Case], options: Options, lab: Lab | None, fresh: bool) -> list[CaseReport]:
+    if lab is not None and fresh:
+        await lab.up()
+    try:
+        options.lab = lab
+        return await replay_cases(cases, options)
+    finally:
+        if lab is not None and fresh:
+            await lab.down()
+
+
+def replay(
+    paths: Annotated[list[Path], typer.Argument(help="Case files or directories of them (e.g. replay/).")],
+    lab: Annotated[
+        bool, typer.Option("--lab", help="Bring up a fresh lab, enforce in it and probe it; tear it down after.")
+    ] = False,
+    use_lab: Annotated[
+        str | None,
+        typer.Option("--use-lab", help="Enforce in the lab that is up under this prefix (e.g. rsp); leave it up."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide only; check decisions, not enforcement.")] = False,
+    speed: Annotated[
+        float | None,
+        typer.Option("--speed", min=0.001, help="Real time: sleep offset/X between deliveries (default: virtual)."),
+    ] = None,
+    virtual_clock: Annotated[
+        bool, typer.Option("--virtual-clock", help="The default: offsets move the clock, nothing sleeps.")
+    ] = False,
+    kafka: Annotated[
+        str | None, typer.Option("--kafka", help="Kafka bootstrap HOST:PORT (default: start a Tansu broker).")
+    ] = None,
+    inventory: Annotated[
+        Path | None, typer.Option("--inventory", help="Dry-run: decide against this inventory (default: lab-shaped).")
+    ] = None,
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="Rules for cases that name none (default: rules/).")
+    ] = None,
+    connectors: Annotated[Path, typer.Option("--connectors", help="SIEM connector directory.")] = Path("connectors"),
+    lab_prefix: Annotated[str, typer.Option("--lab-prefix", help="The prefix of the lab --lab builds.")] = "rpl",
+    as_json: JsonOption = False,
+) -> None:
+    """Replay incident cases through the real service and check what it decided and did."""
+    if sum([lab, use_lab is not None, dry_run]) > 1:
+        raise fail("give one of --lab, --use-lab and --dry-run")
+    if speed is not None and virtual_clock:
+        raise fail("give --speed or --virtual-clock, not both")
+    try:
+        cases = load_cases(paths)
+    except CaseError as exc:
+        raise fail(exc) from None
+    if not cases:
+        raise fail("no case files found")
+    options = Options(
+        dry_run=not (lab or use_lab),
+        inventory=inventory,
+        speed=speed,
+        rules=tuple(rules) if rules else (Path("rules"),),
+        connectors=connectors,
+    )
+    logging.basicConfig(level=logging.ERROR)
+    the_lab: Lab | None = None
+    try:
+        if use_lab is not None:
+            the_lab = Lab.existing(use_lab)
+        elif lab:
+            the_lab = Lab(lab_prefix, hubs=max(c.spec.lab.hubs for c in cases))
+        with _broker(cases, kafka) as bootstrap:
+            options.kafka = bootstrap
+            reports = asyncio.run(_run(cases, options, the_lab, fresh=lab))
+    except (LabError, BrokerError, ValueError, OSError) as exc:
+        raise fail(exc) from None
+    if as_json:
+        typer.echo(
+            json.dumps({"passed": all(r.passed for r in reports), "cases": [r.as_dict() for r in reports]}, indent=2)
+        )
+    else:
+        typer.echo(render_all(reports))
+    if not all(r.passed for r in reports):
+        raise typer.Exit(1)
