@@ -23,6 +23,7 @@ from responder.core.decisions import action_from_dict, action_to_dict
 from responder.journal import (
     DecisionRecord,
     DecisionState,
+    FinishedIntent,
     IntentKind,
     IntentRecord,
     IntentState,
@@ -134,8 +135,9 @@ class Enforcer:
         open (done by another instance, or cancelled) are skipped. `traces` holds each intent's trace
         context, so that its hub operations join the trace of the delivery that caused them."""
         claimed: dict[str, list[tuple[str, Action]]] = {}
+        mine = await self._journal.start_intents([i for i, _ in intents], self._now()) if intents else set()
         for intent_id, action in intents:
-            if await self._journal.start_intent(intent_id, self._now()) is not None:
+            if intent_id in mine:
                 claimed.setdefault(action.hub, []).append((intent_id, action))
         outcomes: list[IntentOutcome] = []
 
@@ -166,9 +168,8 @@ class Enforcer:
                     self._note(action)
                 applied = await hub.apply([a for _, a in allowed])
                 results += [(i, r) for (i, _), r in zip(allowed, applied, strict=True)]
-            for intent_id, result in results:
-                await self._finish(intent_id, result, restore=result.restore)
-                outcomes.append(IntentOutcome(intent_id, result))
+            await self._journal.finish_intents([_finished(i, r, r.restore) for i, r in results], self._now())
+            outcomes.extend(IntentOutcome(i, r) for i, r in results)
 
         async with asyncio.TaskGroup() as group:
             for hub_name, items in claimed.items():
@@ -177,14 +178,7 @@ class Enforcer:
         return sorted(outcomes, key=lambda o: order[o.intent_id])
 
     async def _finish(self, intent_id: str, result: ActionResult, restore: object = None) -> None:
-        await self._journal.finish_intent(
-            intent_id,
-            self._now(),
-            state=IntentState.DONE if result.ok else IntentState.FAILED,
-            result=result.detail,
-            verified=result.verified,
-            restore=None if restore is None else json.dumps(restore, sort_keys=True),
-        )
+        await self._journal.finish_intents([_finished(intent_id, result, restore)], self._now())
 
     async def resume(self) -> list[IntentOutcome]:
         """Carry out the intents a previous run wrote but did not finish, applies and undos alike."""
@@ -255,6 +249,16 @@ class Enforcer:
             result = await hub.undo(action, restore)
         await self._finish(undo_id, result)
         return IntentOutcome(undo_id, result)
+
+
+def _finished(intent_id: str, result: ActionResult, restore: object) -> FinishedIntent:
+    return FinishedIntent(
+        intent_id,
+        IntentState.DONE if result.ok else IntentState.FAILED,
+        result.detail,
+        result.verified,
+        None if restore is None else json.dumps(restore, sort_keys=True),
+    )
 
 
 def _undo_record(applied: StoredIntent, now: str) -> IntentRecord:

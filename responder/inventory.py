@@ -21,6 +21,7 @@ from responder.core.identifiers import (
     NodeName,
     WireGuardKey,
 )
+from responder.overlays.inventory import OverlaySpec
 
 
 class InventoryError(Exception):
@@ -85,6 +86,9 @@ class PeerSpec(_Model):
 
 class Inventory(_Model):
     hubs: tuple[HubSpec, ...]
+    overlays: tuple[OverlaySpec, ...] = Field(
+        default=(), description="Managed overlays (Tailscale, Headscale, NetBird, DefGuard) acting as hubs"
+    )
     peers: tuple[PeerSpec, ...] = ()
     management_addresses: tuple[IPAddress, ...] = Field(
         default=(), description="Addresses the responder manages hubs from; never a target"
@@ -95,10 +99,15 @@ class Inventory(_Model):
         hubs = {h.name: h for h in self.hubs}
         if len(hubs) != len(self.hubs):
             raise ValueError("hub names must be unique")
+        overlays = {o.name for o in self.overlays}
+        if len(overlays) != len(self.overlays) or overlays & set(hubs):
+            raise ValueError("overlay names must be unique and differ from hub names")
         seen_keys: set[tuple[str, str]] = set()
         seen_ips: set[tuple[str, IPAddress]] = set()
         for peer in self.peers:
             hub = hubs.get(peer.hub)
+            if hub is None and peer.hub in overlays:
+                continue  # the overlay assigns its own addresses
             if hub is None:
                 raise ValueError(f"peer {peer.name!r} names unknown hub {peer.hub!r}")
             if peer.tunnel_ip not in hub.tunnel_network:
@@ -119,6 +128,10 @@ class Inventory(_Model):
             if hub.name == name:
                 return hub
         raise KeyError(f"no hub named {name!r} in the inventory")
+
+    @property
+    def overlay_names(self) -> frozenset[str]:
+        return frozenset(o.name for o in self.overlays)
 
     def peers_on(self, hub: str) -> tuple[PeerSpec, ...]:
         return tuple(p for p in self.peers if p.hub == hub)

@@ -157,6 +157,8 @@ class Engine:
                 notes.append(f"{response.id}: peer {peer.name} at {peer.tunnel_ip} is protected ({why})")
                 continue
             for template in response.actions:
+                if template.type is ActionType.KILL_FLOWS and peer.hub in self._identity.overlays:
+                    continue  # an overlay has no conntrack to flush: its cut-off ends the device's sessions
                 actions.extend(_expand(template, peer.hub, peer, rules.settings.quarantine_set, response.ttl_s))
         if not actions:
             notes.append(f"{response.id}: no enforceable target for {subject.key}")

@@ -42,8 +42,10 @@ class IdentityMap:
         self._by_name: dict[str, list[PeerSpec]] = {}
         self.hub_addresses: frozenset[IPAddress] = frozenset()
         self.management: frozenset[IPAddress] = frozenset()
+        self.overlays: frozenset[str] = frozenset()
         if inventory is None:
             return
+        self.overlays = inventory.overlay_names
         for peer in inventory.peers:
             if peer.owner:
                 self._by_owner.setdefault(peer.owner.lower(), []).append(peer)

@@ -16,6 +16,7 @@ from responder.journal.records import (
     DeliveryRecord,
     EventRecord,
     EventStatus,
+    FinishedIntent,
     IntentKind,
     IntentRecord,
     IntentState,
@@ -336,6 +337,37 @@ class SqlJournal(ABC):
                 return None
             rows = await tx.fetch("SELECT * FROM intents WHERE id = ?", intent_id)
         return _intent(rows[0])
+
+    async def start_intents(self, intent_ids: Sequence[str], now: str) -> set[str]:
+        """`start_intent` for many in one transaction: the ids this caller claimed."""
+        claimed: set[str] = set()
+        async with self.transaction() as tx:
+            for intent_id in intent_ids:
+                if await tx.execute(
+                    "UPDATE intents SET state = ?, attempts = attempts + 1, updated_at = ?"
+                    " WHERE id = ? AND state IN (?, ?)",
+                    IntentState.RUNNING.value,
+                    now,
+                    intent_id,
+                    *[s.value for s in _OPEN],
+                ):
+                    claimed.add(intent_id)
+        return claimed
+
+    async def finish_intents(self, finished: Sequence[FinishedIntent], now: str) -> None:
+        """`finish_intent` for many in one transaction (one hub's batch: one fsync, not one each)."""
+        async with self.transaction() as tx:
+            for f in finished:
+                await tx.execute(
+                    "UPDATE intents SET state = ?, result = ?, verified = ?, restore = COALESCE(?, restore),"
+                    " updated_at = ? WHERE id = ?",
+                    f.state.value,
+                    f.result,
+                    f.verified,
+                    f.restore,
+                    now,
+                    f.intent_id,
+                )
 
     async def finish_intent(
         self,

@@ -135,3 +135,12 @@ class AuditEntry:
     kind: str
     ref: str
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedIntent:
+    intent_id: str
+    state: IntentState
+    result: str
+    verified: bool | None
+    restore: str | None = None

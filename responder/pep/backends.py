@@ -5,9 +5,10 @@ shape, including `verified` from reading the state back."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from responder.pep.errors import HubRefused
+from responder.pep.errors import HubError, HubRefused
 from responder.pep.transport import HubTransport
 from responder.pep.wgdump import parse_dump, parse_set
 
@@ -17,6 +18,10 @@ REVOKED_DIR = "/var/lib/responder-hub"
 class Backend(Protocol):
     async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]: ...
 
+    async def call_many(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any] | HubError]:
+        """Each request's answer, or the error of that request alone."""
+        ...
+
 
 class AgentBackend:
     def __init__(self, transport: HubTransport) -> None:
@@ -24,6 +29,9 @@ class AgentBackend:
 
     async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         return await self._transport.call_agent(op, args)
+
+    async def call_many(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any] | HubError]:
+        return list(await self._transport.call_agent_many(requests))
 
 
 class CommandBackend:
@@ -45,6 +53,15 @@ class CommandBackend:
 
     async def _elements(self, family: str, table: str, name: str) -> set[str]:
         return parse_set(json.loads(await self._run("nft", "-j", "list", "set", family, table, name)))
+
+    async def call_many(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any] | HubError]:
+        out: list[dict[str, Any] | HubError] = []
+        for op, args in requests:  # one command after another: the plan's order is the hub's order
+            try:
+                out.append(await self.call(op, args))
+            except HubError as exc:
+                out.append(exc)
+        return out
 
     async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         handler = getattr(self, f"_op_{op}", None)

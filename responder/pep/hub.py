@@ -13,7 +13,7 @@ from responder.core.actions import Action, ActionType
 from responder.inventory import HubMode, HubSpec
 from responder.pep.backends import AgentBackend, Backend, CommandBackend
 from responder.pep.errors import HubError
-from responder.pep.plan import plan, undo_operation
+from responder.pep.plan import Operation, plan, undo_operation
 from responder.pep.transport import HubTransport, TransportSettings
 
 STALE_AFTER_S = 300  # as the seed's check script: no handshake for 5 minutes with keepalive on
@@ -69,23 +69,27 @@ class SshHub:
     async def apply(self, actions: list[Action]) -> list[ActionResult]:
         """Apply all actions for this hub: one operation per kind (one nft transaction, one `wg set`)."""
         results: list[ActionResult] = []
-        for operation in plan(self.spec, actions):
-            started = time.perf_counter()
-            with self._tracer.start_as_current_span(
-                f"hub {operation.op}",
-                attributes={"responder.hub": self.name, "responder.operation": operation.op,
-                            "responder.mode": self.spec.mode.value, "responder.actions": len(operation.actions)},
-            ) as span:  # fmt: skip
-                try:
-                    answer = await self._backend.call(operation.op, operation.args)
-                except HubError as exc:
-                    span.set_attribute("responder.error", str(exc))
-                    ms = (time.perf_counter() - started) * 1000
-                    results += [ActionResult(a, False, False, str(exc), None, ms) for a in operation.actions]
-                    continue
-                span.set_attribute("responder.verified", bool(answer.get("verified")))
-            ms = (time.perf_counter() - started) * 1000
+        operations = plan(self.spec, actions)
+        if not operations:
+            return results
+        spans = [self._tracer.start_span(f"hub {o.op}", attributes=self._span_attributes(o)) for o in operations]
+        started = time.perf_counter()
+        try:
+            answers: list[dict[str, Any] | HubError] = await self._backend.call_many(
+                [(o.op, o.args) for o in operations]
+            )
+        except HubError as exc:
+            answers = [exc] * len(operations)
+        ms = (time.perf_counter() - started) * 1000
+        for operation, answer, span in zip(operations, answers, spans, strict=True):
+            if isinstance(answer, HubError):
+                span.set_attribute("responder.error", str(answer))
+                span.end()
+                results += [ActionResult(a, False, False, str(answer), None, ms) for a in operation.actions]
+                continue
             verified = bool(answer.get("verified"))
+            span.set_attribute("responder.verified", verified)
+            span.end()
             restores: dict[str, Any] = answer.get("restore", {})
             for a in operation.actions:
                 restore: dict[str, Any] | None = None
@@ -96,6 +100,14 @@ class SshHub:
                         detail += " (the peer was already absent)"
                 results.append(ActionResult(a, True, verified, detail, restore, ms))
         return results
+
+    def _span_attributes(self, operation: Operation) -> dict[str, str | int]:
+        return {
+            "responder.hub": self.name,
+            "responder.operation": operation.op,
+            "responder.mode": self.spec.mode.value,
+            "responder.actions": len(operation.actions),
+        }
 
     async def undo(self, action: Action, restore: dict[str, Any] | None) -> ActionResult:
         started = time.perf_counter()

@@ -97,21 +97,38 @@ class AgentChannel:
             self._pending.clear()
 
     async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        (answer,) = await self.call_many([(op, args)])
+        if isinstance(answer, HubRefused):
+            raise answer
+        return answer
+
+    async def call_many(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any] | HubRefused]:
+        """Send every request at once and wait for all answers: one round trip for a whole plan. The agent
+        handles requests in the order they were written, so the plan's order still holds on the hub."""
         if not self.open:
             raise HubUnreachable(self._hub, "the agent channel is closed")
-        self._next += 1
-        rid = self._next
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = future
+        loop = asyncio.get_running_loop()
+        sent: list[tuple[int, str, asyncio.Future[dict[str, Any]]]] = []
+        lines = []
+        for op, args in requests:
+            self._next += 1
+            future: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._pending[self._next] = future
+            sent.append((self._next, op, future))
+            lines.append(json.dumps({"id": self._next, "op": op, **args}))
         try:
-            self._process.stdin.write(json.dumps({"id": rid, "op": op, **args}) + "\n")
-            answer = await future
+            self._process.stdin.write("\n".join(lines) + "\n")
+            answers = await asyncio.gather(*(f for _, _, f in sent))
         finally:
-            self._pending.pop(rid, None)
-        if not answer.get("ok"):
-            raise HubRefused(self._hub, f"{op}: {answer.get('error', 'refused')}")
-        result: dict[str, Any] = answer.get("result", {})
-        return result
+            for rid, _, _ in sent:
+                self._pending.pop(rid, None)
+        out: list[dict[str, Any] | HubRefused] = []
+        for (_, op, _), answer in zip(sent, answers, strict=True):
+            if answer.get("ok"):
+                out.append(answer.get("result", {}))
+            else:
+                out.append(HubRefused(self._hub, f"{op}: {answer.get('error', 'refused')}"))
+        return out
 
     async def close(self) -> None:
         self._process.stdin.write_eof()
@@ -221,6 +238,15 @@ class HubTransport:
         async def attempt() -> dict[str, Any]:
             channel = await self.agent()
             return await channel.call(op, args)
+
+        return await self._with_retries(attempt)
+
+    async def call_agent_many(
+        self, requests: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[dict[str, Any] | HubRefused]:
+        async def attempt() -> list[dict[str, Any] | HubRefused]:
+            channel = await self.agent()
+            return await channel.call_many(requests)
 
         return await self._with_retries(attempt)
 

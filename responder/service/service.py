@@ -31,7 +31,8 @@ from responder.ingest.webhooks import Webhooks, json_errors
 from responder.inventory import Inventory
 from responder.journal import Journal, open_journal
 from responder.monitor import HubMonitor, Thresholds
-from responder.pep import SshHub
+from responder.overlays.adapters import open_overlay
+from responder.pep import Hub, SshHub
 from responder.policy import load_rules
 from responder.service import sources
 from responder.service.admin import admin_routes
@@ -91,20 +92,28 @@ class Service:
             log.warning("dry-run is on: decisions are recorded, nothing is enforced")
         identity = IdentityMap(inventory)
         hubs = {h.name: SshHub(h, tracer=self.tracer) for h in inventory.hubs} if inventory else {}
+        overlays: dict[str, Hub] = {o.name: open_overlay(o) for o in inventory.overlays} if inventory else {}
         journal = await open_journal(s.journal)
         try:
-            parts = self._assemble(journal, Engine(rules, identity), identity, hubs, dry_run=dry_run)
+            parts = self._assemble(journal, Engine(rules, identity), identity, hubs, overlays, dry_run=dry_run)
             await self._start(parts)
             await self._serve(parts, stop)
         finally:
-            for hub in hubs.values():
+            for hub in [*hubs.values(), *overlays.values()]:
                 await hub.close()
             await journal.close()
             if self._owns_provider and self._provider is not None:
                 self._provider.shutdown()
 
     def _assemble(
-        self, journal: Journal, engine: Engine, identity: IdentityMap, hubs: Mapping[str, SshHub], *, dry_run: bool
+        self,
+        journal: Journal,
+        engine: Engine,
+        identity: IdentityMap,
+        hubs: Mapping[str, SshHub],
+        overlays: Mapping[str, Hub],
+        *,
+        dry_run: bool,
     ) -> _Parts:
         s = self.settings
         monitor = None
@@ -115,7 +124,7 @@ class Service:
                 thresholds=Thresholds(stale_after_s=s.monitor_stale_after_s),
             )  # fmt: skip
         enforcer = Enforcer(
-            journal, hubs, self.clock, veto=ProtectedTargets(engine.rules.protection, identity),
+            journal, {**hubs, **overlays}, self.clock, veto=ProtectedTargets(engine.rules.protection, identity),
             peer_change=monitor.own_changes.note if monitor else _ignore_change, tracer=self.tracer,
         )  # fmt: skip
         radius = BlastRadius(s.limits.actions_per_minute, s.limits.actions_per_minute_per_rule, time.monotonic)

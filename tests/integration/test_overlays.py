@@ -18,7 +18,7 @@ import pytest
 
 from responder.core.actions import Action, ActionType
 from responder.core.identifiers import WireGuardKey
-from responder.overlays import (
+from responder.overlays.adapters import (
     CutOff,
     HttpSettings,
     OverlayHub,
