@@ -42,5 +42,9 @@ format: install
 lab-down: install
 	$(BIN)/responder lab down
 
+# Measures (needs root: it builds labs); writes bench/report.json and prints the table.
+bench: install
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
