@@ -116,11 +116,13 @@ def _okta(user: str) -> bytes:
 
 
 def _verified_at(db: Path) -> dict[str, float]:
-    """Per subject: when the last action of its decision was verified on the hub (journal time)."""
+    """Per subject: when its decision's set change and peer removal were verified on the hub (the journal
+    keeps each operation's read-back time; the flow kill that follows is not part of containment)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         rows = conn.execute(
             "SELECT d.subject, MAX(i.updated_at), MIN(i.verified) FROM decisions d JOIN intents i"
-            " ON i.decision_id = d.id WHERE i.kind = 'apply' AND i.state = 'done' GROUP BY d.subject"
+            " ON i.decision_id = d.id WHERE i.kind = 'apply' AND i.state = 'done'"
+            " AND i.action NOT LIKE '%\"kill_flows\"%' GROUP BY d.subject"
         ).fetchall()
     return {subject: datetime.fromisoformat(at).timestamp() for subject, at, verified in rows if verified}
 

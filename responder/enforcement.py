@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
@@ -252,12 +252,14 @@ class Enforcer:
 
 
 def _finished(intent_id: str, result: ActionResult, restore: object) -> FinishedIntent:
+    at = None if result.verified_at is None else datetime.fromtimestamp(result.verified_at, UTC).isoformat()
     return FinishedIntent(
         intent_id,
         IntentState.DONE if result.ok else IntentState.FAILED,
         result.detail,
         result.verified,
         None if restore is None else json.dumps(restore, sort_keys=True),
+        at,
     )
 
 

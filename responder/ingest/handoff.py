@@ -25,13 +25,38 @@ def partition_key(event: Event) -> str:
 
 
 class JournalHandoff:
+    """Hands deliveries to the journal with group commit: deliveries that arrive while a write is in
+    flight go together in the next transaction, so concurrent senders share one commit (and one fsync)
+    instead of queueing for one each. Every caller still returns only after its own delivery is durable."""
+
     def __init__(self, journal: Journal, owner: str) -> None:
         self._journal = journal
         self._owner = owner
+        self._queue: list[tuple[DeliveryRecord, list[EventRecord], asyncio.Future[Accepted]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def accept(self, delivery: DeliveryRecord, events: Sequence[Event]) -> Accepted:
-        (accepted,) = await self.accept_batch([(delivery, events)])
-        return accepted
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Accepted] = loop.create_future()
+        self._queue.append((delivery, [_record(e) for e in events], future))
+        if self._writer is None or self._writer.done():
+            # A task of its own: a caller that goes away must not strand the deliveries queued behind it.
+            self._writer = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                written = await self._journal.accept_batch([(d, r) for d, r, _ in batch], self._owner)
+            except Exception as exc:  # every waiter learns its delivery was not stored
+                for _, _, waiting in batch:
+                    if not waiting.done():
+                        waiting.set_exception(exc)
+                continue
+            for (_, _, waiting), accepted in zip(batch, written, strict=True):
+                if not waiting.done():
+                    waiting.set_result(accepted)
 
     async def accept_batch(self, items: Sequence[tuple[DeliveryRecord, Sequence[Event]]]) -> list[Accepted]:
         batch = [(delivery, [_record(e) for e in events]) for delivery, events in items]

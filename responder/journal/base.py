@@ -14,6 +14,7 @@ from responder.journal.records import (
     DecisionRecord,
     DecisionState,
     DeliveryRecord,
+    EventOutcome,
     EventRecord,
     EventStatus,
     FinishedIntent,
@@ -248,24 +249,33 @@ class SqlJournal(ABC):
     ) -> bool:
         """Mark an event processed together with what it decided. False (and nothing written) if the
         event was already processed — by this instance before a crash, or by another one."""
+        (written,) = await self.record_outcomes([EventOutcome(event_seq, decisions, intents, replaced)], processed_at)
+        return written
+
+    async def record_outcomes(self, outcomes: Sequence[EventOutcome], processed_at: str) -> list[bool]:
+        """`record_outcome` for a batch of events in one transaction, in order (a later event's decision
+        may replace an earlier one's)."""
+        written: list[bool] = []
         async with self.transaction() as tx:
-            marked = await tx.execute(
-                "UPDATE events SET status = ?, processed_at = ? WHERE seq = ? AND status = ?",
-                EventStatus.PROCESSED.value,
-                processed_at,
-                event_seq,
-                EventStatus.PENDING.value,
-            )
-            if not marked:
-                return False
-            for decision_id in replaced:
-                await tx.execute(
-                    "UPDATE decisions SET state = ? WHERE id = ?", DecisionState.REPLACED.value, decision_id
+            for o in outcomes:
+                marked = await tx.execute(
+                    "UPDATE events SET status = ?, processed_at = ? WHERE seq = ? AND status = ?",
+                    EventStatus.PROCESSED.value,
+                    processed_at,
+                    o.event_seq,
+                    EventStatus.PENDING.value,
                 )
-            for d in decisions:
-                await self._insert_decision(tx, d, event_seq)
-            await self._insert_intents(tx, intents)
-        return True
+                written.append(bool(marked))
+                if not marked:
+                    continue
+                for decision_id in o.replaced:
+                    await tx.execute(
+                        "UPDATE decisions SET state = ? WHERE id = ?", DecisionState.REPLACED.value, decision_id
+                    )
+                for d in o.decisions:
+                    await self._insert_decision(tx, d, o.event_seq)
+                await self._insert_intents(tx, o.intents)
+        return written
 
     async def record_manual(self, decision: DecisionRecord, intents: Sequence[IntentRecord]) -> None:
         """A decision an operator made by hand (no event), with its intents, in one transaction."""
@@ -365,7 +375,7 @@ class SqlJournal(ABC):
                     f.result,
                     f.verified,
                     f.restore,
-                    now,
+                    f.at or now,
                     f.intent_id,
                 )
 
@@ -462,6 +472,11 @@ class SqlJournal(ABC):
     async def set_expiry(self, decision_id: str, expires_at: float | None) -> None:
         async with self.transaction() as tx:
             await tx.execute("UPDATE decisions SET expires_at = ? WHERE id = ?", expires_at, decision_id)
+
+    async def count_decisions(self, state: DecisionState) -> int:
+        async with self.transaction() as tx:
+            rows = await tx.fetch("SELECT COUNT(*) AS n FROM decisions WHERE state = ?", state.value)
+        return int(rows[0]["n"])
 
     async def transition_decision(
         self, decision_id: str, from_states: Sequence[DecisionState], to_state: DecisionState

@@ -6,6 +6,7 @@ passed in by the caller (ISO 8601 text for ordering and reading, epoch seconds f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -144,3 +145,14 @@ class FinishedIntent:
     result: str
     verified: bool | None
     restore: str | None = None
+    at: str | None = None  # when it was verified, if not now
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What processing one event decided, to be written with its processed mark."""
+
+    event_seq: int
+    decisions: Sequence[DecisionRecord] = ()
+    intents: Sequence[IntentRecord] = ()
+    replaced: Sequence[str] = ()

@@ -27,6 +27,8 @@ class ActionResult:
     detail: str
     restore: dict[str, Any] | None = None
     duration_ms: float = 0.0
+    verified_at: float | None = None
+    """Wall-clock time the hub's read-back answered (an operation of a batch may answer before the rest)."""
 
     def as_dict(self) -> dict[str, Any]:
         from responder.core.decisions import action_to_dict  # noqa: PLC0415 - keeps this module light
@@ -81,6 +83,7 @@ class SshHub:
         except HubError as exc:
             answers = [exc] * len(operations)
         ms = (time.perf_counter() - started) * 1000
+        finished = time.time()
         for operation, answer, span in zip(operations, answers, spans, strict=True):
             if isinstance(answer, HubError):
                 span.set_attribute("responder.error", str(answer))
@@ -98,8 +101,11 @@ class SshHub:
                     restore = restores.get(str(a.peer_key))
                     if str(a.peer_key) in answer.get("absent_before", []):
                         detail += " (the peer was already absent)"
-                results.append(ActionResult(a, True, verified, detail, restore, ms))
-        return results
+                at = float(answer.get("answered_at", finished))
+                results.append(ActionResult(a, True, verified, detail, restore, ms, at if verified else None))
+        # The plan reorders (set changes, peers, then flows); callers match results to actions by position.
+        by_action = {r.action: r for r in results}
+        return [by_action[a] for a in actions]
 
     def _span_attributes(self, operation: Operation) -> dict[str, str | int]:
         return {

@@ -1,7 +1,9 @@
 """Turning actions for one hub into as few hub operations as possible, in a safe order. Pure.
 
-Order: set changes first (a quarantine or tier removal stops new flows), then the flow kill (old flows
-die after the set change, so they cannot come back through it), then peer removal and key revocation.
+Order: set changes first (a quarantine or tier removal stops new flows), then peer removal and key
+revocation (the tunnel stops), then the flow kill (old flows die after both, so they cannot come back
+through either). Containment is the set change and the peer removal; the flow kill, the slowest
+operation (conntrack), comes last so it does not delay them.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def plan(hub: HubSpec, actions: list[Action]) -> list[Operation]:
         elif a.type is ActionType.ROTATE_KEY:
             revoke.args["keys"].append(str(a.peer_key))
             revoke.actions.append(a)
-    return [o for o in (elements, flows, remove, revoke) if o.actions]
+    return [o for o in (elements, remove, revoke, flows) if o.actions]
 
 
 def undo_operation(hub: HubSpec, action: Action, restore: dict[str, Any] | None) -> Operation | None:

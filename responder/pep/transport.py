@@ -85,6 +85,7 @@ class AgentChannel:
         try:
             while line := await self._process.stdout.readline():
                 answer = json.loads(line)
+                answer["answered_at"] = time.time()  # when this operation's read-back reached us
                 future = self._pending.pop(answer.get("id"), None)
                 if future is not None and not future.done():
                     future.set_result(answer)
@@ -125,7 +126,7 @@ class AgentChannel:
         out: list[dict[str, Any] | HubRefused] = []
         for (_, op, _), answer in zip(sent, answers, strict=True):
             if answer.get("ok"):
-                out.append(answer.get("result", {}))
+                out.append({**answer.get("result", {}), "answered_at": answer["answered_at"]})
             else:
                 out.append(HubRefused(self._hub, f"{op}: {answer.get('error', 'refused')}"))
         return out

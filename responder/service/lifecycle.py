@@ -86,7 +86,7 @@ class Lifecycle:
         while not stop.is_set():
             try:
                 await self.expire_due()
-                self._metrics.active_decisions.set(len(await self._journal.decisions(DecisionState.ACTIVE, 100_000)))
+                self._metrics.active_decisions.set(await self._journal.count_decisions(DecisionState.ACTIVE))
             except Exception:
                 log.exception("expiry pass failed; retrying")
             with contextlib.suppress(TimeoutError):

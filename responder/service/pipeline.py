@@ -12,17 +12,26 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from responder.core.actions import Action
+from responder.core.actions import Action, ActionType
 from responder.core.decisions import Decision
 from responder.core.engine import Engine
 from responder.core.events import Event
 from responder.enforcement import Enforcer, intent_records
-from responder.journal import DecisionRecord, DecisionState, IntentRecord, IntentState, Journal, StoredEvent
+from responder.journal import (
+    DecisionRecord,
+    DecisionState,
+    EventOutcome,
+    IntentRecord,
+    IntentState,
+    Journal,
+    StoredEvent,
+)
 from responder.service.guard import BlastRadius
 from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import carrier_of_current, context_from
@@ -79,15 +88,15 @@ class Pipeline:
             while not stop.is_set():
                 self.wake.clear()
                 batch = await self._journal.pending_events(self._owner, limit=500)
-                for stored in batch:
-                    await self.process(stored)
-                if not batch:
-                    waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
-                    try:
-                        await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        for w in waiters:
-                            w.cancel()
+                if batch:
+                    await self.process_batch(batch)
+                    continue
+                waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+                try:
+                    await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waiters:
+                        w.cancel()
         finally:
             await self.drain()
 
@@ -96,36 +105,53 @@ class Pipeline:
             await asyncio.gather(*self._running, return_exceptions=True)
 
     async def process(self, stored: StoredEvent) -> None:
-        with self._tracer.start_as_current_span("decide", context=context_from(stored.trace)) as span:
-            try:
-                event = Event.model_validate_json(stored.body)
-            except ValueError as exc:  # written by this service, so only a bug or a tampered journal
-                log.error("event %s in the journal does not load: %s", stored.seq, exc)  # noqa: TRY400 - no traceback
-                await self._journal.record_outcome(stored.seq, self._clock().isoformat(), [], [])
-                return
-            outcome = self._engine.process(event)
-            span.set_attributes({
-                "responder.event.id": event.id, "responder.event.source": event.source.value,
-                "responder.event.type": event.type,
-                "responder.rules": sorted({r for x in outcome.explanations for r in x.matched}),
-                "responder.scores": [round(x.score, 1) for x in outcome.explanations],
-                "responder.decisions": [f"{d.id} {d.response}" for d in outcome.decisions],
-            })  # fmt: skip
-            carrier = carrier_of_current()
-            to_run = await self._record(stored, outcome.decisions, carrier)
-        if to_run:
-            self._start(to_run, carrier, stored.received_at)
+        await self.process_batch([stored])
 
-    async def _record(
-        self, stored: StoredEvent, decisions: tuple[Decision, ...], carrier: Mapping[str, str]
-    ) -> list[tuple[str, Action]]:
+    async def process_batch(self, batch: list[StoredEvent]) -> None:
+        """Decide each event in order, write every outcome in one transaction, then start enforcing: a
+        burst costs one commit, not one per event, and nothing is enforced before it is journaled."""
+        planned: list[_Planned] = []
+        in_batch: dict[str, list[DecisionRecord]] = {}
+        for stored in batch:
+            with self._tracer.start_as_current_span("decide", context=context_from(stored.trace)) as span:
+                try:
+                    event = Event.model_validate_json(stored.body)
+                except ValueError as exc:  # written by this service, so only a bug or a tampered journal
+                    log.error("event %s in the journal does not load: %s", stored.seq, exc)  # noqa: TRY400
+                    planned.append(_Planned(EventOutcome(stored.seq), [], {}, stored.received_at))
+                    continue
+                outcome = self._engine.process(event)
+                if outcome.decisions or outcome.explanations:
+                    span.set_attributes({
+                        "responder.event.id": event.id, "responder.event.source": event.source.value,
+                        "responder.event.type": event.type,
+                        "responder.rules": sorted({r for x in outcome.explanations for r in x.matched}),
+                        "responder.scores": [round(x.score, 1) for x in outcome.explanations],
+                        "responder.decisions": [f"{d.id} {d.response}" for d in outcome.decisions],
+                    })  # fmt: skip
+                carrier = carrier_of_current()
+                planned.append(await self._plan(stored, outcome.decisions, carrier, in_batch))
+        written = await self._journal.record_outcomes([p.outcome for p in planned], self._clock().isoformat())
+        for p, ok in zip(planned, written, strict=True):
+            # Not written: processed already, by this instance before a crash or by another one.
+            if ok and p.to_run:
+                self._start(p.to_run, p.carrier, p.received_at)
+
+    async def _plan(
+        self,
+        stored: StoredEvent,
+        decisions: tuple[Decision, ...],
+        carrier: Mapping[str, str],
+        in_batch: dict[str, list[DecisionRecord]],
+    ) -> _Planned:
         now = self._clock()
         records: list[DecisionRecord] = []
         intents: list[IntentRecord] = []
         replaced: list[str] = []
         to_run: list[tuple[str, Action]] = []
         for d in decisions:
-            live = await self._journal.live_decisions(d.subject)
+            earlier = in_batch.setdefault(d.subject, [])
+            live = [x for x in await self._journal.live_decisions(d.subject) if x.id not in replaced] + earlier
             if any(x.level >= d.level and x.id != d.id for x in live):
                 # The journal knows of a response as strong in force (the engine's memory only reaches
                 # back to its horizon): keep it, and do not stack a weaker one on top.
@@ -134,13 +160,12 @@ class Pipeline:
             state, note = self._state(d)
             body = d.to_dict() | ({"dry_run_reason": note} if note else {})
             expires = now.timestamp() + d.ttl_s if d.ttl_s and state is DecisionState.ACTIVE else None
-            records.append(
-                DecisionRecord(
-                    d.id, d.subject, d.response, d.level, state, now.isoformat(), expires, json.dumps(body),
-                    dict(carrier),
-                )
-            )  # fmt: skip
+            record = DecisionRecord(
+                d.id, d.subject, d.response, d.level, state, now.isoformat(), expires, json.dumps(body), dict(carrier)
+            )
+            records.append(record)
             if state in LIVE:
+                earlier[:] = [x for x in earlier if x.level >= d.level] + [record]
                 waiting = state is DecisionState.AWAITING_APPROVAL
                 made = intent_records(
                     d.id, d.actions, now.isoformat(), carrier,
@@ -154,9 +179,7 @@ class Pipeline:
                 "decision %s: %s on %s (score %.0f) -> %s", d.id, d.response, d.subject, d.score, state.value,
                 extra={"decision": d.id, "event_seq": stored.seq},
             )  # fmt: skip
-        if not await self._journal.record_outcome(stored.seq, now.isoformat(), records, intents, replaced):
-            return []  # processed already, by this instance before a crash or by another one
-        return to_run
+        return _Planned(EventOutcome(stored.seq, records, intents, replaced), to_run, dict(carrier), stored.received_at)
 
     def _state(self, d: Decision) -> tuple[DecisionState, str | None]:
         if self._dry_run or d.dry_run:
@@ -178,10 +201,22 @@ class Pipeline:
                 for outcome in outcomes:
                     r = outcome.result
                     self._metrics.actions.labels(r.action.type.value, "ok" if r.ok else "failed", str(r.verified)).inc()
-                if received_at and outcomes and all(o.result.ok and o.result.verified for o in outcomes):
-                    detected = datetime.fromisoformat(received_at)
-                    self._metrics.containment_seconds.observe((self._clock() - detected).total_seconds())
+                # Contained when the tiers and tunnels are closed and read back; the flow kill that follows
+                # is not part of it (see responder/pep/plan.py).
+                containing = [o.result for o in outcomes if o.result.action.type is not ActionType.KILL_FLOWS]
+                if received_at and containing and all(r.ok and r.verified_at for r in containing):
+                    contained = max(r.verified_at or 0.0 for r in containing)
+                    detected = datetime.fromisoformat(received_at).timestamp()
+                    self._metrics.containment_seconds.observe(max(0.0, contained - detected))
 
         task = asyncio.get_running_loop().create_task(go())
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+
+
+@dataclass
+class _Planned:
+    outcome: EventOutcome
+    to_run: list[tuple[str, Action]]
+    carrier: dict[str, str]
+    received_at: str

@@ -160,3 +160,22 @@ async def test_200_concurrent_operations_complete_without_a_refused_channel(lab:
     failures = [r for r in results if isinstance(r, BaseException)]
     assert failures == []
     assert all(r["elements"] == ["10.100.0.10"] for r in results if isinstance(r, dict))
+
+
+async def test_results_come_back_in_the_order_of_the_actions_whatever_the_plan_order(lab: Lab, hub: SshHub) -> None:
+    admin = _peer(lab, "admin1")
+    actions = [
+        Action(ActionType.DELETE_ELEMENT, "hub1", address=admin.tunnel_ip, set_name="admin_devices"),
+        Action(ActionType.KILL_FLOWS, "hub1", address=admin.tunnel_ip),
+        Action(ActionType.REMOVE_PEER, "hub1", peer_key=admin.public_key),
+    ]
+    results = await hub.apply(actions)
+    try:
+        assert [r.action for r in results] == actions
+        assert results[2].restore is not None and results[2].restore["allowed_ips"] == ["10.100.0.10/32"]
+        assert results[1].restore is None
+    finally:
+        for action, result in zip(reversed(actions), reversed(results), strict=True):
+            undone = await hub.undo(action, result.restore)
+            assert undone.ok, undone.detail
+    assert await _tcp(lab, "admin1", "10.100.0.20", timeout=3) == "open"
