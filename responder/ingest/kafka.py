@@ -80,7 +80,9 @@ class AlertConsumer:
         options = dict(c.client_options or {})
         consumer = AIOKafkaConsumer(
             *c.topics, bootstrap_servers=c.bootstrap_servers, group_id=c.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=c.max_in_flight, request_timeout_ms=15000, **options,
+            auto_offset_reset="earliest", max_poll_records=c.max_in_flight, request_timeout_ms=15000,
+            fetch_max_wait_ms=100,  # an alert waits at most this long in a broker that does not wake fetches
+            **options,
         )  # fmt: skip
         producer = AIOKafkaProducer(bootstrap_servers=c.bootstrap_servers, request_timeout_ms=15000, **options)
         await producer.start()

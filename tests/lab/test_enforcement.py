@@ -13,6 +13,7 @@ from responder.inventory import HubMode, HubSpec, PeerSpec
 from responder.lab import Lab
 from responder.pep import HostKeyMismatch, HubUnreachable, SshHub
 from responder.pep.transport import TransportSettings
+from tests.support.probes import tcp
 
 pytestmark = pytest.mark.lab
 
@@ -37,20 +38,7 @@ async def hub(request: pytest.FixtureRequest, lab: Lab) -> AsyncIterator[SshHub]
 
 
 async def _tcp(lab: Lab, src: str, host: str, port: int = 9090, timeout: float = 1.5) -> str:
-    """'open' if a new TCP connection gets its line echoed back, else what happened."""
-    with lab.namespace(src) as ns:
-        try:
-            async with asyncio.timeout(timeout):
-                sock = await ns.connect(host, port)
-                reader, writer = await asyncio.open_connection(sock=sock)
-                writer.write(b"ping\n")
-                line = await reader.readline()
-                writer.close()
-                return "open" if line == b"ping\n" else "closed"
-        except TimeoutError:
-            return "dropped"
-        except OSError as exc:
-            return f"error: {exc}"
+    return await tcp(lab, src, host, port, timeout)
 
 
 async def _ping(lab: Lab, src: str, host: str) -> bool:
