@@ -48,6 +48,11 @@ class Engine:
     def replace_identity(self, identity: IdentityMap) -> None:
         self._identity = identity
 
+    def reset(self) -> None:
+        """Forget all risk, to be rebuilt from the journal (after this instance's subjects changed)."""
+        self._subjects = {}
+        self._now = float("-inf")
+
     @property
     def tracked(self) -> int:
         return len(self._subjects)

@@ -41,6 +41,7 @@ class ConsumerConfig:
     dead_letter_topic: str
     max_in_flight: int = 1000
     client_options: Mapping[str, Any] | None = None  # security_protocol, sasl_* for Event Hubs and the like
+    listener: Any = None  # an aiokafka ConsumerRebalanceListener, told of partition assignments
 
 
 def _headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
@@ -74,12 +75,13 @@ class AlertConsumer:
         self._metrics = metrics
         self._tracer = tracer or trace.NoOpTracer()
         self.committed = 0
+        self.partitions: Any = None  # the consumer's partitions_for_topic, once it runs
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         c = self.config
         options = dict(c.client_options or {})
         consumer = AIOKafkaConsumer(
-            *c.topics, bootstrap_servers=c.bootstrap_servers, group_id=c.group_id, enable_auto_commit=False,
+            bootstrap_servers=c.bootstrap_servers, group_id=c.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=c.max_in_flight, request_timeout_ms=15000,
             fetch_max_wait_ms=100,  # an alert waits at most this long in a broker that does not wake fetches
             **options,
@@ -87,6 +89,8 @@ class AlertConsumer:
         producer = AIOKafkaProducer(bootstrap_servers=c.bootstrap_servers, request_timeout_ms=15000, **options)
         await producer.start()
         try:
+            consumer.subscribe(list(c.topics), listener=c.listener)
+            self.partitions = consumer.partitions_for_topic  # the listener may be told during start()
             await consumer.start()
             try:
                 if ready is not None:

@@ -224,6 +224,23 @@ class SqlJournal(ABC):
             for r in rows
         ]
 
+    async def pending_of_others(self, owner: str) -> list[tuple[int, str]]:
+        """Pending events another instance owns: (seq, subject key), for a take-over after a rebalance."""
+        async with self.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT seq, subject FROM events WHERE status = ? AND owner <> ?", EventStatus.PENDING.value, owner
+            )
+        return [(int(r["seq"]), str(r["subject"])) for r in rows]
+
+    async def take_over(self, seqs: Sequence[int], owner: str) -> int:
+        async with self.transaction() as tx:
+            taken = 0
+            for seq in seqs:
+                taken += await tx.execute(
+                    "UPDATE events SET owner = ? WHERE seq = ? AND status = ?", owner, seq, EventStatus.PENDING.value
+                )
+        return taken
+
     async def processed_events_since(self, processed_at: str) -> list[StoredEvent]:
         """Events processed at or after a time, in processing order: to rebuild risk state on start.
         By processing time, not event time: a late delivery of an old event counted when it arrived."""

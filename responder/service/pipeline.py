@@ -69,6 +69,7 @@ class Pipeline:
         self._slots = asyncio.Semaphore(max_parallel)
         self._running: set[asyncio.Task[None]] = set()
         self.wake = wake or asyncio.Event()
+        self._rebuild_after: timedelta | None = None
 
     async def rebuild(self, horizon: timedelta) -> int:
         """Replay the recent processed events into the engine; release the responses that ended."""
@@ -87,6 +88,10 @@ class Pipeline:
         try:
             while not stop.is_set():
                 self.wake.clear()
+                if self._rebuild_after is not None:
+                    horizon, self._rebuild_after = self._rebuild_after, None
+                    self._engine.reset()
+                    log.info("rebuilt the engine from %d events after a rebalance", await self.rebuild(horizon))
                 batch = await self._journal.pending_events(self._owner, limit=500)
                 if batch:
                     await self.process_batch(batch)
@@ -99,6 +104,11 @@ class Pipeline:
                         w.cancel()
         finally:
             await self.drain()
+
+    def request_rebuild(self, horizon: timedelta) -> None:
+        """Rebuild the engine from the journal before the next batch (this instance's subjects changed)."""
+        self._rebuild_after = horizon
+        self.wake.set()
 
     async def drain(self) -> None:
         if self._running:

@@ -10,6 +10,7 @@ close the SSH connections and the journal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
+from aiokafka import TopicPartition
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -26,7 +28,9 @@ from responder.config import DEFAULT_LAB_INVENTORY, Settings
 from responder.core.engine import Engine
 from responder.core.identity import IdentityMap
 from responder.enforcement import Enforcer
-from responder.ingest.handoff import JournalHandoff, Waking
+from responder.ingest.handoff import Handoff, JournalHandoff, Waking
+from responder.ingest.kafka import AlertConsumer
+from responder.ingest.scaleout import KafkaHandoff, Rebalanced, partition_of
 from responder.ingest.webhooks import Webhooks, json_errors
 from responder.inventory import Inventory
 from responder.journal import Journal, open_journal
@@ -78,6 +82,8 @@ class Service:
         self.wake = asyncio.Event()  # new events are in the journal
         self.address: tuple[str, int] | None = None
         self.lifecycle: Lifecycle | None = None
+        self._ingest: AlertConsumer | None = None
+        self.partitions_owned: set[int] = set()  # of the ingest topic, in scale-out mode
         self.reconciler: Reconciler | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -176,10 +182,46 @@ class Service:
         return app
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            to_journal: Handoff = Waking(JournalHandoff(p.journal, self.instance), self.wake)
+            consumers = []
+            handoff = to_journal
+            kafka = self.settings.kafka
+            if kafka is not None and kafka.ingest_topic:
+                # Scale-out: every source publishes to the ingest topic; this instance journals its partitions.
+                producer = await stack.enter_async_context(sources.ingest_producer(self.settings))
+                handoff = KafkaHandoff(producer, kafka.ingest_topic)
+
+                async def assigned(partitions: set[TopicPartition]) -> None:
+                    await self._rebalanced(p, partitions)
+
+                consumers.append(
+                    sources.ingest_consumer(self.settings, to_journal, self.metrics, self.tracer, Rebalanced(assigned))
+                )
+            if (alerts := sources.alert_consumer(self.settings, handoff, self.metrics, self.tracer)) is not None:
+                consumers.append(alerts)
+            self._ingest = consumers[0] if kafka is not None and kafka.ingest_topic else None
+            await self._listen(p, handoff, consumers, stop)
+
+    async def _rebalanced(self, p: _Parts, assigned: set[TopicPartition]) -> None:
+        """New partitions: take over the pending events of their subjects, and rebuild the engine."""
+        kafka = self.settings.kafka
+        if kafka is None or kafka.ingest_topic is None or self._ingest is None or self._ingest.partitions is None:
+            return
+        total = len(self._ingest.partitions(kafka.ingest_topic) or ())
+        mine = {tp.partition for tp in assigned if tp.topic == kafka.ingest_topic}
+        self.partitions_owned = mine
+        if total and mine:
+            others = await p.journal.pending_of_others(self.instance)
+            taken = await p.journal.take_over(
+                [s for s, key in others if partition_of(key, total) in mine], self.instance
+            )
+            log.info("rebalanced: partitions %s of %d; took over %d pending events", sorted(mine), total, taken)
+        p.pipeline.request_rebuild(timedelta(seconds=p.engine.rules.horizon_s))
+
+    async def _listen(self, p: _Parts, handoff: Handoff, consumers: list[AlertConsumer], stop: asyncio.Event) -> None:
         s = self.settings
-        handoff = Waking(JournalHandoff(p.journal, self.instance), self.wake)
         hooks = sources.webhooks(s, handoff, self.metrics, self.tracer)
-        consumer = sources.alert_consumer(s, handoff, self.metrics, self.tracer)
         runner = web.AppRunner(self._app(p, hooks), access_log=None, handle_signals=False)
         await runner.setup()
         intake = asyncio.Event()  # set when intake has stopped; the workers drain after it
@@ -192,7 +234,7 @@ class Service:
             routes = ", ".join(sorted({r.path for r in hooks.routes()})) or "none (no source is configured)"
             log.info("listening on %s:%d; webhook routes: %s", *self.address, routes)
             async with asyncio.TaskGroup() as group:
-                workers = [group.create_task(consumer.run(), name="kafka")] if consumer is not None else []
+                workers = [group.create_task(c.run(), name="kafka") for c in consumers]
                 group.create_task(p.pipeline.run(intake), name="pipeline")
                 group.create_task(p.lifecycle.run(intake), name="lifecycle")
                 if p.hubs:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import Tracer
 
 from responder.config import Settings
 from responder.ingest import ssf
 from responder.ingest.handoff import Handoff
 from responder.ingest.kafka import AlertConsumer, ConsumerConfig
+from responder.ingest.scaleout import CanonicalFormat, Rebalanced
 from responder.ingest.siem import formats_for, load_connectors
 from responder.ingest.webhooks import SsfReceiver, WebhookConfig, Webhooks
 from responder.telemetry.metrics import Metrics
@@ -28,6 +33,17 @@ def webhooks(settings: Settings, handoff: Handoff, metrics: Metrics, tracer: Tra
     return Webhooks(config, handoff, metrics, tracer)
 
 
+def _client_options(settings: Settings) -> dict[str, object]:
+    kafka = settings.kafka
+    assert kafka is not None  # noqa: S101 - only called with Kafka configured
+    options: dict[str, object] = {"security_protocol": kafka.security_protocol}
+    if kafka.sasl_mechanism:
+        options |= {"sasl_mechanism": kafka.sasl_mechanism, "sasl_plain_username": kafka.sasl_username}
+        if settings.kafka_password is not None:
+            options["sasl_plain_password"] = settings.kafka_password.get_secret_value()
+    return options
+
+
 def alert_consumer(
     settings: Settings, handoff: Handoff, metrics: Metrics, tracer: Tracer | None = None
 ) -> AlertConsumer | None:
@@ -35,17 +51,43 @@ def alert_consumer(
     if kafka is None or not kafka.topics:
         return None
     formats = formats_for({t.name: t.format for t in kafka.topics}, load_connectors(settings.connectors))
-    options: dict[str, object] = {"security_protocol": kafka.security_protocol}
-    if kafka.sasl_mechanism:
-        options |= {"sasl_mechanism": kafka.sasl_mechanism, "sasl_plain_username": kafka.sasl_username}
-        if settings.kafka_password is not None:
-            options["sasl_plain_password"] = settings.kafka_password.get_secret_value()
     config = ConsumerConfig(
         bootstrap_servers=kafka.bootstrap_servers,
         group_id=kafka.group_id,
         topics=formats,
         dead_letter_topic=kafka.dead_letter_topic,
         max_in_flight=kafka.max_in_flight,
-        client_options=options,
+        client_options=_client_options(settings),
+    )
+    return AlertConsumer(config, handoff, metrics, tracer)
+
+
+@contextlib.asynccontextmanager
+async def ingest_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    kafka = settings.kafka
+    assert kafka is not None  # noqa: S101 - only called with Kafka configured
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers, acks="all", request_timeout_ms=15000, **_client_options(settings)
+    )
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+def ingest_consumer(
+    settings: Settings, handoff: Handoff, metrics: Metrics, tracer: Tracer | None, listener: Rebalanced
+) -> AlertConsumer:
+    kafka = settings.kafka
+    assert kafka is not None and kafka.ingest_topic is not None  # noqa: S101 - only called in scale-out mode
+    config = ConsumerConfig(
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=f"{kafka.group_id}.ingest",
+        topics={kafka.ingest_topic: CanonicalFormat()},
+        dead_letter_topic=kafka.dead_letter_topic,
+        max_in_flight=kafka.max_in_flight,
+        client_options=_client_options(settings),
+        listener=listener,
     )
     return AlertConsumer(config, handoff, metrics, tracer)
