@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from responder import __version__
-from responder.cli import act, decisions, hubs, lab, rules, run
+from responder.cli import act, decisions, hubs, lab, replay, rules, run
 
 app = typer.Typer(
     name="responder",
@@ -21,6 +21,7 @@ app.command("run")(run.run)
 app.command("decisions")(decisions.decisions)
 app.command("approve")(decisions.approve)
 app.command("undo")(decisions.undo)
+app.command("replay")(replay.replay)
 
 
 def _version(value: bool) -> None:

@@ -8,20 +8,23 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from responder.cli.common import JsonOption, fail
-from responder.lab import Lab, LabError
-from responder.replay.broker import BrokerError, tansu
-from responder.replay.case import Case, CaseError, load_cases
-from responder.replay.report import CaseReport, render_all
-from responder.replay.runner import Options, replay_cases
+
+if TYPE_CHECKING:
+    from responder.lab import Lab
+    from responder.replay.case import Case
+    from responder.replay.report import CaseReport
+    from responder.replay.runner import Options
 
 
 @contextlib.contextmanager
 def _broker(cases: list[Case], given: str | None) -> Iterator[str | None]:
+    from responder.replay.broker import tansu  # noqa: PLC0415 - the replay stack loads only for this command
+
     needed = any(d.kafka_format for c in cases for d in c.spec.deliveries)
     if given is not None or not needed:
         yield given
@@ -31,6 +34,8 @@ def _broker(cases: list[Case], given: str | None) -> Iterator[str | None]:
 
 
 async def _run(cases: list[Case], options: Options, lab: Lab | None, fresh: bool) -> list[CaseReport]:
+    from responder.replay.runner import replay_cases  # noqa: PLC0415 - the service stack loads only here
+
     if lab is not None and fresh:
         await lab.up()
     try:
@@ -69,9 +74,23 @@ def replay(
     ] = None,
     connectors: Annotated[Path, typer.Option("--connectors", help="SIEM connector directory.")] = Path("connectors"),
     lab_prefix: Annotated[str, typer.Option("--lab-prefix", help="The prefix of the lab --lab builds.")] = "rpl",
+    write_expectations: Annotated[
+        bool,
+        typer.Option(
+            "--write-expectations", help="Write what this run did into each case's expect: (for recorded drafts)."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Replay incident cases through the real service and check what it decided and did."""
+    # The lab, service and Kafka stacks load only when this command runs.
+    from responder.lab import Lab, LabError  # noqa: PLC0415
+    from responder.replay.broker import BrokerError  # noqa: PLC0415
+    from responder.replay.case import CaseError, load_cases  # noqa: PLC0415
+    from responder.replay.recorder import fill_expectations  # noqa: PLC0415
+    from responder.replay.report import render_all  # noqa: PLC0415
+    from responder.replay.runner import Options  # noqa: PLC0415
+
     if sum([lab, use_lab is not None, dry_run]) > 1:
         raise fail("give one of --lab, --use-lab and --dry-run")
     if speed is not None and virtual_clock:
@@ -101,6 +120,9 @@ def replay(
             reports = asyncio.run(_run(cases, options, the_lab, fresh=lab))
     except (LabError, BrokerError, ValueError, OSError) as exc:
         raise fail(exc) from None
+    if write_expectations:
+        for case, report in zip(cases, reports, strict=True):
+            fill_expectations(case.path, report)
     if as_json:
         typer.echo(
             json.dumps({"passed": all(r.passed for r in reports), "cases": [r.as_dict() for r in reports]}, indent=2)

@@ -29,6 +29,14 @@ def run(
     ] = None,
     journal: Annotated[str | None, typer.Option("--journal", help="Journal URL; overrides the configuration.")] = None,
     inventory: Annotated[Path | None, typer.Option("--inventory", help="Hub inventory (YAML).")] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            "--record",
+            help="Write every accepted delivery into an incident case draft in DIR (secrets "
+            "redacted), for `responder replay`.",
+        ),
+    ] = None,
 ) -> None:
     """Run the responder: webhooks and Kafka in, decisions, enforcement on the hubs, journal."""
     from responder.service.service import Service  # noqa: PLC0415 - other commands need none of it
@@ -50,7 +58,12 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await Service(s).run(stop)
+        recorder = None
+        if record is not None:
+            from responder.replay.recorder import Recorder  # noqa: PLC0415
+
+            recorder = Recorder(record)
+        await Service(s, recorder=recorder).run(stop)
 
     try:
         asyncio.run(main())

@@ -24,6 +24,7 @@ from responder.core.events import Event
 from responder.ingest.errors import PayloadError
 from responder.ingest.handoff import Handoff
 from responder.ingest.siem import Format
+from responder.ingest.webhooks import DeliveryRecorder
 from responder.journal import DeliveryRecord
 from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import carrier_of_current, context_from
@@ -68,8 +69,14 @@ def parse(record: ConsumerRecord[bytes, bytes], fmt: Format) -> list[Event]:
 
 class AlertConsumer:
     def __init__(
-        self, config: ConsumerConfig, handoff: Handoff, metrics: Metrics, tracer: Tracer | None = None
+        self,
+        config: ConsumerConfig,
+        handoff: Handoff,
+        metrics: Metrics,
+        tracer: Tracer | None = None,
+        recorder: DeliveryRecorder | None = None,
     ) -> None:
+        self._recorder = recorder
         self.config = config
         self._handoff = handoff
         self._metrics = metrics
@@ -111,6 +118,7 @@ class AlertConsumer:
         batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
     ) -> None:
         items: list[tuple[DeliveryRecord, Sequence[Event]]] = []
+        recorded: list[tuple[str, ConsumerRecord[bytes, bytes]]] = []
         dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         now = datetime.now(UTC).isoformat()
         for tp, records in batch.items():
@@ -135,12 +143,17 @@ class AlertConsumer:
                         carrier_of_current(),
                     )  # fmt: skip
                 items.append((delivery, events))
+                recorded.append((fmt.name, record))
         if items:
             accepted = await self._handoff.accept_batch(items)
             for (delivery, _), a in zip(items, accepted, strict=True):
                 self._metrics.events.labels(delivery.source).inc(a.new)
                 self._metrics.duplicates.labels(delivery.source).inc(a.duplicates)
                 self._metrics.deliveries.labels(delivery.source, "accepted").inc()
+            if self._recorder is not None:
+                for name, rec in recorded:
+                    headers = {k: v.decode("utf-8", "replace") for k, v in rec.headers or () if isinstance(v, bytes)}
+                    self._recorder.delivery(f"kafka:{name}", headers, rec.value or b"", key=rec.key)
         for record, reason in dead:
             await self._dead_letter(producer, record, reason)
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}

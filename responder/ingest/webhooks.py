@@ -13,10 +13,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from opentelemetry import trace
@@ -35,6 +35,20 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TRACE_HEADERS = ("traceparent", "tracestate")
 KEPT_HEADERS = ("content-type", "user-agent", "x-okta-request-id", *TRACE_HEADERS)
+
+
+class DeliveryRecorder(Protocol):
+    """Something that keeps accepted deliveries as they arrived (`responder run --record`)."""
+
+    def delivery(
+        self,
+        via: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        at: datetime | None = None,
+        *,
+        key: bytes | str | None = None,
+    ) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -70,11 +84,19 @@ def _same(given: str, expected: SecretStr) -> bool:
 
 
 class Webhooks:
-    def __init__(self, config: WebhookConfig, handoff: Handoff, metrics: Metrics, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        config: WebhookConfig,
+        handoff: Handoff,
+        metrics: Metrics,
+        tracer: Tracer | None = None,
+        recorder: DeliveryRecorder | None = None,
+    ) -> None:
         self.config = config
         self._handoff = handoff
         self._metrics = metrics
         self._tracer = tracer or trace.NoOpTracer()
+        self._recorder = recorder
 
     def routes(self) -> list[web.RouteDef]:
         c = self.config
@@ -145,6 +167,9 @@ class Webhooks:
         self._metrics.events.labels(source).inc(accepted.new)
         self._metrics.duplicates.labels(source).inc(accepted.duplicates)
         self._count(source, "accepted")
+        if self._recorder is not None:
+            via = "entra-lifecycle" if delivery_id.startswith("lifecycle:") else source
+            self._recorder.delivery(via, dict(request.headers), body)
         return accepted.new
 
     # --- Okta -------------------------------------------------------------------------------------

@@ -60,7 +60,18 @@ class Lifecycle:
         await self._journal.set_intents_state(decision_id, IntentState.AWAITING_APPROVAL, IntentState.CANCELLED)
         await self._journal.audit(self._clock().isoformat(), actor, target.value, decision_id, {})
         await self._enforcer.undo_decision(decision_id)
+        await self._undo_replaced(decision.subject, actor)
         self._engine.release(decision.subject, decision.response)
+
+    async def _undo_replaced(self, subject: str, actor: str) -> None:
+        """The weaker decisions a taken-back one had replaced (a quarantine before a cut-off) still have
+        their actions on the hubs: take those back too, or the undo would leave the person half-blocked."""
+        for earlier in await self._journal.decisions(DecisionState.REPLACED, 1000):
+            if earlier.subject == subject and await self._journal.transition_decision(
+                earlier.id, [DecisionState.REPLACED], DecisionState.UNDONE
+            ):
+                await self._journal.audit(self._clock().isoformat(), actor, "undone_with_replacement", earlier.id, {})
+                await self._enforcer.undo_decision(earlier.id)
 
     async def expire_due(self) -> int:
         now = self._clock()
@@ -69,6 +80,7 @@ class Lifecycle:
             if await self._journal.transition_decision(decision.id, [DecisionState.ACTIVE], DecisionState.EXPIRED):
                 await self._journal.audit(now.isoformat(), "responder", "expired", decision.id, {})
                 await self._enforcer.undo_decision(decision.id)
+                await self._undo_replaced(decision.subject, "responder")
                 self._engine.release(decision.subject, decision.response)
                 log.info(
                     "decision %s (%s on %s) expired and was undone", decision.id, decision.response, decision.subject

@@ -31,7 +31,7 @@ from responder.enforcement import Enforcer
 from responder.ingest.handoff import Handoff, JournalHandoff, Waking
 from responder.ingest.kafka import AlertConsumer
 from responder.ingest.scaleout import KafkaHandoff, Rebalanced, partition_of
-from responder.ingest.webhooks import Webhooks, json_errors
+from responder.ingest.webhooks import DeliveryRecorder, Webhooks, json_errors
 from responder.inventory import Inventory
 from responder.journal import Journal, open_journal
 from responder.monitor import HubMonitor, Thresholds
@@ -70,8 +70,10 @@ class Service:
         instance: str | None = None,
         clock: Clock = _wall_clock,
         tracer_provider: TracerProvider | None = None,
+        recorder: DeliveryRecorder | None = None,
     ) -> None:
         self.settings = settings
+        self.recorder = recorder
         self._provider = tracer_provider or provider_from_environment()
         self._owns_provider = tracer_provider is None and self._provider is not None  # then flush it on stop
         self.tracer = tracer(self._provider) if self._provider is not None else trace.NoOpTracer()
@@ -198,7 +200,9 @@ class Service:
                 consumers.append(
                     sources.ingest_consumer(self.settings, to_journal, self.metrics, self.tracer, Rebalanced(assigned))
                 )
-            if (alerts := sources.alert_consumer(self.settings, handoff, self.metrics, self.tracer)) is not None:
+            if (
+                alerts := sources.alert_consumer(self.settings, handoff, self.metrics, self.tracer, self.recorder)
+            ) is not None:
                 consumers.append(alerts)
             self._ingest = consumers[0] if kafka is not None and kafka.ingest_topic else None
             await self._listen(p, handoff, consumers, stop)
@@ -221,7 +225,7 @@ class Service:
 
     async def _listen(self, p: _Parts, handoff: Handoff, consumers: list[AlertConsumer], stop: asyncio.Event) -> None:
         s = self.settings
-        hooks = sources.webhooks(s, handoff, self.metrics, self.tracer)
+        hooks = sources.webhooks(s, handoff, self.metrics, self.tracer, self.recorder)
         runner = web.AppRunner(self._app(p, hooks), access_log=None, handle_signals=False)
         await runner.setup()
         intake = asyncio.Event()  # set when intake has stopped; the workers drain after it

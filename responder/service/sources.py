@@ -14,11 +14,17 @@ from responder.ingest.handoff import Handoff
 from responder.ingest.kafka import AlertConsumer, ConsumerConfig
 from responder.ingest.scaleout import CanonicalFormat, Rebalanced
 from responder.ingest.siem import formats_for, load_connectors
-from responder.ingest.webhooks import SsfReceiver, WebhookConfig, Webhooks
+from responder.ingest.webhooks import DeliveryRecorder, SsfReceiver, WebhookConfig, Webhooks
 from responder.telemetry.metrics import Metrics
 
 
-def webhooks(settings: Settings, handoff: Handoff, metrics: Metrics, tracer: Tracer | None = None) -> Webhooks:
+def webhooks(
+    settings: Settings,
+    handoff: Handoff,
+    metrics: Metrics,
+    tracer: Tracer | None = None,
+    recorder: DeliveryRecorder | None = None,
+) -> Webhooks:
     receiver = None
     if settings.ssf is not None:
         keys = ssf.Keys(jwks_file=settings.ssf.jwks_file, jwks_url=settings.ssf.jwks_url)
@@ -30,7 +36,7 @@ def webhooks(settings: Settings, handoff: Handoff, metrics: Metrics, tracer: Tra
         max_body_bytes=settings.listen.max_body_bytes,
         ssf_path=settings.ssf.path if settings.ssf else "/hooks/ssf",
     )
-    return Webhooks(config, handoff, metrics, tracer)
+    return Webhooks(config, handoff, metrics, tracer, recorder)
 
 
 def _client_options(settings: Settings) -> dict[str, object]:
@@ -45,7 +51,11 @@ def _client_options(settings: Settings) -> dict[str, object]:
 
 
 def alert_consumer(
-    settings: Settings, handoff: Handoff, metrics: Metrics, tracer: Tracer | None = None
+    settings: Settings,
+    handoff: Handoff,
+    metrics: Metrics,
+    tracer: Tracer | None = None,
+    recorder: DeliveryRecorder | None = None,
 ) -> AlertConsumer | None:
     kafka = settings.kafka
     if kafka is None or not kafka.topics:
@@ -59,7 +69,7 @@ def alert_consumer(
         max_in_flight=kafka.max_in_flight,
         client_options=_client_options(settings),
     )
-    return AlertConsumer(config, handoff, metrics, tracer)
+    return AlertConsumer(config, handoff, metrics, tracer, recorder)
 
 
 @contextlib.asynccontextmanager
