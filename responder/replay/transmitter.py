@@ -18,9 +18,9 @@ class Transmitter:
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
         return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
 
-    def sign(self, claims: Any) -> str:
-        """Signed at the JWS layer: the claims go out exactly as the case gives them."""
+    def sign(self, claims: Any, *, typ: str = "secevent+jwt", kid: str | None = None) -> str:
+        """Signed at the JWS layer: the claims go out exactly as given, also ones PyJWT would refuse."""
         body = json.dumps(claims).encode()
         return jwt.api_jws.PyJWS().encode(
-            body, self.key, algorithm="RS256", headers={"typ": "secevent+jwt", "kid": self.kid}
+            body, self.key, algorithm="RS256", headers={"typ": typ, "kid": kid or self.kid}
         )

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
+from responder.replay.transmitter import Transmitter as ReplayTransmitter
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "payloads"
 
@@ -21,20 +20,8 @@ def raw(name: str) -> bytes:
     return (PAYLOADS / name).read_bytes()
 
 
-class Transmitter:
-    """A Shared Signals transmitter's signing key, its JWKS, and SETs signed with it."""
+class Transmitter(ReplayTransmitter):
+    """A Shared Signals transmitter's signing key, its JWKS, and SETs signed with it (the replay's own)."""
 
     def __init__(self, kid: str = "tx-1") -> None:
-        self.kid = kid
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    def jwks(self) -> dict[str, Any]:
-        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
-
-    def sign(self, claims: Any, *, typ: str = "secevent+jwt", kid: str | None = None) -> str:
-        """Sign at the JWS layer, so that tests can send any claims, also ones PyJWT would refuse to make."""
-        body = json.dumps(claims).encode()
-        return jwt.api_jws.PyJWS().encode(
-            body, self.key, algorithm="RS256", headers={"typ": typ, "kid": kid or self.kid}
-        )
+        super().__init__(kid)
