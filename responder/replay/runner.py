@@ -52,7 +52,7 @@ POLL_S = 0.02
 class Options:
     lab: Lab | None = None  # enforce in this lab and probe it; None: dry-run
     dry_run: bool = False
-    inventory: Path | None = None  # dry-run: decide against this inventory
+    inventory: Path | None = None  # dry-run: decide against this; with a lab: the lab's hubs and more
     kafka: str | None = None  # the broker's bootstrap address, for cases with kafka deliveries
     speed: float | None = None  # None: virtual clock (no sleeping); X: sleep offset/X between deliveries
     rules: tuple[Path, ...] = (Path("rules"),)
@@ -149,7 +149,8 @@ class CaseRun:
             assert o.lab is not None  # noqa: S101 - lab mode has a lab
             if o.lab.topology.hubs < spec.lab.hubs:
                 raise ReplayError(f"the case needs a lab with {spec.lab.hubs} hubs; this one has {o.lab.topology.hubs}")
-            return o.lab.inventory_path
+            # An inventory given with a lab adds to it (overlays beside the lab's hubs, say).
+            return o.inventory or o.lab.inventory_path
         if o.inventory is not None:
             return o.inventory
         if spec.lab.inventory is not None:

@@ -193,3 +193,34 @@ def test_the_command_exits_1_with_the_diff_and_json(lab: Lab, tmp_path: Path) ->
     assert out["passed"] is True
     (case,) = out["cases"]
     assert [s["kind"] for s in case["timeline"]] == ["delivery", "probe"]
+
+
+async def test_one_incident_contained_on_a_lab_hub_and_in_a_tailnet(
+    lab: Lab, kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """replay/overlays/: the tailnet is a local server implementing Tailscale's documented API contract
+    (tests/support/overlay_contracts.py), not Tailscale itself."""
+    import base64
+    import os
+
+    from tests.support.overlay_contracts import TailscaleContract
+
+    phone_key = base64.b64encode(os.urandom(32)).decode()
+    tailnet = TailscaleContract("tskey-api-replay", "client", "secret", {"tag:quarantine"})
+    tailnet.add_device("phone1", "alice@example.com", phone_key, "100.64.0.7")
+    url = await tailnet.start() + "/api/v2"
+    monkeypatch.setenv("RESPONDER_REPLAY_TS_KEY", "tskey-api-replay")
+    inventory = yaml.safe_load(lab.inventory_path.read_text())
+    inventory["overlays"] = [{"name": "tailnet", "kind": "tailscale", "base_url": url,
+                              "credentials": {"token": {"env": "RESPONDER_REPLAY_TS_KEY"}}}]  # fmt: skip
+    inventory["peers"].append({"name": "alice-phone", "hub": "tailnet", "public_key": phone_key,
+                               "tunnel_ip": "100.64.0.7", "owner": "alice@example.com"})  # fmt: skip
+    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(inventory))
+    try:
+        case = load_case(REPLAY / "overlays" / "okta-cut-off-on-hub-and-tailnet.yaml")
+        report = await replay_case(case, _options(lab, kafka_bootstrap, inventory=tmp_path / "inventory.yaml"))
+        assert report.passed, report.render()
+        assert tailnet.calls("POST", "/expire"), "the phone's node key was expired through the API"
+    finally:
+        await tailnet.stop()
+    await _lab_as_found(lab)
