@@ -67,7 +67,12 @@ def replay(
         str | None, typer.Option("--kafka", help="Kafka bootstrap HOST:PORT (default: start a Tansu broker).")
     ] = None,
     inventory: Annotated[
-        Path | None, typer.Option("--inventory", help="Dry-run: decide against this inventory (default: lab-shaped).")
+        Path | None,
+        typer.Option(
+            "--inventory",
+            help="Dry-run: decide against this inventory (default: lab-shaped). With a lab: the lab's hubs "
+            "plus more, e.g. an overlay.",
+        ),
     ] = None,
     rules: Annotated[
         list[Path] | None, typer.Option("--rules", help="Rules for cases that name none (default: rules/).")
