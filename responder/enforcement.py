@@ -129,13 +129,20 @@ class Enforcer:
         return await self.execute([(i.id, a) for i, a in zip(intents, actions, strict=True)])
 
     async def execute(
-        self, intents: Sequence[tuple[str, Action]], traces: Mapping[str, Mapping[str, str]] | None = None
+        self,
+        intents: Sequence[tuple[str, Action]],
+        traces: Mapping[str, Mapping[str, str]] | None = None,
+        *,
+        already_claimed: bool = False,
     ) -> list[IntentOutcome]:
         """Claim, apply (all hubs at once, one batch per hub) and record. Intents that are no longer
         open (done by another instance, or cancelled) are skipped. `traces` holds each intent's trace
         context, so that its hub operations join the trace of the delivery that caused them."""
         claimed: dict[str, list[tuple[str, Action]]] = {}
-        mine = await self._journal.start_intents([i for i, _ in intents], self._now()) if intents else set()
+        if already_claimed:  # written as running by the caller, in the transaction that decided them
+            mine = {i for i, _ in intents}
+        else:
+            mine = await self._journal.start_intents([i for i, _ in intents], self._now()) if intents else set()
         for intent_id, action in intents:
             if intent_id in mine:
                 claimed.setdefault(action.hub, []).append((intent_id, action))

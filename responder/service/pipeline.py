@@ -177,9 +177,11 @@ class Pipeline:
             if state in LIVE:
                 earlier[:] = [x for x in earlier if x.level >= d.level] + [record]
                 waiting = state is DecisionState.AWAITING_APPROVAL
+                # Intents to run now are written already claimed (running): one transaction fewer before
+                # the hubs are touched. A crash leaves them open, and they are resumed like pending ones.
                 made = intent_records(
                     d.id, d.actions, now.isoformat(), carrier,
-                    IntentState.AWAITING_APPROVAL if waiting else IntentState.PENDING,
+                    IntentState.AWAITING_APPROVAL if waiting else IntentState.RUNNING,
                 )  # fmt: skip
                 intents += made
                 if not waiting:
@@ -204,7 +206,9 @@ class Pipeline:
         async def go() -> None:
             async with self._slots:
                 try:
-                    outcomes = await self._enforcer.execute(intents, {i: carrier for i, _ in intents})
+                    outcomes = await self._enforcer.execute(
+                        intents, {i: carrier for i, _ in intents}, already_claimed=True
+                    )
                 except Exception:
                     log.exception("enforcement failed; the intents stay open and are resumed")
                     return
