@@ -36,6 +36,7 @@ from responder.inventory import Inventory
 from responder.journal import Journal, open_journal
 from responder.monitor import HubMonitor, Thresholds
 from responder.overlays.adapters import open_overlay
+from responder.overlays.discovery import discovered_peers, with_peers
 from responder.pep import Hub, SshHub
 from responder.policy import load_rules
 from responder.service import sources
@@ -98,9 +99,12 @@ class Service:
             log.warning("no hub inventory (no --inventory and no local lab): DRY-RUN, nothing will be enforced")
         elif dry_run:
             log.warning("dry-run is on: decisions are recorded, nothing is enforced")
-        identity = IdentityMap(inventory)
         hubs = {h.name: SshHub(h, tracer=self.tracer) for h in inventory.hubs} if inventory else {}
-        overlays: dict[str, Hub] = {o.name: open_overlay(o) for o in inventory.overlays} if inventory else {}
+        adapters = {o.name: open_overlay(o) for o in inventory.overlays} if inventory else {}
+        overlays: dict[str, Hub] = dict(adapters)
+        if inventory is not None and adapters:
+            inventory = with_peers(inventory, await discovered_peers(inventory, adapters))
+        identity = IdentityMap(inventory)
         journal = await open_journal(s.journal)
         try:
             parts = self._assemble(journal, Engine(rules, identity), identity, hubs, overlays, dry_run=dry_run)
