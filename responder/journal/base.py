@@ -6,7 +6,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from responder.journal.records import (
     Accepted,
@@ -101,6 +101,20 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 _OPEN = (IntentState.PENDING, IntentState.RUNNING)
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" for _ in range(n))
+
+
+def _rows(n: int, columns: int) -> str:
+    """`(?, ?), (?, ?)`: placeholders for a multi-row VALUES (only '?', never a value)."""
+    return ", ".join("(" + _marks(columns) + ")" for _ in range(n))
 
 
 def _intent(row: Row) -> StoredIntent:
@@ -157,49 +171,43 @@ class SqlJournal(ABC):
     async def accept_batch(
         self, items: Sequence[tuple[DeliveryRecord, Sequence[EventRecord]]], owner: str
     ) -> list[Accepted]:
-        """`accept` for many deliveries in one transaction (a Kafka batch): one fsync, not one each."""
-        out: list[Accepted] = []
+        """`accept` for many deliveries in one transaction (a Kafka batch), with multi-row statements:
+        one commit and a few round trips to the database, not one per event."""
+        pending = EventStatus.PENDING.value
+        stored: dict[tuple[str, str], int] = {}  # (dedup key, delivery id) -> seq, for the rows inserted now
         async with self.transaction() as tx:
-            for delivery, events in items:
-                out.append(await self._accept(tx, delivery, events, owner))
-        return out
-
-    async def _accept(self, tx: Tx, delivery: DeliveryRecord, events: Sequence[EventRecord], owner: str) -> Accepted:
-        seqs: list[int | None] = []
-        await tx.execute(
-            "INSERT INTO deliveries (id, source, received_at, trace, headers, body) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
-            delivery.id,
-            delivery.source,
-            delivery.received_at,
-            json.dumps(delivery.trace),
-            json.dumps(delivery.headers),
-            delivery.body,
-        )
-        for event in events:
-            rows = await tx.fetch(
-                "INSERT INTO events (dedup_key, delivery_id, subject, occurred_at, body, trace, owner, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING seq",
-                event.dedup_key,
-                delivery.id,
-                event.subject,
-                event.occurred_at,
-                event.body,
-                json.dumps(delivery.trace),
-                owner,
-                EventStatus.PENDING.value,
-            )
-            if rows:
-                seqs.append(int(rows[0]["seq"]))
-            else:
+            deliveries = list({d.id: d for d, _ in items}.values())
+            for some in _chunks(deliveries, 200):
+                values = _rows(len(some), 6)
+                sql = f"INSERT INTO deliveries (id, source, received_at, trace, headers, body) VALUES {values}"  # noqa: S608 - '?' only
                 await tx.execute(
-                    "UPDATE events SET owner = ? WHERE dedup_key = ? AND status = ?",
-                    owner,
-                    event.dedup_key,
-                    EventStatus.PENDING.value,
+                    sql + " ON CONFLICT (id) DO NOTHING",
+                    *[v for d in some for v in (d.id, d.source, d.received_at, json.dumps(d.trace),
+                                                json.dumps(d.headers), d.body)],
+                )  # fmt: skip
+            rows = [
+                (e.dedup_key, d.id, e.subject, e.occurred_at, e.body, json.dumps(d.trace), owner, pending)
+                for d, events in items
+                for e in events
+            ]
+            columns = "dedup_key, delivery_id, subject, occurred_at, body, trace, owner, status"
+            for part in _chunks(rows, 400):
+                values = _rows(len(part), 8)
+                sql = f"INSERT INTO events ({columns}) VALUES {values} ON CONFLICT (dedup_key) DO NOTHING"  # noqa: S608 - '?' only
+                inserted = await tx.fetch(
+                    sql + " RETURNING seq, dedup_key, delivery_id", *[v for row in part for v in row]
                 )
-                seqs.append(None)
-        return Accepted(tuple(seqs))
+                stored.update({(r["dedup_key"], r["delivery_id"]): int(r["seq"]) for r in inserted})
+            # A duplicate still pending is taken over: its first owner may be gone.
+            duplicates = [row[0] for row in rows if (row[0], row[1]) not in stored]
+            for keys in _chunks(duplicates, 400):
+                sql = f"UPDATE events SET owner = ? WHERE status = ? AND dedup_key IN ({_marks(len(keys))})"  # noqa: S608 - '?' only
+                await tx.execute(sql, owner, pending, *keys)
+        out: list[Accepted] = []
+        for delivery, events in items:
+            seqs = [stored.pop((e.dedup_key, delivery.id), None) for e in events]
+            out.append(Accepted(tuple(seqs)))
+        return out
 
     async def pending_events(self, owner: str, limit: int = 500) -> list[StoredEvent]:
         async with self.transaction() as tx:
@@ -271,19 +279,19 @@ class SqlJournal(ABC):
 
     async def record_outcomes(self, outcomes: Sequence[EventOutcome], processed_at: str) -> list[bool]:
         """`record_outcome` for a batch of events in one transaction, in order (a later event's decision
-        may replace an earlier one's)."""
-        written: list[bool] = []
+        may replace an earlier one's). The processed marks are one statement per few hundred events."""
+        marked: set[int] = set()
         async with self.transaction() as tx:
-            for o in outcomes:
-                marked = await tx.execute(
-                    "UPDATE events SET status = ?, processed_at = ? WHERE seq = ? AND status = ?",
-                    EventStatus.PROCESSED.value,
-                    processed_at,
-                    o.event_seq,
-                    EventStatus.PENDING.value,
+            for seqs in _chunks([o.event_seq for o in outcomes], 400):
+                sql = (
+                    f"UPDATE events SET status = ?, processed_at = ? WHERE status = ? AND seq IN ({_marks(len(seqs))})"  # noqa: S608 - '?' only
                 )
-                written.append(bool(marked))
-                if not marked:
+                rows = await tx.fetch(
+                    sql + " RETURNING seq", EventStatus.PROCESSED.value, processed_at, EventStatus.PENDING.value, *seqs
+                )
+                marked.update(int(r["seq"]) for r in rows)
+            for o in outcomes:
+                if o.event_seq not in marked:
                     continue
                 for decision_id in o.replaced:
                     await tx.execute(
@@ -292,7 +300,7 @@ class SqlJournal(ABC):
                 for d in o.decisions:
                     await self._insert_decision(tx, d, o.event_seq)
                 await self._insert_intents(tx, o.intents)
-        return written
+        return [o.event_seq in marked for o in outcomes]
 
     async def record_manual(self, decision: DecisionRecord, intents: Sequence[IntentRecord]) -> None:
         """A decision an operator made by hand (no event), with its intents, in one transaction."""
