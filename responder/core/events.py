@@ -10,6 +10,7 @@ concrete producer or topic (e.g. "wazuh", "entra-risk-detection"), `type` the pr
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
+from functools import cached_property
 from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -84,7 +85,7 @@ class Event(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
     dedup_key: str = Field(min_length=1, max_length=512)
 
-    @property
+    @cached_property
     def epoch(self) -> float:
         return self.time.timestamp()
 

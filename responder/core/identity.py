@@ -43,6 +43,10 @@ class IdentityMap:
         self.hub_addresses: frozenset[IPAddress] = frozenset()
         self.management: frozenset[IPAddress] = frozenset()
         self.overlays: frozenset[str] = frozenset()
+        self._device_keys: dict[str, str] = {}
+        self._key_keys: dict[str, str] = {}
+        self._ip_keys: dict[IPAddress, str] = {}
+        self._views: dict[str, SubjectView] = {}
         if inventory is None:
             return
         self.overlays = inventory.overlay_names
@@ -55,6 +59,10 @@ class IdentityMap:
             self._by_name.setdefault(peer.name, []).append(peer)
         self.hub_addresses = frozenset(h.address for h in inventory.hubs)
         self.management = frozenset(inventory.management_addresses)
+        # The inventory does not change under a map: resolve each device, key and address once.
+        self._device_keys = {d: self._owner_or(p, "device", d) for d, p in self._by_device.items()}
+        self._key_keys = {k: self._owner_or(p, "key", k) for k, p in self._by_key.items()}
+        self._ip_keys = {a: self._owner_or(p, "ip", a) for a, p in self._by_ip.items()}
 
     @staticmethod
     def _owner_or(peers: list[PeerSpec] | None, kind: str, value: object) -> str:
@@ -68,12 +76,20 @@ class IdentityMap:
     def resolve(self, subjects: Subjects) -> tuple[str, ...]:
         """The subject keys an event names, each person once, in a stable order."""
         keys: list[str] = [f"user:{u}" for u in subjects.users]
-        keys += [self._owner_or(self._by_device.get(d), "device", d) for d in subjects.devices]
-        keys += [self._owner_or(self._by_key.get(k), "key", k) for k in subjects.keys]
-        keys += [self._owner_or(self._by_ip.get(a), "ip", a) for a in subjects.addresses]
+        keys += [self._device_keys.get(d) or f"device:{d}" for d in subjects.devices]
+        keys += [self._key_keys.get(k) or f"key:{k}" for k in subjects.keys]
+        keys += [self._ip_keys.get(a) or f"ip:{a}" for a in subjects.addresses]
         return tuple(dict.fromkeys(keys)) if len(keys) > 1 else tuple(keys)
 
     def subject(self, key: str) -> SubjectView:
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = self._view(key)
+            if len(self._views) > 100_000:  # subjects come from events: bound what is kept
+                self._views.clear()
+        return view
+
+    def _view(self, key: str) -> SubjectView:
         kind, _, value = key.partition(":")
         peers: list[PeerSpec] = []
         if kind == "user":
