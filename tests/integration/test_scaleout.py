@@ -5,20 +5,18 @@ owns its partition, each event exactly once."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from responder.config import Kafka, Settings
 from responder.journal import open_journal
 from responder.service.service import Service
+from tests.support.postgres import new_database
 from tests.support.service import no_hubs, running
 
 SECRET = "okta-scaleout"
@@ -34,17 +32,6 @@ def _delivery(user: str) -> dict[str, Any]:
     return {"eventId": str(uuid.uuid4()), "data": {"events": [event]}}
 
 
-@contextlib.asynccontextmanager
-async def _database(dsn: str) -> AsyncIterator[str]:
-    name = f"scale_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    yield dsn.rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.mark.timeout(180)
 async def test_each_subject_is_decided_by_one_instance(kafka_bootstrap: str, postgres_dsn: str, tmp_path: Path) -> None:
     topic = f"ingest-{uuid.uuid4().hex[:6]}"
@@ -54,43 +41,43 @@ async def test_each_subject_is_decided_by_one_instance(kafka_bootstrap: str, pos
         await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     finally:
         await admin.close()
-    async with _database(postgres_dsn) as url:
-        settings = Settings(
-            journal=url, okta_secret=SECRET, inventory=no_hubs(tmp_path),
-            kafka=Kafka(bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic}", ingest_topic=topic,
-                        dead_letter_topic=f"{topic}-dead"),
-        )  # fmt: skip
-        async with running(settings, instance="a") as (a, base_a), running(settings, instance="b") as (b, base_b):
-            services: list[Service] = [a, b]
+    url = await new_database(postgres_dsn, "scale")
+    settings = Settings(
+        journal=url, okta_secret=SECRET, inventory=no_hubs(tmp_path),
+        kafka=Kafka(bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic}", ingest_topic=topic,
+                    dead_letter_topic=f"{topic}-dead"),
+    )  # fmt: skip
+    async with running(settings, instance="a") as (a, base_a), running(settings, instance="b") as (b, base_b):
+        services: list[Service] = [a, b]
+        async with asyncio.timeout(60):
+            while not (
+                a.partitions_owned and b.partitions_owned
+                and a.partitions_owned | b.partitions_owned == set(range(PARTITIONS))
+                and not a.partitions_owned & b.partitions_owned
+            ):  # fmt: skip
+                await asyncio.sleep(0.2)
+        users = [f"user{n}@scale.example" for n in range(12)]
+        async with aiohttp.ClientSession() as http:
+            for round_ in range(3):
+                for n, user in enumerate(users):
+                    base = (base_a, base_b)[(n + round_) % 2]  # each person's events reach both instances
+                    async with http.post(
+                        f"{base}/hooks/okta", json=_delivery(user), headers={"Authorization": SECRET}
+                    ) as r:
+                        assert r.status == 200
+        journal = await open_journal(url)
+        try:
             async with asyncio.timeout(60):
-                while not (
-                    a.partitions_owned and b.partitions_owned
-                    and a.partitions_owned | b.partitions_owned == set(range(PARTITIONS))
-                    and not a.partitions_owned & b.partitions_owned
-                ):  # fmt: skip
+                while True:
+                    counts = await journal.counts()
+                    if counts.get("events.processed", 0) == 3 * len(users):
+                        break
                     await asyncio.sleep(0.2)
-            users = [f"user{n}@scale.example" for n in range(12)]
-            async with aiohttp.ClientSession() as http:
-                for round_ in range(3):
-                    for n, user in enumerate(users):
-                        base = (base_a, base_b)[(n + round_) % 2]  # each person's events reach both instances
-                        async with http.post(
-                            f"{base}/hooks/okta", json=_delivery(user), headers={"Authorization": SECRET}
-                        ) as r:
-                            assert r.status == 200
-            journal = await open_journal(url)
-            try:
-                async with asyncio.timeout(60):
-                    while True:
-                        counts = await journal.counts()
-                        if counts.get("events.processed", 0) == 3 * len(users):
-                            break
-                        await asyncio.sleep(0.2)
-                async with journal.transaction() as tx:
-                    rows = await tx.fetch("SELECT subject, owner FROM events")
-            finally:
-                await journal.close()
-            assert "events.pending" not in counts
+            async with journal.transaction() as tx:
+                rows = await tx.fetch("SELECT subject, owner FROM events")
+        finally:
+            await journal.close()
+        assert "events.pending" not in counts
     owners: dict[str, set[str]] = {}
     for row in rows:
         owners.setdefault(row["subject"], set()).add(row["owner"])

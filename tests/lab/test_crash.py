@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 import yaml
 
 from responder.journal import DecisionState, IntentKind, IntentState, Journal, open_journal
 from responder.lab import Lab
+from tests.support.postgres import new_database
 
 pytestmark = pytest.mark.lab
 RESPONDER = str(Path(sys.executable).with_name("responder"))
@@ -148,14 +148,7 @@ async def _send_until_acknowledged(http: aiohttp.ClientSession, url: str, body: 
 async def _journal_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_path}/journal.db"
-    dsn: str = request.getfixturevalue("postgres_dsn")
-    name = f"crash_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return dsn.rsplit("/", 1)[0] + f"/{name}"
+    return await new_database(request.getfixturevalue("postgres_dsn"), "crash")
 
 
 @pytest.mark.timeout(600)
