@@ -11,6 +11,7 @@ import base64
 import binascii
 import ipaddress
 import re
+from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, GetCoreSchemaHandler
@@ -68,6 +69,7 @@ def _check_node(value: str) -> str:
     return value
 
 
+@lru_cache(maxsize=65536)  # the same few thousand addresses recur in every SIEM stream; results are immutable
 def parse_address(value: str) -> IPAddress:
     """Parse an IP address, refusing IPv6 scope ids (`%...`), which `ipaddress` would otherwise keep."""
     if "%" in value:

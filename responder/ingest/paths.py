@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from responder.ingest.errors import PayloadError
@@ -12,30 +13,49 @@ from responder.ingest.errors import PayloadError
 def lookup(data: Any, path: str) -> list[Any]:
     """Every value at a dotted `path`. Keys may also be flat and dotted (Elastic's `kibana.alert.*`):
     the longest matching key wins at each level. `[]` after a key fans out over a list."""
-    return list(_walk(data, path.split(".") if path else []))
+    return _compiled(path)(data)
 
 
-def _walk(data: Any, parts: list[str]) -> Iterator[Any]:
-    if not parts:
-        if isinstance(data, list):
-            yield from (v for v in data if v is not None)
-        elif data is not None:
-            yield data
-        return
-    if not isinstance(data, dict):
-        return
-    for i in range(len(parts), 0, -1):
-        key = ".".join(parts[:i])
-        fan = key.endswith("[]")
-        name = key.removesuffix("[]")
-        if name in data:
-            value = data[name]
-            if fan and isinstance(value, list):
-                for item in value:
-                    yield from _walk(item, parts[i:])
+@lru_cache(maxsize=4096)
+def _compiled(path: str) -> Callable[[Any], list[Any]]:
+    """`path` turned once into, for each position in it, the keys to try there (longest first) with
+    where each one leads: a message then costs a few dict lookups per path, not string building."""
+    parts = path.split(".") if path else []
+    steps: list[tuple[tuple[str, bool, int], ...]] = []
+    for start in range(len(parts)):
+        tries = []
+        for end in range(len(parts), start, -1):
+            key = ".".join(parts[start:end])
+            tries.append((key.removesuffix("[]"), key.endswith("[]"), end))
+        steps.append(tuple(tries))
+    last = len(parts)
+
+    def walk(data: Any, at: int, out: list[Any]) -> None:
+        while at < last:
+            if not isinstance(data, dict):
+                return
+            for name, fan, nxt in steps[at]:
+                if name in data:
+                    data = data[name]
+                    if fan and isinstance(data, list):
+                        for item in data:
+                            walk(item, nxt, out)
+                        return
+                    at = nxt
+                    break
             else:
-                yield from _walk(value, parts[i:])
-            return
+                return
+        if isinstance(data, list):
+            out.extend(v for v in data if v is not None)
+        elif data is not None:
+            out.append(data)
+
+    def find(data: Any) -> list[Any]:
+        out: list[Any] = []
+        walk(data, 0, out)
+        return out
+
+    return find
 
 
 def first(data: Any, *paths: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -46,6 +47,11 @@ class SeveritySpec(_Spec):
     @classmethod
     def _keys_as_text(cls, value: Any) -> Any:
         return {str(k).lower(): v for k, v in value.items()} if isinstance(value, dict) else value
+
+    @cached_property
+    def steps(self) -> tuple[tuple[float, Severity], ...]:
+        """`ranges` as (lowest, grade), highest first: the first one a value reaches is its grade."""
+        return tuple(sorted(((low, Severity.parse(g)) for g, low in self.ranges.items()), key=lambda s: -s[0]))
 
 
 class HostSpec(_Spec):
@@ -126,9 +132,9 @@ class Connector(_Spec):
                     return Severity.parse(spec.map[str(value).lower()])
                 if spec.ranges and (isinstance(value, int | float) or _is_number(str(value))):
                     number = float(value)
-                    for grade, lowest in sorted(spec.ranges.items(), key=lambda kv: -kv[1]):
+                    for lowest, grade in spec.steps:
                         if number >= lowest:
-                            return Severity.parse(grade)
+                            return grade
         return Severity.parse(spec.default)
 
 
