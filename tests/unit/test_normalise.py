@@ -8,10 +8,12 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
+from aiokafka import ConsumerRecord
 
-from responder.core.events import Severity, Source
+from responder.core.events import Event, Severity, Source
 from responder.ingest import entra, okta, ssf
 from responder.ingest.errors import PayloadError
+from responder.ingest.kafka import parse
 from responder.ingest.paths import lookup, parse_time
 from responder.ingest.siem import Connector, ConnectorError, load_connectors
 from tests.support.payloads import Transmitter, payload, raw
@@ -183,3 +185,31 @@ def test_paths_read_flat_dotted_keys_and_fan_out() -> None:
     assert parse_time("2026-03-02T10:21:44.018+0000").utcoffset() is not None
     with pytest.raises(PayloadError):
         parse_time(["not", "a", "time"])
+    # The longest key present wins even where it leads nowhere, as documented in connectors/README.md.
+    assert lookup({"a.b": {"x": 1}, "a": {"b": {"c": 2}}}, "a.b.c") == []
+    assert lookup({"a": [{"b": [{"c": 1}, {"c": None}, 5]}, {"b": 7}]}, "a[].b[].c") == [1]
+    assert lookup({"a": [1, None, 2]}, "a") == [1, 2]
+    assert lookup(["not", "a", "dict"], "a") == []
+
+
+@pytest.mark.parametrize(
+    "fmt, name", [("wazuh", "siem/wazuh.json"), ("elastic", "siem/elastic.json"), ("ocsf", "siem/ocsf.json"),
+                  ("splunk", "siem/splunk.json"), ("entra", "entra/eventhubs.json")],
+)  # fmt: skip
+def test_an_event_reads_back_from_the_journal_as_it_was_made(fmt: str, name: str) -> None:
+    # The pipeline decides on the event its hand-off kept in memory, a restarted instance on the journal's
+    # JSON: the two must be equal, or a rebuild would not reproduce the decisions.
+    for event in load_connectors(CONNECTORS)[fmt].events(payload(name), raw(name)):
+        assert Event.model_validate_json(event.model_dump_json()) == event
+    for e in okta.parse_delivery(payload("okta/batch.json"))[1]:
+        event = okta.normalise(e)
+        assert Event.model_validate_json(event.model_dump_json()) == event
+
+
+def test_kafka_messages_must_be_strict_json() -> None:
+    # NaN would be stored as null: the event kept in memory and the journal's would differ.
+    wazuh = load_connectors(CONNECTORS)["wazuh"]
+    for body in (b'{"rule": {"level": NaN}}', b"[" * 300 + b"]" * 300, b'{"a": 1} trailing'):
+        record = ConsumerRecord("t", 0, 0, 0, 0, None, body, None, 0, len(body), [])
+        with pytest.raises(PayloadError, match="not valid JSON"):
+            parse(record, wazuh)
