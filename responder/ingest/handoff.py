@@ -29,9 +29,10 @@ class JournalHandoff:
     flight go together in the next transaction, so concurrent senders share one commit (and one fsync)
     instead of queueing for one each. Every caller still returns only after its own delivery is durable."""
 
-    def __init__(self, journal: Journal, owner: str) -> None:
+    def __init__(self, journal: Journal, owner: str, parsed: ParsedEvents | None = None) -> None:
         self._journal = journal
         self._owner = owner
+        self._parsed = parsed
         self._queue: list[tuple[DeliveryRecord, list[EventRecord], asyncio.Future[Accepted]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -42,7 +43,9 @@ class JournalHandoff:
         if self._writer is None or self._writer.done():
             # A task of its own: a caller that goes away must not strand the deliveries queued behind it.
             self._writer = loop.create_task(self._drain())
-        return await future
+        accepted = await future
+        self._keep(events, accepted)
+        return accepted
 
     async def _drain(self) -> None:
         while self._queue:
@@ -60,7 +63,37 @@ class JournalHandoff:
 
     async def accept_batch(self, items: Sequence[tuple[DeliveryRecord, Sequence[Event]]]) -> list[Accepted]:
         batch = [(delivery, [_record(e) for e in events]) for delivery, events in items]
-        return await self._journal.accept_batch(batch, self._owner)
+        accepted = await self._journal.accept_batch(batch, self._owner)
+        for (_, events), a in zip(items, accepted, strict=True):
+            self._keep(events, a)
+        return accepted
+
+    def _keep(self, events: Sequence[Event], accepted: Accepted) -> None:
+        if self._parsed is not None:
+            for event, seq in zip(events, accepted.seqs, strict=True):
+                if seq is not None:
+                    self._parsed.put(seq, event)
+
+
+class ParsedEvents:
+    """Events just stored by this instance, by journal sequence number, kept for its pipeline: it takes
+    them from here instead of parsing back the JSON just written (as much time per event as deciding).
+    The journal stays the truth: an event not found here (evicted past `limit`, after a restart, taken
+    over from another instance) is read from the journal, and reads the same."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._limit = limit
+        self._events: dict[int, Event] = {}
+
+    def put(self, seq: int, event: Event) -> None:
+        if self._limit <= 0:
+            return
+        if len(self._events) >= self._limit:
+            del self._events[next(iter(self._events))]  # the oldest: dicts keep insertion order
+        self._events[seq] = event
+
+    def take(self, seq: int) -> Event | None:
+        return self._events.pop(seq, None)
 
 
 def _record(e: Event) -> EventRecord:

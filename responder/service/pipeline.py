@@ -12,17 +12,19 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from opentelemetry import trace
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 
 from responder.core.actions import Action, ActionType
 from responder.core.decisions import Decision
 from responder.core.engine import Engine
 from responder.core.events import Event
 from responder.enforcement import Enforcer, intent_records
+from responder.ingest.handoff import ParsedEvents
 from responder.journal import (
     DecisionRecord,
     DecisionState,
@@ -56,8 +58,11 @@ class Pipeline:
         max_parallel: int = 64,
         wake: asyncio.Event | None = None,
         tracer: Tracer | None = None,
+        parsed: ParsedEvents | None = None,
     ) -> None:
+        self._parsed = parsed or ParsedEvents(limit=0)
         self._tracer = tracer or trace.NoOpTracer()
+        self._traced = not isinstance(self._tracer, trace.NoOpTracer)
         self._journal = journal
         self._engine = engine
         self._enforcer = enforcer
@@ -123,9 +128,9 @@ class Pipeline:
         planned: list[_Planned] = []
         in_batch: dict[str, list[DecisionRecord]] = {}
         for stored in batch:
-            with self._tracer.start_as_current_span("decide", context=context_from(stored.trace)) as span:
+            with self._span(stored) as span:
                 try:
-                    event = Event.model_validate_json(stored.body)
+                    event = self._parsed.take(stored.seq) or Event.model_validate_json(stored.body)
                 except ValueError as exc:  # written by this service, so only a bug or a tampered journal
                     log.error("event %s in the journal does not load: %s", stored.seq, exc)  # noqa: TRY400
                     planned.append(_Planned(EventOutcome(stored.seq), [], {}, stored.received_at))
@@ -139,13 +144,20 @@ class Pipeline:
                         "responder.scores": [round(x.score, 1) for x in outcome.explanations],
                         "responder.decisions": [f"{d.id} {d.response}" for d in outcome.decisions],
                     })  # fmt: skip
-                carrier = carrier_of_current()
+                carrier = carrier_of_current() if self._traced else stored.trace
                 planned.append(await self._plan(stored, outcome.decisions, carrier, in_batch))
         written = await self._journal.record_outcomes([p.outcome for p in planned], self._clock().isoformat())
         for p, ok in zip(planned, written, strict=True):
             # Not written: processed already, by this instance before a crash or by another one.
             if ok and p.to_run:
                 self._start(p.to_run, p.carrier, p.received_at)
+
+    def _span(self, stored: StoredEvent) -> AbstractContextManager[Span]:
+        """The event's decision, in the trace of its delivery; nothing when tracing is off, where a span
+        costs about as much as the decision itself."""
+        if not self._traced:
+            return nullcontext(INVALID_SPAN)
+        return self._tracer.start_as_current_span("decide", context=context_from(stored.trace))
 
     async def _plan(
         self,

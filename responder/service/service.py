@@ -28,7 +28,7 @@ from responder.config import DEFAULT_LAB_INVENTORY, Settings
 from responder.core.engine import Engine
 from responder.core.identity import IdentityMap
 from responder.enforcement import Enforcer
-from responder.ingest.handoff import Handoff, JournalHandoff, Waking
+from responder.ingest.handoff import Handoff, JournalHandoff, ParsedEvents, Waking
 from responder.ingest.kafka import AlertConsumer
 from responder.ingest.scaleout import KafkaHandoff, Rebalanced, partition_of
 from responder.ingest.webhooks import DeliveryRecorder, Webhooks, json_errors
@@ -140,16 +140,18 @@ class Service:
             peer_change=monitor.own_changes.note if monitor else _ignore_change, tracer=self.tracer,
         )  # fmt: skip
         radius = BlastRadius(s.limits.actions_per_minute, s.limits.actions_per_minute_per_rule, time.monotonic)
+        parsed = ParsedEvents()
         pipeline = Pipeline(
             journal=journal, engine=engine, enforcer=enforcer, radius=radius, clock=self.clock,
             owner=self.instance, metrics=self.metrics, dry_run=dry_run, wake=self.wake, tracer=self.tracer,
+            parsed=parsed,
         )  # fmt: skip
         self.lifecycle = Lifecycle(journal, enforcer, engine, self.clock, self.metrics)
         self.reconciler = Reconciler(
             journal, hubs, self.clock, self.metrics, monitor.own_changes.note if monitor else None
         )
         return _Parts(
-            journal, engine, enforcer, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run, monitor
+            journal, engine, enforcer, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run, monitor, parsed
         )
 
     async def _start(self, p: _Parts) -> None:
@@ -189,7 +191,7 @@ class Service:
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            to_journal: Handoff = Waking(JournalHandoff(p.journal, self.instance), self.wake)
+            to_journal: Handoff = Waking(JournalHandoff(p.journal, self.instance, p.parsed), self.wake)
             consumers = []
             handoff = to_journal
             kafka = self.settings.kafka
@@ -272,6 +274,7 @@ class _Parts:
     radius: BlastRadius
     dry_run: bool
     monitor: HubMonitor | None
+    parsed: ParsedEvents
 
 
 def _ignore_change(_hub: str, _key: str) -> None:
