@@ -19,9 +19,13 @@ class Handoff(Protocol):
 def partition_key(event: Event) -> str:
     """The key that keeps all events of one subject together (one partition, one instance)."""
     s = event.subjects
-    for value in (*s.users, *s.devices, *map(str, s.keys), *map(str, s.addresses)):
-        return str(value)
+    for named in (s.users, s.devices, s.keys, s.addresses):
+        if named:
+            return str(named[0])
     return event.dedup_key
+
+
+ROOM_WAIT_S = 2.0
 
 
 class JournalHandoff:
@@ -62,6 +66,8 @@ class JournalHandoff:
                     waiting.set_result(accepted)
 
     async def accept_batch(self, items: Sequence[tuple[DeliveryRecord, Sequence[Event]]]) -> list[Accepted]:
+        if self._parsed is not None:
+            await self._parsed.room(sum(len(events) for _, events in items), timeout=ROOM_WAIT_S)
         batch = [(delivery, [_record(e) for e in events]) for delivery, events in items]
         accepted = await self._journal.accept_batch(batch, self._owner)
         for (_, events), a in zip(items, accepted, strict=True):
@@ -84,6 +90,19 @@ class ParsedEvents:
     def __init__(self, limit: int = 20_000) -> None:
         self._limit = limit
         self._events: dict[int, Event] = {}
+        self._taken = asyncio.Event()
+
+    async def room(self, wanted: int, timeout: float) -> None:
+        """Wait, at most `timeout`, until `wanted` more events fit. A batch source (Kafka) then runs as
+        fast as decisions are made, its backlog showing as consumer lag where operators look for it,
+        rather than racing ahead into the journal."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._events and len(self._events) + wanted > self._limit:
+                    self._taken.clear()
+                    await self._taken.wait()
+        except TimeoutError:
+            return  # the pipeline is stuck or gone: store anyway, the journal is the buffer
 
     def put(self, seq: int, event: Event) -> None:
         if self._limit <= 0:
@@ -93,7 +112,10 @@ class ParsedEvents:
         self._events[seq] = event
 
     def take(self, seq: int) -> Event | None:
-        return self._events.pop(seq, None)
+        event = self._events.pop(seq, None)
+        if event is not None:
+            self._taken.set()
+        return event
 
 
 def _record(e: Event) -> EventRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from responder.core.events import Event, Source
@@ -31,3 +32,22 @@ def test_a_limit_of_zero_keeps_nothing() -> None:
     kept = ParsedEvents(limit=0)
     kept.put(1, _event(1))
     assert kept.take(1) is None
+
+
+async def test_a_batch_waits_for_room_until_the_pipeline_takes_events() -> None:
+    kept = ParsedEvents(limit=2)
+    kept.put(1, _event(1))
+    kept.put(2, _event(2))
+    waiting = asyncio.create_task(kept.room(1, timeout=10))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # full: the Kafka consumer holds its batch
+    kept.take(1)
+    await asyncio.wait_for(waiting, 1)
+
+
+async def test_a_stuck_pipeline_does_not_stop_intake_for_long() -> None:
+    kept = ParsedEvents(limit=1)
+    kept.put(1, _event(1))
+    started = asyncio.get_running_loop().time()
+    await kept.room(1, timeout=0.2)
+    assert asyncio.get_running_loop().time() - started >= 0.2
