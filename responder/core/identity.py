@@ -76,9 +76,12 @@ class IdentityMap:
     def resolve(self, subjects: Subjects) -> tuple[str, ...]:
         """The subject keys an event names, each person once, in a stable order."""
         keys: list[str] = [f"user:{u}" for u in subjects.users]
-        keys += [self._device_keys.get(d) or f"device:{d}" for d in subjects.devices]
-        keys += [self._key_keys.get(k) or f"key:{k}" for k in subjects.keys]
-        keys += [self._ip_keys.get(a) or f"ip:{a}" for a in subjects.addresses]
+        if subjects.devices:
+            keys += [self._device_keys.get(d) or f"device:{d}" for d in subjects.devices]
+        if subjects.keys:
+            keys += [self._key_keys.get(k) or f"key:{k}" for k in subjects.keys]
+        if subjects.addresses:
+            keys += [self._ip_keys.get(a) or f"ip:{a}" for a in subjects.addresses]
         return tuple(dict.fromkeys(keys)) if len(keys) > 1 else tuple(keys)
 
     def subject(self, key: str) -> SubjectView:

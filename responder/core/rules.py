@@ -138,8 +138,11 @@ class RuleSet:
         object.__setattr__(self, "responses", tuple(sorted(self.responses, key=lambda r: -r.level)))
 
     def candidates(self, event: Event) -> tuple[SignalRule, ...]:
-        exact = self._index.get((event.source.value, event.type), ())
-        anytype = self._by_source.get(event.source.value, ())
+        # The Source member itself as the key (a str enum hashes and compares as its value): `.value`
+        # on an enum member costs more than the lookup.
+        source = event.source
+        exact = self._index.get((source, event.type), ())
+        anytype = self._by_source.get(source, ())
         return exact + anytype if anytype else exact
 
     def cap(self, rule_id: str) -> float:
