@@ -160,6 +160,11 @@ class SqlJournal(ABC):
     def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
 
     @abstractmethod
+    def read(self) -> AbstractAsyncContextManager[Tx]:
+        """For one SELECT: consistent on its own (a statement is atomic), so without the round trips of a
+        transaction's BEGIN and COMMIT, which the decision path would otherwise wait for."""
+
+    @abstractmethod
     async def close(self) -> None: ...
 
     async def accept(self, delivery: DeliveryRecord, events: Sequence[EventRecord], owner: str) -> Accepted:
@@ -210,7 +215,7 @@ class SqlJournal(ABC):
         return out
 
     async def pending_events(self, owner: str, limit: int = 500) -> list[StoredEvent]:
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             rows = await tx.fetch(
                 "SELECT e.seq, e.dedup_key, e.delivery_id, e.subject, e.body, e.trace, d.received_at"
                 " FROM events e JOIN deliveries d ON d.id = e.delivery_id"
@@ -234,7 +239,7 @@ class SqlJournal(ABC):
 
     async def pending_of_others(self, owner: str) -> list[tuple[int, str]]:
         """Pending events another instance owns: (seq, subject key), for a take-over after a rebalance."""
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             rows = await tx.fetch(
                 "SELECT seq, subject FROM events WHERE status = ? AND owner <> ?", EventStatus.PENDING.value, owner
             )
@@ -252,7 +257,7 @@ class SqlJournal(ABC):
     async def processed_events_since(self, processed_at: str) -> list[StoredEvent]:
         """Events processed at or after a time, in processing order: to rebuild risk state on start.
         By processing time, not event time: a late delivery of an old event counted when it arrived."""
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             rows = await tx.fetch(
                 "SELECT seq, dedup_key, delivery_id, subject, body, trace FROM events"
                 " WHERE status = ? AND processed_at >= ? ORDER BY seq",
@@ -437,7 +442,7 @@ class SqlJournal(ABC):
 
     async def open_intents(self) -> list[StoredIntent]:
         """Intents written but not finished: resumed on start, in the order they were written."""
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             rows = await tx.fetch(
                 "SELECT * FROM intents WHERE state IN (?, ?) ORDER BY created_at, decision_id, ordinal",
                 *[s.value for s in _OPEN],
@@ -445,22 +450,22 @@ class SqlJournal(ABC):
         return [_intent(r) for r in rows]
 
     async def intents_for(self, decision_id: str) -> list[StoredIntent]:
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             rows = await tx.fetch("SELECT * FROM intents WHERE decision_id = ? ORDER BY kind, ordinal", decision_id)
         return [_intent(r) for r in rows]
 
     async def intent(self, intent_id: str) -> StoredIntent | None:
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             rows = await tx.fetch("SELECT * FROM intents WHERE id = ?", intent_id)
         return _intent(rows[0]) if rows else None
 
     async def decision(self, decision_id: str) -> DecisionRecord | None:
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             rows = await tx.fetch("SELECT * FROM decisions WHERE id = ?", decision_id)
         return _decision(rows[0]) if rows else None
 
     async def decisions(self, state: DecisionState | None = None, limit: int = 100) -> list[DecisionRecord]:
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             if state is None:
                 rows = await tx.fetch("SELECT * FROM decisions ORDER BY created_at DESC LIMIT ?", limit)
             else:
@@ -473,7 +478,7 @@ class SqlJournal(ABC):
 
     async def live_decisions(self, subject: str) -> list[DecisionRecord]:
         """The subject's decisions in force or waiting for approval (what a new decision replaces)."""
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             rows = await tx.fetch(
                 "SELECT * FROM decisions WHERE subject = ? AND state IN (?, ?) ORDER BY created_at",
                 subject,
@@ -484,7 +489,7 @@ class SqlJournal(ABC):
 
     async def expired_decisions(self, now: float, limit: int = 100) -> list[DecisionRecord]:
         """Active decisions whose TTL has passed."""
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             rows = await tx.fetch(
                 "SELECT * FROM decisions WHERE state = ? AND expires_at IS NOT NULL AND expires_at <= ?"
                 " ORDER BY expires_at LIMIT ?",
@@ -499,7 +504,7 @@ class SqlJournal(ABC):
             await tx.execute("UPDATE decisions SET expires_at = ? WHERE id = ?", expires_at, decision_id)
 
     async def count_decisions(self, state: DecisionState) -> int:
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             rows = await tx.fetch("SELECT COUNT(*) AS n FROM decisions WHERE state = ?", state.value)
         return int(rows[0]["n"])
 
@@ -529,7 +534,7 @@ class SqlJournal(ABC):
             )
 
     async def audit_trail(self, ref: str | None = None, limit: int = 1000) -> list[AuditEntry]:
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             if ref is None:
                 rows = await tx.fetch("SELECT * FROM audit ORDER BY seq LIMIT ?", limit)
             else:

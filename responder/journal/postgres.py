@@ -49,5 +49,10 @@ class PostgresJournal(SqlJournal):
         async with self._pool.acquire() as conn, conn.transaction():
             yield _PgTx(conn)
 
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Tx]:
+        async with self._pool.acquire() as conn:
+            yield _PgTx(conn)
+
     async def close(self) -> None:
         await self._pool.close()

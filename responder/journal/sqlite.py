@@ -27,8 +27,7 @@ class _SqliteTx:
         return cursor.rowcount
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
-        cursor = await self._db.execute(sql, args)
-        return list(await cursor.fetchall())  # type: ignore[arg-type]  # rows are dicts (_dict_row)
+        return list(await self._db.execute_fetchall(sql, args))  # type: ignore[arg-type]  # rows are dicts (_dict_row)
 
 
 class SqliteJournal(SqlJournal):
@@ -63,6 +62,13 @@ class SqliteJournal(SqlJournal):
                 await self._db.execute("ROLLBACK")
                 raise
             await self._db.execute("COMMIT")
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Tx]:
+        # Under the lock all the same: on the one connection, a read between the statements of another
+        # task's transaction would see that transaction's uncommitted rows.
+        async with self._lock:
+            yield _SqliteTx(self._db)
 
     async def close(self) -> None:
         await self._db.close()
