@@ -123,69 +123,73 @@ def uapi_socket(interface: str) -> Path | None:
     return None
 
 
-def uapi(path: Path, request: str) -> list[str]:
+def uapi(path: Path, request: str) -> str:
     """One exchange on the cross-platform UAPI socket: no process to start, a fraction of a millisecond."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(COMMAND_TIMEOUT)
         s.connect(str(path))
         s.sendall(request.encode())
-        data = b""
-        while not data.endswith(b"\n\n"):
+        chunks: list[bytes] = []
+        while not (chunks and chunks[-1].endswith(b"\n\n")):
             chunk = s.recv(65536)
             if not chunk:
                 break
-            data += chunk
-    lines = data.decode().splitlines()
-    status = next((line for line in reversed(lines) if line.startswith("errno=")), "errno=0")
+            chunks.append(chunk)
+    text = b"".join(chunks).decode()
+    status = text[text.rfind("errno=") :].strip() if "errno=" in text else "errno=0"
     if status != "errno=0":
         raise RuntimeError(f"wireguard uapi: {status}")
-    return lines
+    return text
 
 
 def _key_of_hex(value: str) -> str:
     return base64.b64encode(bytes.fromhex(value)).decode()
 
 
-def peers(interface: str) -> dict[str, dict[str, Any]]:
+def peers(interface: str, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """The interface's peers, without private or preshared keys: from the UAPI socket of a userspace
-    WireGuard, else from `wg show <if> dump`."""
+    WireGuard, else from `wg show <if> dump`. With `only`, just those keys: a removal reads back a few
+    peers of thousands, and parsing all of them cost more than the removal itself."""
     path = uapi_socket(interface)
     if path is None:
-        return peers_from_dump(interface)
+        return peers_from_dump(interface, only)
+    wanted = None if only is None else {base64.b64decode(k).hex() for k in only}
     out: dict[str, dict[str, Any]] = {}
-    peer: dict[str, Any] | None = None
-    for line in uapi(path, "get=1\n\n"):
-        field, _, value = line.partition("=")
-        if field == "public_key":
-            peer = {"key": _key_of_hex(value), "endpoint": None, "allowed_ips": [], "latest_handshake": 0,
-                    "rx": 0, "tx": 0, "keepalive": None}  # fmt: skip
-            out[peer["key"]] = peer
-        elif peer is None:
-            continue  # interface fields (the private key among them): never read
-        elif field == "endpoint":
-            peer["endpoint"] = value
-        elif field == "allowed_ip":
-            peer["allowed_ips"].append(value)
-        elif field == "last_handshake_time_sec":
-            peer["latest_handshake"] = int(value)
-        elif field == "rx_bytes":
-            peer["rx"] = int(value)
-        elif field == "tx_bytes":
-            peer["tx"] = int(value)
-        elif field == "persistent_keepalive_interval":
-            peer["keepalive"] = int(value) or None
+    # Split at each peer; what precedes the first is the interface (its private key among it): never read.
+    for block in ("\n" + uapi(path, "get=1\n\n")).split("\npublic_key=")[1:]:
+        hex_key, _, rest = block.partition("\n")
+        if wanted is not None and hex_key not in wanted:
+            continue
+        peer: dict[str, Any] = {"key": _key_of_hex(hex_key), "endpoint": None, "allowed_ips": [],
+                                "latest_handshake": 0, "rx": 0, "tx": 0, "keepalive": None}  # fmt: skip
+        out[peer["key"]] = peer
+        for line in rest.splitlines():
+            field, _, value = line.partition("=")
+            if field == "endpoint":
+                peer["endpoint"] = value
+            elif field == "allowed_ip":
+                peer["allowed_ips"].append(value)
+            elif field == "last_handshake_time_sec":
+                peer["latest_handshake"] = int(value)
+            elif field == "rx_bytes":
+                peer["rx"] = int(value)
+            elif field == "tx_bytes":
+                peer["tx"] = int(value)
+            elif field == "persistent_keepalive_interval":
+                peer["keepalive"] = int(value) or None
     return out
 
 
-def peers_from_dump(interface: str) -> dict[str, dict[str, Any]]:
+def peers_from_dump(interface: str, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """The interface's peers from `wg show <if> dump`, without private or preshared keys."""
     result = run(["wg", "show", interface, "dump"])
     if result.returncode != 0:
         raise RuntimeError(f"wg show {interface}: {result.stderr.strip()}")
+    wanted = None if only is None else set(only)
     out: dict[str, dict[str, Any]] = {}
     for line in result.stdout.splitlines()[1:]:  # the first line is the interface (holds the private key)
         f = line.split("\t")
-        if len(f) < 8:
+        if len(f) < 8 or (wanted is not None and f[0] not in wanted):
             continue
         out[f[0]] = {
             "key": f[0],
@@ -204,7 +208,7 @@ def op_peers(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _remove(interface: str, keys: list[str]) -> dict[str, Any]:
-    before = peers(interface)
+    before = peers(interface, keys)
     path = uapi_socket(interface)
     if path is not None:
         request = "set=1\n" + "".join(f"public_key={base64.b64decode(k).hex()}\nremove=true\n" for k in keys) + "\n"
@@ -216,7 +220,7 @@ def _remove(interface: str, keys: list[str]) -> dict[str, Any]:
         result = run(argv)
         if result.returncode != 0:
             raise RuntimeError(f"wg set: {result.stderr.strip()}")
-    after = peers(interface)
+    after = peers(interface, keys)
     restore = {k: {x: before[k][x] for x in ("allowed_ips", "endpoint", "keepalive")} for k in keys if k in before}
     return {
         "restore": restore,
@@ -299,7 +303,7 @@ def op_add_peers(req: dict[str, Any]) -> dict[str, Any]:
     result = run(argv)
     if result.returncode != 0:
         raise RuntimeError(f"wg set: {result.stderr.strip()}")
-    after = peers(interface)
+    after = peers(interface, [s["key"] for s in specs])
     ok = all(s["key"] in after and sorted(after[s["key"]]["allowed_ips"]) == sorted(s["allowed_ips"]) for s in specs)
     return {"verified": ok}
 
@@ -319,11 +323,15 @@ def _nft() -> Any:
 NFT = None
 
 
-def nft_cmd(payload: dict[str, Any]) -> Any:
+def nft() -> Any:
     global NFT  # noqa: PLW0603 - one libnftables context per agent process
     if NFT is None:
         NFT = _nft()
-    rc, out, err = NFT.json_cmd(payload)
+    return NFT
+
+
+def nft_cmd(payload: dict[str, Any]) -> Any:
+    rc, out, err = nft().json_cmd(payload)
     if rc != 0:
         raise RuntimeError(f"nft: {str(err).strip()}")
     return out
@@ -338,6 +346,22 @@ def set_elements(family: str, table: str, set_name: str) -> set[str]:
             if isinstance(value, str):
                 found.add(value)
     return found
+
+
+FEW_ELEMENTS = 32
+
+
+def element_present(family: str, table: str, set_name: str, addr: str) -> bool:
+    """Whether the set matches the address now. `get element` is text: nftables 1.0.6's JSON has no `get`.
+    Every value in it is validated (family from FAMILIES, names by NAME, the address normalised by
+    ipaddress), so nothing else can reach the parser. Called after a transaction on the set succeeded,
+    so "No such file or directory" means the element is absent, not the set."""
+    rc, _, err = nft().cmd(f"get element {family} {table} {set_name} {{ {addr} }}")
+    if rc == 0:
+        return True
+    if "No such file or directory" in str(err):
+        return False
+    raise RuntimeError(f"nft get element: {str(err).strip()}")
 
 
 def op_elements(req: dict[str, Any]) -> dict[str, Any]:
@@ -371,8 +395,14 @@ def op_elements(req: dict[str, Any]) -> dict[str, Any]:
         nft_cmd({"nftables": commands})
     verified = True
     for s, (added, deleted) in touched.items():
-        now = set_elements(family, table, s)
-        verified = verified and added <= now and not (deleted - added) & now
+        if len(added) + len(deleted) <= FEW_ELEMENTS:
+            # A few elements of a set of thousands: read back each one, not the whole set.
+            gone = deleted - added
+            verified = verified and all(element_present(family, table, s, a) for a in added)
+            verified = verified and not any(element_present(family, table, s, a) for a in gone)
+        else:
+            now = set_elements(family, table, s)
+            verified = verified and added <= now and not (deleted - added) & now
     return {"verified": verified, "commands": len(commands)}
 
 

@@ -30,3 +30,46 @@ async def test_the_uapi_socket_and_wg_dump_agree(lab: Lab) -> None:
     # With kernel WireGuard there is no socket and both readings are the dump; wireguard-go (this lab
     # where the kernel has no WireGuard) exercises the socket.
     assert isinstance(answer["uapi"], bool)
+
+
+SELECTED = f"""
+import json, sys
+sys.path.insert(0, {str(AGENT.parent)!r})
+import responder_hub_agent as agent
+everyone = agent.peers("wg0")
+one = sorted(everyone)[0]
+print(json.dumps({{"everyone": everyone, "one": one, "socket": agent.peers("wg0", [one]),
+                  "dump": agent.peers_from_dump("wg0", [one]), "none": agent.peers("wg0", [])}}))
+"""
+
+
+async def test_reading_back_only_the_peers_asked_for(lab: Lab) -> None:
+    # A removal reads back just its peers, not the thousands a hub may hold: the same answer for them.
+    result = await lab.exec("hub1", "/usr/bin/python3", "-c", SELECTED)
+    assert result.ok, result.stderr
+    answer = json.loads(result.stdout)
+    one = answer["one"]
+    assert len(answer["everyone"]) == 2
+    assert answer["socket"] == answer["dump"] == {one: answer["everyone"][one]}
+    assert answer["none"] == {}
+
+
+ELEMENTS = f"""
+import json, sys
+sys.path.insert(0, {str(AGENT.parent)!r})
+import responder_hub_agent as agent
+print(json.dumps({{
+    "present": agent.element_present("inet", "zerotrust", "admin_devices", "10.100.0.10"),
+    "absent": agent.element_present("inet", "zerotrust", "admin_devices", "10.100.0.99"),
+    "listed": sorted(agent.set_elements("inet", "zerotrust", "admin_devices")),
+}}))
+"""
+
+
+async def test_an_element_is_read_back_alone(lab: Lab) -> None:
+    result = await lab.exec("hub1", "/usr/bin/python3", "-c", ELEMENTS)
+    assert result.ok, result.stderr
+    answer = json.loads(result.stdout)
+    assert "10.100.0.10" in answer["listed"]  # admin1, in the lab's baseline
+    assert answer["present"] is True
+    assert answer["absent"] is False
