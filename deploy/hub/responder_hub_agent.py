@@ -15,10 +15,12 @@ import binascii
 import ipaddress
 import json
 import os
+import queue
 import re
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -495,14 +497,54 @@ def handle(line: str) -> dict[str, Any]:
         return {"id": rid, "ok": False, "error": str(exc)}
 
 
+# What each operation reads and changes. Operations on different state run at once (a set change and a
+# peer removal do not wait for each other); operations on the same state run one after another, in the
+# order they arrived. A caller that needs an order across kinds (the flow kill after both) waits for the
+# answers before sending the next request.
+LANES = {
+    "elements": "nftables", "list_set": "nftables",
+    "peers": "wireguard", "remove_peers": "wireguard", "revoke_keys": "wireguard", "add_peers": "wireguard",
+    "kill_flows": "conntrack",
+}  # fmt: skip
+
+
+def _lane(line: str) -> str:
+    try:
+        req = json.loads(line)
+    except ValueError:
+        return "other"
+    return LANES.get(req.get("op"), "other") if isinstance(req, dict) else "other"
+
+
 def main() -> None:
-    for line in sys.stdin:
+    written = threading.Lock()
+    lanes: dict[str, queue.Queue[str | None]] = {}
+    workers: list[threading.Thread] = []
+
+    def answer(line: str) -> None:
         if len(line) > 4_000_000:
-            answer: dict[str, Any] = {"id": None, "ok": False, "error": "request too large"}
+            reply: dict[str, Any] = {"id": None, "ok": False, "error": "request too large"}
         else:
-            answer = handle(line)
-        sys.stdout.write(json.dumps(answer) + "\n")
-        sys.stdout.flush()
+            reply = handle(line)
+        with written:
+            sys.stdout.write(json.dumps(reply) + "\n")
+            sys.stdout.flush()
+
+    def work(requests: queue.Queue[str | None]) -> None:
+        while (line := requests.get()) is not None:
+            answer(line)
+
+    for line in sys.stdin:
+        lane = "other" if len(line) > 4_000_000 else _lane(line)
+        if lane not in lanes:
+            lanes[lane] = queue.Queue()
+            workers.append(threading.Thread(target=work, args=(lanes[lane],), name=lane, daemon=True))
+            workers[-1].start()
+        lanes[lane].put(line)
+    for requests in lanes.values():  # end of input: finish what was asked, then exit
+        requests.put(None)
+    for worker in workers:
+        worker.join()
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ class CommandBackend:
 
     async def call_many(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any] | HubError]:
         out: list[dict[str, Any] | HubError] = []
-        for op, args in requests:  # one command after another: the plan's order is the hub's order
+        for op, args in requests:  # one command after another, in the order asked
             try:
                 out.append(await self.call(op, args))
             except HubError as exc:

@@ -12,8 +12,8 @@ from opentelemetry.trace import Tracer
 from responder.core.actions import Action, ActionType
 from responder.inventory import HubMode, HubSpec
 from responder.pep.backends import AgentBackend, Backend, CommandBackend
-from responder.pep.errors import HubError
-from responder.pep.plan import Operation, plan, undo_operation
+from responder.pep.errors import HubError, HubRefused
+from responder.pep.plan import Operation, plan, steps, undo_operation
 from responder.pep.transport import HubTransport, TransportSettings
 
 STALE_AFTER_S = 300  # as the seed's check script: no handshake for 5 minutes with keepalive on
@@ -71,20 +71,25 @@ class SshHub:
     async def apply(self, actions: list[Action]) -> list[ActionResult]:
         """Apply all actions for this hub: one operation per kind (one nft transaction, one `wg set`)."""
         results: list[ActionResult] = []
-        operations = plan(self.spec, actions)
+        plan_steps = steps(plan(self.spec, actions))
+        operations = [o for step in plan_steps for o in step]
         if not operations:
             return results
         spans = [self._tracer.start_span(f"hub {o.op}", attributes=self._span_attributes(o)) for o in operations]
-        started = time.perf_counter()
-        try:
-            answers: list[dict[str, Any] | HubError] = await self._backend.call_many(
-                [(o.op, o.args) for o in operations]
-            )
-        except HubError as exc:
-            answers = [exc] * len(operations)
-        ms = (time.perf_counter() - started) * 1000
+        answers: list[dict[str, Any] | HubError] = []
+        took: list[float] = []
+        for step in plan_steps:
+            started = time.perf_counter()
+            if answers and all(isinstance(a, HubError) and not isinstance(a, HubRefused) for a in answers):
+                answers += answers[-1:] * len(step)  # the hub is gone: do not wait for it again
+            else:
+                try:
+                    answers += await self._backend.call_many([(o.op, o.args) for o in step])
+                except HubError as exc:
+                    answers += [exc] * len(step)
+            took += [(time.perf_counter() - started) * 1000] * len(step)
         finished = time.time()
-        for operation, answer, span in zip(operations, answers, spans, strict=True):
+        for operation, answer, span, ms in zip(operations, answers, spans, took, strict=True):
             if isinstance(answer, HubError):
                 span.set_attribute("responder.error", str(answer))
                 span.end()

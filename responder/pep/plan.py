@@ -1,7 +1,7 @@
 """Turning actions for one hub into as few hub operations as possible, in a safe order. Pure.
 
-Order: set changes first (a quarantine or tier removal stops new flows), then peer removal and key
-revocation (the tunnel stops), then the flow kill (old flows die after both, so they cannot come back
+Order: set changes (a quarantine or tier removal stops new flows) and peer removal or key revocation
+(the tunnel stops) together, then the flow kill (old flows die after both, so they cannot come back
 through either). Containment is the set change and the peer removal; the flow kill, the slowest
 operation (conntrack), comes last so it does not delay them.
 """
@@ -49,6 +49,14 @@ def plan(hub: HubSpec, actions: list[Action]) -> list[Operation]:
             revoke.args["keys"].append(str(a.peer_key))
             revoke.actions.append(a)
     return [o for o in (elements, remove, revoke, flows) if o.actions]
+
+
+def steps(operations: list[Operation]) -> list[list[Operation]]:
+    """The plan as steps: the operations of a step may run at once on the hub (they change different
+    state, and neither protects the other); a step is sent once the one before it has been answered."""
+    contain = [o for o in operations if o.op != "kill_flows"]
+    then = [o for o in operations if o.op == "kill_flows"]
+    return [step for step in (contain, then) if step]
 
 
 def undo_operation(hub: HubSpec, action: Action, restore: dict[str, Any] | None) -> Operation | None:

@@ -105,7 +105,8 @@ class AgentChannel:
 
     async def call_many(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any] | HubRefused]:
         """Send every request at once and wait for all answers: one round trip for a whole plan. The agent
-        handles requests in the order they were written, so the plan's order still holds on the hub."""
+        runs requests on different state (nftables, WireGuard, conntrack) at once and those on the same state
+        in the order written; an order across them is the caller's, by waiting for answers (see plan.steps)."""
         if not self.open:
             raise HubUnreachable(self._hub, "the agent channel is closed")
         loop = asyncio.get_running_loop()

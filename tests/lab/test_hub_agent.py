@@ -73,3 +73,24 @@ async def test_an_element_is_read_back_alone(lab: Lab) -> None:
     assert "10.100.0.10" in answer["listed"]  # admin1, in the lab's baseline
     assert answer["present"] is True
     assert answer["absent"] is False
+
+
+async def test_operations_on_different_state_run_at_once_and_the_same_state_in_order(lab: Lab) -> None:
+    # The flow kill (conntrack, tens of ms) is asked first; the set changes, on other state, do not wait
+    # for it, and they answer in the order asked (the delete after the add: the element ends up absent).
+    element = [{"set": "admin_devices", "address": "10.100.0.77"}]
+    requests = [
+        {"id": 1, "op": "kill_flows", "addresses": ["10.100.0.99"]},
+        {"id": 2, "op": "elements", "table": "zerotrust", "add": element},
+        {"id": 3, "op": "elements", "table": "zerotrust", "delete": element},
+        {"id": 4, "op": "list_set", "table": "zerotrust", "set": "admin_devices"},
+    ]
+    stdin = "".join(json.dumps(r) + "\n" for r in requests)
+    result = await lab.exec("hub1", "/usr/bin/python3", str(AGENT), stdin=stdin, timeout=30)
+    assert result.ok, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    order = [a["id"] for a in answers]
+    assert sorted(order) == [1, 2, 3, 4] and all(a["ok"] for a in answers), answers
+    assert order.index(2) < order.index(3) < order.index(4) < order.index(1)
+    listed = next(a for a in answers if a["id"] == 4)["result"]["elements"]
+    assert "10.100.0.77" not in listed
