@@ -6,6 +6,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
 from responder.journal.records import (
@@ -108,10 +109,12 @@ def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+@lru_cache(maxsize=256)
 def _marks(n: int) -> str:
     return ", ".join("?" for _ in range(n))
 
 
+@lru_cache(maxsize=256)
 def _rows(n: int, columns: int) -> str:
     """`(?, ?), (?, ?)`: placeholders for a multi-row VALUES (only '?', never a value)."""
     return ", ".join("(" + _marks(columns) + ")" for _ in range(n))
@@ -190,8 +193,9 @@ class SqlJournal(ABC):
                     *[v for d in some for v in (d.id, d.source, d.received_at, json.dumps(d.trace),
                                                 json.dumps(d.headers), d.body)],
                 )  # fmt: skip
+            traces = {d.id: json.dumps(d.trace) for d, _ in items}
             rows = [
-                (e.dedup_key, d.id, e.subject, e.occurred_at, e.body, json.dumps(d.trace), owner, pending)
+                (e.dedup_key, d.id, e.subject, e.occurred_at, e.body, traces[d.id], owner, pending)
                 for d, events in items
                 for e in events
             ]

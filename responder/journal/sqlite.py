@@ -7,15 +7,10 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
 from responder.journal.base import SCHEMA, Row, SqlJournal, Tx
-
-
-def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
-    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
 
 
 class _SqliteTx:
@@ -27,7 +22,7 @@ class _SqliteTx:
         return cursor.rowcount
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
-        return list(await self._db.execute_fetchall(sql, args))  # type: ignore[arg-type]  # rows are dicts (_dict_row)
+        return list(await self._db.execute_fetchall(sql, args))  # type: ignore[arg-type]  # sqlite3.Row: by name, like a mapping
 
 
 class SqliteJournal(SqlJournal):
@@ -43,7 +38,7 @@ class SqliteJournal(SqlJournal):
             raise ValueError("synchronous must be FULL or NORMAL")
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = _dict_row  # type: ignore[assignment]  # aiosqlite types it as sqlite3.Row only
+        db.row_factory = sqlite3.Row  # read by column name, as asyncpg's records are
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute(f"PRAGMA synchronous={synchronous}")
         await db.execute("PRAGMA foreign_keys=ON")
