@@ -46,6 +46,10 @@ class Kafka(_Section):
         default=None, description="Publish webhook events here, keyed by subject, to scale out"
     )
     max_in_flight: int = Field(default=1000, ge=1)
+    parse_workers: int = Field(
+        default=0, ge=0, le=64,
+        description="Processes that parse SIEM alerts beside the event loop, for busy topics (0: none)",
+    )  # fmt: skip
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None

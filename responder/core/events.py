@@ -89,6 +89,12 @@ class Event(BaseModel):
     def epoch(self) -> float:
         return self.time.timestamp()
 
+    @cached_property
+    def canonical_json(self) -> str:
+        """The event as the journal stores it and the ingest topic carries it: computed once, where the
+        event is made (a parser process, when there is one)."""
+        return self.model_dump_json()
+
     def view(self) -> dict[str, Any]:
         """The event as CEL sees it (`event.*` in rule conditions)."""
         return {

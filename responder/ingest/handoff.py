@@ -119,7 +119,7 @@ class ParsedEvents:
 
 
 def _record(e: Event) -> EventRecord:
-    return EventRecord(e.dedup_key, partition_key(e), e.time.isoformat(), e.model_dump_json())
+    return EventRecord(e.dedup_key, partition_key(e), e.time.isoformat(), e.canonical_json)
 
 
 class Waking:

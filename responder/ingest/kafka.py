@@ -19,11 +19,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
-from pydantic_core import from_json
 
 from responder.core.events import Event
-from responder.ingest.errors import PayloadError
 from responder.ingest.handoff import Handoff
+from responder.ingest.parsers import Parsed, ParserPool, events_of, parse_all
 from responder.ingest.siem import Format
 from responder.ingest.webhooks import DeliveryRecorder
 from responder.journal import DeliveryRecord
@@ -31,8 +30,8 @@ from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import carrier_of_current, context_from
 
 log = logging.getLogger(__name__)
+Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 TRACE_HEADERS = ("traceparent", "tracestate")
-MAX_MESSAGE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,7 @@ class ConsumerConfig:
     max_in_flight: int = 1000
     client_options: Mapping[str, Any] | None = None  # security_protocol, sasl_* for Event Hubs and the like
     listener: Any = None  # an aiokafka ConsumerRebalanceListener, told of partition assignments
+    parse_workers: int = 0  # processes that parse messages beside the event loop (0: the loop parses)
 
 
 def _headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
@@ -56,18 +56,7 @@ def _headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
 
 def parse(record: ConsumerRecord[bytes, bytes], fmt: Format) -> list[Event]:
     """The events of one message, or PayloadError saying why there are none."""
-    raw = record.value
-    if raw is None:
-        raise PayloadError("empty message")
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise PayloadError(f"message over {MAX_MESSAGE_BYTES} bytes")
-    try:
-        # Strict JSON (no NaN or Infinity, which the journal could not store as they came) at a third of
-        # json.loads' cost; nesting deeper than 200 is refused.
-        message = from_json(raw, allow_inf_nan=False)
-    except ValueError:
-        raise PayloadError("not valid JSON") from None
-    return fmt.events(message, raw)
+    return events_of(record.value, fmt)
 
 
 class AlertConsumer:
@@ -87,6 +76,7 @@ class AlertConsumer:
         self._traced = not isinstance(self._tracer, trace.NoOpTracer)
         self.committed = 0
         self.partitions: Any = None  # the consumer's partitions_for_topic, once it runs
+        self._parsers: ParserPool | None = None
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         c = self.config
@@ -98,6 +88,9 @@ class AlertConsumer:
             **options,
         )  # fmt: skip
         producer = AIOKafkaProducer(bootstrap_servers=c.bootstrap_servers, request_timeout_ms=15000, **options)
+        if c.parse_workers:
+            self._parsers = ParserPool(c.topics, c.parse_workers)
+            await self._parsers.start()
         await producer.start()
         try:
             consumer.subscribe(list(c.topics), listener=c.listener)
@@ -106,42 +99,67 @@ class AlertConsumer:
             try:
                 if ready is not None:
                     ready.set()
-                while True:
-                    batch = await consumer.getmany(timeout_ms=500, max_records=c.max_in_flight)
-                    if batch:
-                        await self._process(consumer, producer, batch)
+                if self._parsers is None:
+                    while True:
+                        batch = await consumer.getmany(timeout_ms=500, max_records=c.max_in_flight)
+                        if batch:
+                            await self._process(consumer, producer, batch, await self._parse(batch))
+                else:
+                    await self._pipelined(consumer, producer)
             finally:
                 await consumer.stop()
         finally:
             await producer.stop()
+            if self._parsers is not None:
+                await self._parsers.close()
+
+    async def _pipelined(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        """With parser processes: the next batch is fetched and parsed while this one is journaled and
+        committed (in order, one at a time), so the event loop is not idle while a worker parses. At
+        most three batches are in memory: one parsing, one waiting, one being stored."""
+        parsed: asyncio.Queue[tuple[Batch, list[list[Parsed]]]] = asyncio.Queue(maxsize=1)
+
+        async def fetch_and_parse() -> None:
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=self.config.max_in_flight)
+                if batch:
+                    await parsed.put((batch, await self._parse(batch)))
+
+        async def store() -> None:
+            while True:
+                await self._process(consumer, producer, *await parsed.get())
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(fetch_and_parse())
+            group.create_task(store())
+
+    async def _parse(self, batch: Batch) -> list[list[Parsed]]:
+        """Per partition of the batch, each message's events or why it has none."""
+        return list(await asyncio.gather(*(self._parse_part(tp.topic, records) for tp, records in batch.items())))
 
     async def _process(
         self,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
-        batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
+        batch: Batch,
+        parsed: list[list[Parsed]],
     ) -> None:
         items: list[tuple[DeliveryRecord, Sequence[Event]]] = []
         recorded: list[tuple[str, ConsumerRecord[bytes, bytes]]] = []
         dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         now = datetime.now(UTC).isoformat()
-        for tp, records in batch.items():
+        for (tp, records), results in zip(batch.items(), parsed, strict=True):
             fmt = self.config.topics[tp.topic]
             source = f"kafka:{tp.topic}"
             prefix = f"{source}:{tp.partition}:"
-            for record in records:
+            for record, result in zip(records, results, strict=True):
                 with self._span(tp, record, fmt) as span:
-                    try:
-                        events = parse(record, fmt)
-                    except PayloadError as exc:
-                        span.set_attribute("responder.dead_letter", str(exc))
-                        dead.append((record, str(exc)))
-                        continue
-                    except Exception as exc:  # a mapping bug must not stop the partition
-                        dead.append((record, f"internal error: {type(exc).__name__}: {exc}"))
+                    if isinstance(result, str):
+                        span.set_attribute("responder.dead_letter", result)
+                        dead.append((record, result))
                         continue
                     carrier = carrier_of_current() if self._traced else {}
-                items.append((DeliveryRecord(f"{prefix}{record.offset}", source, now, carrier), events))
+                items.append((DeliveryRecord(f"{prefix}{record.offset}", source, now, carrier), result))
                 recorded.append((fmt.name, record))
         if items:
             accepted = await self._handoff.accept_batch(items)
@@ -168,6 +186,12 @@ class AlertConsumer:
             end = consumer.highwater(tp)
             if end is not None:
                 self._metrics.kafka_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - next_offset))
+
+    async def _parse_part(self, topic: str, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Parsed]:
+        values = [r.value for r in records]
+        if self._parsers is None:
+            return parse_all(values, self.config.topics[topic])
+        return await self._parsers.parse(topic, values)
 
     def _span(
         self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], fmt: Format

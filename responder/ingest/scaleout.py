@@ -41,7 +41,7 @@ class KafkaHandoff:
             for event in events:
                 sent.append(
                     await self._producer.send(
-                        self._topic, event.model_dump_json().encode(), key=partition_key(event).encode(),
+                        self._topic, event.canonical_json.encode(), key=partition_key(event).encode(),
                         headers=headers,
                     )
                 )  # fmt: skip

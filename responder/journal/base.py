@@ -218,10 +218,13 @@ class SqlJournal(ABC):
             out.append(Accepted(tuple(seqs)))
         return out
 
-    async def pending_events(self, owner: str, limit: int = 500) -> list[StoredEvent]:
+    async def pending_events(self, owner: str, limit: int = 500, *, bodies: bool = True) -> list[StoredEvent]:
+        """This owner's pending events in order. Without `bodies` (the caller has the events in memory),
+        `body` is empty: read it with `event_bodies` for those it has not."""
+        body = "e.body" if bodies else "'' AS body"
         async with self.read() as tx:
             rows = await tx.fetch(
-                "SELECT e.seq, e.dedup_key, e.delivery_id, e.subject, e.body, e.trace, d.received_at"
+                f"SELECT e.seq, e.dedup_key, e.delivery_id, e.subject, {body}, e.trace, d.received_at"  # noqa: S608 - fixed text
                 " FROM events e JOIN deliveries d ON d.id = e.delivery_id"
                 " WHERE e.status = ? AND e.owner = ? ORDER BY e.seq LIMIT ?",
                 EventStatus.PENDING.value,
@@ -240,6 +243,14 @@ class SqlJournal(ABC):
             )
             for r in rows
         ]
+
+    async def event_bodies(self, seqs: Sequence[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        async with self.read() as tx:
+            for some in _chunks(seqs, 400):
+                sql = f"SELECT seq, body FROM events WHERE seq IN ({_marks(len(some))})"  # noqa: S608 - '?' only
+                out.update({int(r["seq"]): str(r["body"]) for r in await tx.fetch(sql, *some)})
+        return out
 
     async def pending_of_others(self, owner: str) -> list[tuple[int, str]]:
         """Pending events another instance owns: (seq, subject key), for a take-over after a rebalance."""

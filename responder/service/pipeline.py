@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from opentelemetry import trace
@@ -97,9 +97,13 @@ class Pipeline:
                     horizon, self._rebuild_after = self._rebuild_after, None
                     self._engine.reset()
                     log.info("rebuilt the engine from %d events after a rebalance", await self.rebuild(horizon))
-                batch = await self._journal.pending_events(self._owner, limit=500)
+                batch = await self._journal.pending_events(self._owner, limit=500, bodies=False)
                 if batch:
-                    await self.process_batch(batch)
+                    kept = {s.seq: e for s in batch if (e := self._parsed.take(s.seq)) is not None}
+                    if len(kept) < len(batch):  # not all in memory: those come from the journal
+                        bodies = await self._journal.event_bodies([s.seq for s in batch if s.seq not in kept])
+                        batch = [replace(s, body=bodies.get(s.seq, s.body)) for s in batch]
+                    await self.process_batch(batch, kept)
                     continue
                 waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
                 try:
@@ -122,15 +126,17 @@ class Pipeline:
     async def process(self, stored: StoredEvent) -> None:
         await self.process_batch([stored])
 
-    async def process_batch(self, batch: list[StoredEvent]) -> None:
+    async def process_batch(self, batch: list[StoredEvent], kept: Mapping[int, Event] | None = None) -> None:
         """Decide each event in order, write every outcome in one transaction, then start enforcing: a
-        burst costs one commit, not one per event, and nothing is enforced before it is journaled."""
+        burst costs one commit, not one per event, and nothing is enforced before it is journaled.
+        `kept`: events already in memory (from this instance's hand-off), by sequence number."""
+        kept = kept or {}
         planned: list[_Planned] = []
         in_batch: dict[str, list[DecisionRecord]] = {}
         for stored in batch:
             with self._span(stored) as span:
                 try:
-                    event = self._parsed.take(stored.seq) or Event.model_validate_json(stored.body)
+                    event = kept.get(stored.seq) or Event.model_validate_json(stored.body)
                 except ValueError as exc:  # written by this service, so only a bug or a tampered journal
                     log.error("event %s in the journal does not load: %s", stored.seq, exc)  # noqa: TRY400
                     planned.append(_Planned(EventOutcome(stored.seq), [], {}, stored.received_at))

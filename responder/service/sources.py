@@ -68,6 +68,7 @@ def alert_consumer(
         dead_letter_topic=kafka.dead_letter_topic,
         max_in_flight=kafka.max_in_flight,
         client_options=_client_options(settings),
+        parse_workers=kafka.parse_workers,
     )
     return AlertConsumer(config, handoff, metrics, tracer, recorder)
 

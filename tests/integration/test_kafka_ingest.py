@@ -70,6 +70,18 @@ def _journal_keys(db: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT dedup_key FROM events")}
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 async def _start(config: Path, log: Path) -> asyncio.subprocess.Process:
     with log.open("ab") as out:
         return await asyncio.create_subprocess_exec(
@@ -126,30 +138,38 @@ async def test_ten_thousand_alerts_survive_a_killed_consumer(kafka_bootstrap: st
     db = tmp_path / "journal.db"
     config = tmp_path / "responder.yaml"
     group = f"responder-{run}"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "listen": {"host": "127.0.0.1", "port": 0},
-                "journal": f"sqlite:///{db}",
-                "inventory": str(no_hubs(tmp_path)),
-                "kafka": {
-                    "bootstrap_servers": kafka_bootstrap,
-                    "group_id": group,
-                    "topics": [{"name": t, "format": f} for f, t in topics.items()],
-                    "dead_letter_topic": dead_topic,
-                    "max_in_flight": 500,
-                },
-            }
-        )
-    )
+
+    def configure(parse_workers: int) -> None:
+        settings = {
+            "listen": {"host": "127.0.0.1", "port": 0},
+            "journal": f"sqlite:///{db}",
+            "inventory": str(no_hubs(tmp_path)),
+            "kafka": {
+                "bootstrap_servers": kafka_bootstrap,
+                "group_id": group,
+                "topics": [{"name": t, "format": f} for f, t in topics.items()],
+                "dead_letter_topic": dead_topic,
+                "max_in_flight": 500,
+                "parse_workers": parse_workers,
+            },
+        }
+        config.write_text(yaml.safe_dump(settings))
+
     log = tmp_path / "service.log"
 
+    # The killed run parses in worker processes, the restarted one in the event loop: both paths, and
+    # a worker must not outlive a service killed outright.
+    configure(parse_workers=2)
     first = await _start(config, log)
     try:
         await _until(lambda: len(_journal_keys(db)) >= 3000, 90, "the first consumer made progress")
+        workers = _children(first.pid)
+        assert len(workers) >= 2, "the parser processes run"  # and multiprocessing's resource tracker
     finally:
         first.send_signal(signal.SIGKILL)
         await first.wait()
+    await _until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 10, "no worker outlives it")
+    configure(parse_workers=0)
 
     # Nothing below a committed offset may be missing from the journal.
     probe = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
