@@ -91,6 +91,7 @@ def main() -> None:
         "rules_events_per_s_runs": rules["runs_events_per_s"],
         "kafka_alerts_per_s": service["kafka_alerts_per_s"],
         "kafka_alerts_per_s_runs": service["kafka_alerts_per_s_runs"],
+        "kafka_parse_workers": service["kafka_parse_workers"],
         "webhook_deliveries_per_s": service["webhook_deliveries_per_s"],
         "rss_mb_100k_subjects": memory["rss_mb_delta"],
         "machine": rules_bench.machine(),
