@@ -125,23 +125,41 @@ def uapi_socket(interface: str) -> Path | None:
     return None
 
 
-def uapi(path: Path, request: str) -> str:
-    """One exchange on the cross-platform UAPI socket: no process to start, a fraction of a millisecond."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(COMMAND_TIMEOUT)
-        s.connect(str(path))
-        s.sendall(request.encode())
-        chunks: list[bytes] = []
-        while not (chunks and chunks[-1].endswith(b"\n\n")):
-            chunk = s.recv(65536)
+class Uapi:
+    """A connection to the cross-platform UAPI socket of a userspace WireGuard (wireguard-go, boringtun):
+    no process to start, a fraction of a millisecond per exchange."""
+
+    def __init__(self, path: Path) -> None:
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._socket.settimeout(COMMAND_TIMEOUT)
+        try:
+            self._socket.connect(str(path))
+        except OSError:
+            self._socket.close()
+            raise
+
+    def __enter__(self) -> Uapi:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._socket.close()
+
+    def ask(self, *requests: str) -> list[str]:
+        """Send requests at once; their answers, in order. Only the last may be a `set`: wireguard-go
+        reads a set through a buffer of its own, which would swallow a request sent behind it."""
+        self._socket.sendall("".join(requests).encode())
+        data = b""
+        while data.count(b"\n\n") < len(requests):  # each answer ends with a blank line, none inside
+            chunk = self._socket.recv(65536)
             if not chunk:
-                break
-            chunks.append(chunk)
-    text = b"".join(chunks).decode()
-    status = text[text.rfind("errno=") :].strip() if "errno=" in text else "errno=0"
-    if status != "errno=0":
-        raise RuntimeError(f"wireguard uapi: {status}")
-    return text
+                raise RuntimeError("wireguard uapi: connection closed before every answer")
+            data += chunk
+        answers = [a + "\n" for a in data.decode().split("\n\n")[: len(requests)]]
+        for answer in answers:
+            status = answer[answer.rfind("errno=") :].strip() if "errno=" in answer else "errno=0"
+            if status != "errno=0":
+                raise RuntimeError(f"wireguard uapi: {status}")
+        return answers
 
 
 def _key_of_hex(value: str) -> str:
@@ -155,10 +173,20 @@ def peers(interface: str, only: list[str] | None = None) -> dict[str, dict[str, 
     path = uapi_socket(interface)
     if path is None:
         return peers_from_dump(interface, only)
+    with Uapi(path) as device:
+        (answer,) = device.ask(GET)
+    return peers_of_answer(answer, only)
+
+
+GET = "get=1\n\n"
+
+
+def peers_of_answer(answer: str, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Peers of a UAPI `get` answer (all, or the keys in `only`)."""
     wanted = None if only is None else {base64.b64decode(k).hex() for k in only}
     out: dict[str, dict[str, Any]] = {}
     # Split at each peer; what precedes the first is the interface (its private key among it): never read.
-    for block in ("\n" + uapi(path, "get=1\n\n")).split("\npublic_key=")[1:]:
+    for block in ("\n" + answer).split("\npublic_key=")[1:]:
         hex_key, _, rest = block.partition("\n")
         if wanted is not None and hex_key not in wanted:
             continue
@@ -210,19 +238,24 @@ def op_peers(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _remove(interface: str, keys: list[str]) -> dict[str, Any]:
-    before = peers(interface, keys)
     path = uapi_socket(interface)
     if path is not None:
-        request = "set=1\n" + "".join(f"public_key={base64.b64decode(k).hex()}\nremove=true\n" for k in keys) + "\n"
-        uapi(path, request)
+        # Read and remove in one exchange (the device answers in order: the read is the state before the
+        # removal), then read back on the same connection: two round trips, not three connections.
+        removal = "set=1\n" + "".join(f"public_key={base64.b64decode(k).hex()}\nremove=true\n" for k in keys) + "\n"
+        with Uapi(path) as device:
+            got_before, _ = device.ask(GET, removal)
+            (got_after,) = device.ask(GET)
+        before, after = peers_of_answer(got_before, keys), peers_of_answer(got_after, keys)
     else:
+        before = peers(interface, keys)
         argv = ["wg", "set", interface]
         for k in keys:
             argv += ["peer", k, "remove"]
         result = run(argv)
         if result.returncode != 0:
             raise RuntimeError(f"wg set: {result.stderr.strip()}")
-    after = peers(interface, keys)
+        after = peers(interface, keys)
     restore = {k: {x: before[k][x] for x in ("allowed_ips", "endpoint", "keepalive")} for k in keys if k in before}
     return {
         "restore": restore,
