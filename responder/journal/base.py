@@ -35,6 +35,11 @@ class Tx(Protocol):
     async def execute(self, sql: str, *args: object) -> int: ...
     async def fetch(self, sql: str, *args: object) -> list[Row]: ...
 
+    def defer(self, sql: str, *args: object) -> None:
+        """A statement whose result is not needed: it runs, in order and in the same transaction, with
+        the next `execute` or `fetch` or at commit, so it costs no round trip of its own. Its error, if
+        any, comes from that later call (and rolls the transaction back all the same)."""
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -188,7 +193,7 @@ class SqlJournal(ABC):
             for some in _chunks(deliveries, 200):
                 values = _rows(len(some), 6)
                 sql = f"INSERT INTO deliveries (id, source, received_at, trace, headers, body) VALUES {values}"  # noqa: S608 - '?' only
-                await tx.execute(
+                tx.defer(
                     sql + " ON CONFLICT (id) DO NOTHING",
                     *[v for d in some for v in (d.id, d.source, d.received_at, json.dumps(d.trace),
                                                 json.dumps(d.headers), d.body)],
@@ -211,7 +216,7 @@ class SqlJournal(ABC):
             duplicates = [row[0] for row in rows if (row[0], row[1]) not in stored]
             for keys in _chunks(duplicates, 400):
                 sql = f"UPDATE events SET owner = ? WHERE status = ? AND dedup_key IN ({_marks(len(keys))})"  # noqa: S608 - '?' only
-                await tx.execute(sql, owner, pending, *keys)
+                tx.defer(sql, owner, pending, *keys)
         out: list[Accepted] = []
         for delivery, events in items:
             seqs = [stored.pop((e.dedup_key, delivery.id), None) for e in events]
@@ -314,22 +319,20 @@ class SqlJournal(ABC):
                 if o.event_seq not in marked:
                     continue
                 for decision_id in o.replaced:
-                    await tx.execute(
-                        "UPDATE decisions SET state = ? WHERE id = ?", DecisionState.REPLACED.value, decision_id
-                    )
+                    tx.defer("UPDATE decisions SET state = ? WHERE id = ?", DecisionState.REPLACED.value, decision_id)
                 for d in o.decisions:
-                    await self._insert_decision(tx, d, o.event_seq)
-                await self._insert_intents(tx, o.intents)
+                    self._insert_decision(tx, d, o.event_seq)
+                self._insert_intents(tx, o.intents)
         return [o.event_seq in marked for o in outcomes]
 
     async def record_manual(self, decision: DecisionRecord, intents: Sequence[IntentRecord]) -> None:
         """A decision an operator made by hand (no event), with its intents, in one transaction."""
         async with self.transaction() as tx:
-            await self._insert_decision(tx, decision, None)
-            await self._insert_intents(tx, intents)
+            self._insert_decision(tx, decision, None)
+            self._insert_intents(tx, intents)
 
-    async def _insert_decision(self, tx: Tx, d: DecisionRecord, event_seq: int | None) -> None:
-        await tx.execute(
+    def _insert_decision(self, tx: Tx, d: DecisionRecord, event_seq: int | None) -> None:
+        tx.defer(
             "INSERT INTO decisions (id, subject, response, level, state, created_at, expires_at, body,"
             " trace, event_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             d.id,
@@ -358,11 +361,11 @@ class SqlJournal(ABC):
 
     async def add_intents(self, intents: Sequence[IntentRecord]) -> None:
         async with self.transaction() as tx:
-            await self._insert_intents(tx, intents)
+            self._insert_intents(tx, intents)
 
-    async def _insert_intents(self, tx: Tx, intents: Sequence[IntentRecord]) -> None:
+    def _insert_intents(self, tx: Tx, intents: Sequence[IntentRecord]) -> None:
         for i in intents:
-            await tx.execute(
+            tx.defer(
                 "INSERT INTO intents (id, decision_id, ordinal, kind, action, state, irreversible, created_at,"
                 " updated_at, trace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 i.id,
@@ -397,23 +400,20 @@ class SqlJournal(ABC):
         """`start_intent` for many in one transaction: the ids this caller claimed."""
         claimed: set[str] = set()
         async with self.transaction() as tx:
-            for intent_id in intent_ids:
-                if await tx.execute(
-                    "UPDATE intents SET state = ?, attempts = attempts + 1, updated_at = ?"
-                    " WHERE id = ? AND state IN (?, ?)",
-                    IntentState.RUNNING.value,
-                    now,
-                    intent_id,
-                    *[s.value for s in _OPEN],
-                ):
-                    claimed.add(intent_id)
+            for ids in _chunks(list(intent_ids), 400):
+                sql = (
+                    "UPDATE intents SET state = ?, attempts = attempts + 1, updated_at = ?"  # noqa: S608 - '?' only
+                    f" WHERE state IN (?, ?) AND id IN ({_marks(len(ids))}) RETURNING id"
+                )
+                rows = await tx.fetch(sql, IntentState.RUNNING.value, now, *[s.value for s in _OPEN], *ids)
+                claimed.update(str(r["id"]) for r in rows)
         return claimed
 
     async def finish_intents(self, finished: Sequence[FinishedIntent], now: str) -> None:
         """`finish_intent` for many in one transaction (one hub's batch: one fsync, not one each)."""
         async with self.transaction() as tx:
             for f in finished:
-                await tx.execute(
+                tx.defer(
                     "UPDATE intents SET state = ?, result = ?, verified = ?, restore = COALESCE(?, restore),"
                     " updated_at = ? WHERE id = ?",
                     f.state.value,
@@ -435,7 +435,7 @@ class SqlJournal(ABC):
         restore: str | None = None,
     ) -> None:
         async with self.transaction() as tx:
-            await tx.execute(
+            tx.defer(
                 "UPDATE intents SET state = ?, result = ?, verified = ?, restore = COALESCE(?, restore),"
                 " updated_at = ? WHERE id = ?",
                 state.value,
@@ -516,7 +516,7 @@ class SqlJournal(ABC):
 
     async def set_expiry(self, decision_id: str, expires_at: float | None) -> None:
         async with self.transaction() as tx:
-            await tx.execute("UPDATE decisions SET expires_at = ? WHERE id = ?", expires_at, decision_id)
+            tx.defer("UPDATE decisions SET expires_at = ? WHERE id = ?", expires_at, decision_id)
 
     async def count_decisions(self, state: DecisionState) -> int:
         async with self.read() as tx:
@@ -539,7 +539,7 @@ class SqlJournal(ABC):
 
     async def audit(self, at: str, actor: str, kind: str, ref: str, detail: Mapping[str, object]) -> None:
         async with self.transaction() as tx:
-            await tx.execute(
+            tx.defer(
                 "INSERT INTO audit (at, actor, kind, ref, detail) VALUES (?, ?, ?, ?, ?)",
                 at,
                 actor,

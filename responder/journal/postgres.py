@@ -22,13 +22,24 @@ def _numbered(sql: str) -> str:
 class _PgTx:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        self._waiting: list[tuple[str, tuple[object, ...]]] = []
+
+    def defer(self, sql: str, *args: object) -> None:
+        self._waiting.append((sql, args))
+
+    async def flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for sql, args in waiting:
+            await self._conn.execute(_numbered(sql), *args)
 
     async def execute(self, sql: str, *args: object) -> int:
+        await self.flush()
         status: str = await self._conn.execute(_numbered(sql), *args)
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
+        await self.flush()
         return list(await self._conn.fetch(_numbered(sql), *args))
 
 
@@ -47,7 +58,9 @@ class PostgresJournal(SqlJournal):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         async with self._pool.acquire() as conn, conn.transaction():
-            yield _PgTx(conn)
+            tx = _PgTx(conn)
+            yield tx
+            await tx.flush()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:

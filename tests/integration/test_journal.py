@@ -138,6 +138,38 @@ async def test_intent_lifecycle_claims_once_and_closes(journal: Journal) -> None
     assert (done.verified, done.restore) == (True, '{"k": 1}')
 
 
+async def test_many_intents_are_claimed_in_one_go_only_while_open(journal: Journal) -> None:
+    await journal.accept(_delivery(1), [_event("k:1")], owner="i1")
+    (event,) = await journal.pending_events("i1")
+    intents = [_intent(f"x{n}", "dec1", n) for n in range(1, 4)]
+    await journal.record_outcome(event.seq, T0, [_decision("dec1")], intents)
+    await journal.finish_intent("x3", T0, state=IntentState.DONE, result="{}", verified=True)
+    assert await journal.start_intents(["x1", "x2", "x3", "unknown"], T0) == {"x1", "x2"}
+    assert await journal.start_intents(["x2"], T0) == {"x2"}  # still open (running): a second attempt
+    assert [(i.id, i.attempts) for i in await journal.intents_for("dec1")] == [("x1", 1), ("x2", 2), ("x3", 0)]
+
+
+async def test_deferred_statements_run_in_order_and_fail_the_whole_transaction(journal: Journal) -> None:
+    insert = "INSERT INTO audit (at, actor, kind, ref, detail) VALUES (?, ?, ?, ?, ?)"
+    async with journal.transaction() as tx:
+        tx.defer(insert, T0, "a", "k", "r1", "{}")
+        tx.defer(insert, T0, "b", "k", "r1", "{}")
+        rows = await tx.fetch("SELECT actor FROM audit WHERE ref = ? ORDER BY seq", "r1")
+        assert [r["actor"] for r in rows] == ["a", "b"]  # visible to the next statement, in order
+        tx.defer(insert, T0, "c", "k", "r1", "{}")
+    with pytest.raises(Exception, match=r"(?i)null"):
+        async with journal.transaction() as tx:
+            tx.defer(insert, T0, "d", "k", "r1", "{}")
+            tx.defer(insert, T0, None, "k", "r1", "{}")  # fails only at commit
+    with pytest.raises(RuntimeError, match="stop"):
+        async with journal.transaction() as tx:
+            tx.defer(insert, T0, "e", "k", "r1", "{}")
+            raise RuntimeError("stop")
+    assert [a.actor for a in await journal.audit_trail("r1")] == ["a", "b", "c"]
+    await journal.audit(T0, "f", "k", "r1", {})  # the journal goes on after both
+    assert [a.actor for a in await journal.audit_trail("r1")] == ["a", "b", "c", "f"]
+
+
 async def test_decision_transitions_are_compare_and_set(journal: Journal) -> None:
     await journal.accept(_delivery(1), [_event("k:1")], owner="i1")
     (event,) = await journal.pending_events("i1")
