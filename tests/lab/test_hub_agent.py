@@ -3,7 +3,9 @@ for the kernel's — and both must say the same, on a real hub."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 
 import pytest
 
@@ -94,3 +96,30 @@ async def test_operations_on_different_state_run_at_once_and_the_same_state_in_o
     assert order.index(2) < order.index(3) < order.index(4) < order.index(1)
     listed = next(a for a in answers if a["id"] == 4)["result"]["elements"]
     assert "10.100.0.77" not in listed
+
+
+def _key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+async def test_a_removal_reports_the_state_before_it_and_reads_back_after_it(lab: Lab) -> None:
+    # Read, remove and read back on one UAPI connection: the restore data is the state before the
+    # removal, a key that was not there is said to be absent, and the peer is gone afterwards.
+    present, absent = _key(), _key()
+    requests = [
+        {"id": 1, "op": "add_peers", "interface": "wg0",
+         "peers": [{"key": present, "allowed_ips": ["10.100.0.231/32"], "keepalive": 25}]},
+        {"id": 2, "op": "remove_peers", "interface": "wg0", "keys": [present, absent]},
+        {"id": 3, "op": "peers", "interface": "wg0"},
+    ]  # fmt: skip
+    stdin = "".join(json.dumps(r) + "\n" for r in requests)
+    result = await lab.exec("hub1", "/usr/bin/python3", str(AGENT), stdin=stdin, timeout=30)
+    assert result.ok, result.stderr
+    answers = {a["id"]: a for a in map(json.loads, result.stdout.splitlines())}
+    assert all(a["ok"] for a in answers.values()), answers
+    removal = answers[2]["result"]
+    assert removal["restore"] == {present: {"allowed_ips": ["10.100.0.231/32"], "endpoint": None, "keepalive": 25}}
+    assert removal["absent_before"] == [absent]
+    assert removal["verified"] is True
+    assert present not in {p["key"] for p in answers[3]["result"]["peers"]}
+
