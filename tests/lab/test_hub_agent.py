@@ -11,6 +11,7 @@ import pytest
 
 from responder.lab import Lab
 from responder.lab.lab import AGENT
+from responder.pep.transport import ENCRYPTION, HubTransport
 
 pytestmark = pytest.mark.lab
 
@@ -123,3 +124,11 @@ async def test_a_removal_reports_the_state_before_it_and_reads_back_after_it(lab
     assert removal["verified"] is True
     assert present not in {p["key"] for p in answers[3]["result"]["peers"]}
 
+
+async def test_the_hub_connection_uses_aes_gcm(lab: Lab) -> None:
+    transport = HubTransport(lab.inventory.hub("hub1"))
+    try:
+        conn = await transport.connection()
+        assert conn.get_extra_info("send_cipher") == conn.get_extra_info("recv_cipher") == ENCRYPTION[0]
+    finally:
+        await transport.close()
