@@ -77,6 +77,11 @@ def parse_address(value: str) -> IPAddress:
     return ipaddress.ip_address(value)
 
 
+@lru_cache(maxsize=65536)  # formatting an address costs more than deciding on it; the same ones recur
+def address_text(address: IPAddress) -> str:
+    return str(address)
+
+
 NftName = Annotated[str, AfterValidator(_check_name)]
 InterfaceName = Annotated[str, AfterValidator(_check_interface)]
 NodeName = Annotated[str, AfterValidator(_check_node)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from responder.core.events import Subjects
-from responder.core.identifiers import IPAddress
+from responder.core.identifiers import IPAddress, address_text
 from responder.inventory import Inventory, PeerSpec
 
 
@@ -81,7 +81,7 @@ class IdentityMap:
         if subjects.keys:
             keys += [self._key_keys.get(k) or f"key:{k}" for k in subjects.keys]
         if subjects.addresses:
-            keys += [self._ip_keys.get(a) or f"ip:{a}" for a in subjects.addresses]
+            keys += [self._ip_keys.get(a) or f"ip:{address_text(a)}" for a in subjects.addresses]
         return tuple(dict.fromkeys(keys)) if len(keys) > 1 else tuple(keys)
 
     def subject(self, key: str) -> SubjectView:

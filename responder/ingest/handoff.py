@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from responder.core.events import Event
+from responder.core.identifiers import address_text
 from responder.journal import Accepted, DeliveryRecord, EventRecord, Journal
 
 
@@ -19,10 +20,10 @@ class Handoff(Protocol):
 def partition_key(event: Event) -> str:
     """The key that keeps all events of one subject together (one partition, one instance)."""
     s = event.subjects
-    for named in (s.users, s.devices, s.keys, s.addresses):
+    for named in (s.users, s.devices, s.keys):
         if named:
             return str(named[0])
-    return event.dedup_key
+    return address_text(s.addresses[0]) if s.addresses else event.dedup_key
 
 
 ROOM_WAIT_S = 2.0

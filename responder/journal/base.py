@@ -114,6 +114,14 @@ def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _dump(mapping: Mapping[str, str]) -> str:
+    return json.dumps(mapping) if mapping else "{}"  # most deliveries carry no trace context or headers
+
+
+def _load(text: str) -> dict[str, str]:
+    return json.loads(text) if text != "{}" else {}
+
+
 @lru_cache(maxsize=256)
 def _marks(n: int) -> str:
     return ", ".join("?" for _ in range(n))
@@ -190,15 +198,15 @@ class SqlJournal(ABC):
         stored: dict[tuple[str, str], int] = {}  # (dedup key, delivery id) -> seq, for the rows inserted now
         async with self.transaction() as tx:
             deliveries = list({d.id: d for d, _ in items}.values())
+            traces = {d.id: _dump(d.trace) for d in deliveries}
             for some in _chunks(deliveries, 200):
                 values = _rows(len(some), 6)
                 sql = f"INSERT INTO deliveries (id, source, received_at, trace, headers, body) VALUES {values}"  # noqa: S608 - '?' only
                 tx.defer(
                     sql + " ON CONFLICT (id) DO NOTHING",
-                    *[v for d in some for v in (d.id, d.source, d.received_at, json.dumps(d.trace),
-                                                json.dumps(d.headers), d.body)],
+                    *[v for d in some for v in (d.id, d.source, d.received_at, traces[d.id],
+                                                _dump(d.headers), d.body)],
                 )  # fmt: skip
-            traces = {d.id: json.dumps(d.trace) for d, _ in items}
             rows = [
                 (e.dedup_key, d.id, e.subject, e.occurred_at, e.body, traces[d.id], owner, pending)
                 for d, events in items
@@ -243,7 +251,7 @@ class SqlJournal(ABC):
                 r["delivery_id"],
                 r["subject"],
                 r["body"],
-                json.loads(r["trace"]),
+                _load(r["trace"]),
                 r["received_at"],
             )
             for r in rows
@@ -285,7 +293,7 @@ class SqlJournal(ABC):
                 processed_at,
             )
         return [
-            StoredEvent(r["seq"], r["dedup_key"], r["delivery_id"], r["subject"], r["body"], json.loads(r["trace"]))
+            StoredEvent(r["seq"], r["dedup_key"], r["delivery_id"], r["subject"], r["body"], _load(r["trace"]))
             for r in rows
         ]
 
