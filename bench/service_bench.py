@@ -231,15 +231,16 @@ async def kafka_throughput(bootstrap: str, workdir: Path, alerts: int) -> float:
     async with service(config, workdir):
         # From the first alert journaled (not from start: joining the consumer group takes seconds and
         # is not throughput) to the last one decided.
+        # Two index lookups per look, not a count of the table: the watcher shares the machine's cores.
         started = None
         while True:
             with contextlib.suppress(sqlite3.Error), sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-                (seen, done) = conn.execute(
-                    "SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'processed') FROM events"
+                (stored, waiting) = conn.execute(
+                    "SELECT MAX(seq), EXISTS (SELECT 1 FROM events WHERE status = 'pending') FROM events"
                 ).fetchone()
-                if started is None and seen:
+                if started is None and stored:
                     started = time.perf_counter()
-                if done >= alerts and started is not None:
+                if started is not None and stored >= alerts and not waiting:  # every alert new: seq counts them
                     break
             await asyncio.sleep(0.02)
         return alerts / (time.perf_counter() - started)
