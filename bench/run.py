@@ -28,10 +28,11 @@ TARGETS = {
 # next to any target the run missed, with the measured shortfall.
 WHY_MISSED = {
     "containment_ms.p50": (
-        "before a hub is touched, two durable journal commits (the delivery, then the decision with its "
-        "intents), each a few hops to SQLite's thread and an fsync; then one SSH round trip to the hub's "
-        "agent (0.8 ms back to back, about 2 ms at 10 incidents a second on an idle 2-core VM) carrying the "
-        "set change and the peer removal, which run at once on the hub"
+        "before a hub is touched, two durable journal commits (the delivery; the decision with its intents), "
+        "each an fsync and two trips to SQLite's thread; then one SSH round trip to the hub agent, where the "
+        "peer removal reads the device before and after (wireguard-go lists every peer on each read). On an "
+        "idle VM every wake-up costs more: an SSH round trip takes ~1.2 ms at 10 incidents a second against "
+        "~0.4 ms back to back"
     ),
     "containment_ms.p99": "see containment_ms.p50",
     "rules_events_per_s": (
@@ -39,10 +40,10 @@ WHY_MISSED = {
         "10-20% between runs on a shared machine"
     ),
     "kafka_alerts_per_s": (
-        "per alert, on one event loop: JSON and the connector mapping, the canonical event and its JSON for "
-        "the journal, the journal rows (SQLite's thread), and the decision; about 150-250 us of CPU per alert "
-        "in Python. More needs more instances (scale-out mode: one consumer group, a shared PostgreSQL "
-        "journal) or a parser outside the interpreter"
+        "the service process is bound by its one interpreter lock at ~110 us per alert: taking each parsed "
+        "event back from the parser processes (~26 us of unpickling), its journal rows, the decision and the "
+        "processed mark; the parser processes and the broker share the remaining cores. More needs more "
+        "cores and more instances (scale-out mode: one consumer group, a shared PostgreSQL journal)"
     ),
 }
 
