@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from responder.core.identifiers import IPAddress, WireGuardKey
+from responder.core.identifiers import IPAddress, WireGuardKey, address_text
 
 
 class Source(StrEnum):
@@ -106,6 +106,6 @@ class Event(BaseModel):
             "severity_name": self.severity.name.lower(),
             "users": list(self.subjects.users),
             "devices": list(self.subjects.devices),
-            "addresses": [str(a) for a in self.subjects.addresses],
+            "addresses": [address_text(a) for a in self.subjects.addresses],
             "attributes": self.attributes,
         }
