@@ -21,6 +21,14 @@ T = TypeVar("T")
 Statement = tuple[str, tuple[object, ...]]
 
 
+def _execute_all(db: sqlite3.Connection, statements: list[Statement]) -> sqlite3.Cursor:
+    """Statements one after another (in the connection's thread); the cursor of the last."""
+    cursor = db.cursor()
+    for sql, args in statements:
+        cursor = db.execute(sql, args)
+    return cursor
+
+
 class _Connection:
     """The connection and the one thread that uses it: the event loop never waits on the disk."""
 
@@ -42,26 +50,6 @@ class _Connection:
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, work, self._db)
-
-    async def run_all(self, statements: list[Statement]) -> sqlite3.Cursor:
-        """Statements one after another in one trip; the cursor of the last."""
-
-        def go(db: sqlite3.Connection) -> sqlite3.Cursor:
-            cursor = db.cursor()
-            for sql, args in statements:
-                cursor = db.execute(sql, args)
-            return cursor
-
-        return await self.run(go)
-
-    async def fetch_after(self, statements: list[Statement]) -> list[Row]:
-        def go(db: sqlite3.Connection) -> list[Row]:
-            cursor = db.cursor()
-            for sql, args in statements:
-                cursor = db.execute(sql, args)
-            return list(cursor.fetchall())
-
-        return await self.run(go)
 
     async def rollback_if_open(self) -> None:
         def go(db: sqlite3.Connection) -> None:
@@ -88,17 +76,18 @@ class _SqliteTx:
         return statements
 
     async def execute(self, sql: str, *args: object) -> int:
-        cursor = await self._conn.run_all(self._with(sql, args))
-        return cursor.rowcount
+        statements = self._with(sql, args)
+        return await self._conn.run(lambda db: _execute_all(db, statements).rowcount)
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
-        return await self._conn.fetch_after(self._with(sql, args))
+        statements = self._with(sql, args)
+        return await self._conn.run(lambda db: list(_execute_all(db, statements).fetchall()))
 
     async def finish(self, last: str | None) -> None:
         statements = self._waiting if last is None else self._with(last, ())
         self._waiting = []
         if statements:
-            await self._conn.run_all(statements)
+            await self._conn.run(lambda db: _execute_all(db, statements))
 
 
 class SqliteJournal(SqlJournal):
