@@ -148,12 +148,15 @@ class Uapi:
         """Send requests at once; their answers, in order. Only the last may be a `set`: wireguard-go
         reads a set through a buffer of its own, which would swallow a request sent behind it."""
         self._socket.sendall("".join(requests).encode())
-        data = b""
-        while data.count(b"\n\n") < len(requests):  # each answer ends with a blank line, none inside
+        data = bytearray()
+        ended = 0  # answers complete: each ends with a blank line, and has none inside
+        while ended < len(requests):
             chunk = self._socket.recv(65536)
             if not chunk:
                 raise RuntimeError("wireguard uapi: connection closed before every answer")
+            start = max(0, len(data) - 1)  # a blank line may straddle two chunks
             data += chunk
+            ended += data.count(b"\n\n", start)
         answers = [a + "\n" for a in data.decode().split("\n\n")[: len(requests)]]
         for answer in answers:
             status = answer[answer.rfind("errno=") :].strip() if "errno=" in answer else "errno=0"
