@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--incidents", type=int, default=520)
     args = parser.parse_args()
     rules = rules_bench.throughput(200_000, 20_000)
-    memory = rules_bench.memory(100_000)
+    memory = rules_bench.memory_in_fresh_process(100_000)
     pep = asyncio.run(pep_bench.run(100, 10_000))
     with kafka_broker() as bootstrap:
         service = asyncio.run(service_bench.run(args.incidents, 30, 100, bootstrap))
@@ -94,7 +94,10 @@ def main() -> None:
         "kafka_alerts_per_s_runs": service["kafka_alerts_per_s_runs"],
         "kafka_parse_workers": service["kafka_parse_workers"],
         "webhook_deliveries_per_s": service["webhook_deliveries_per_s"],
-        "rss_mb_100k_subjects": memory["rss_mb_delta"],
+        # The whole process with 100k subjects tracked (interpreter, engine, rules), as an operator sees it;
+        # the part the subjects take is the delta.
+        "rss_mb_100k_subjects": memory["rss_mb_total"],
+        "rss_mb_100k_subjects_delta": memory["rss_mb_delta"],
         "machine": rules_bench.machine(),
     }
     report["targets"] = assess(report)
