@@ -40,10 +40,11 @@ WHY_MISSED = {
         "10-20% between runs on a shared machine"
     ),
     "kafka_alerts_per_s": (
-        "the service process is bound by its one interpreter lock at ~110 us per alert: taking each parsed "
-        "event back from the parser processes (~26 us of unpickling), its journal rows, the decision and the "
-        "processed mark; the parser processes and the broker share the remaining cores. More needs more "
-        "cores and more instances (scale-out mode: one consumer group, a shared PostgreSQL journal)"
+        "the service process is the limit, one core busy at ~150 us of CPU per alert, most of it under its one "
+        "interpreter lock: taking each parsed event back from the parser processes (~20 us of unpickling), its "
+        "journal rows, the decision and the processed mark; the parser process keeps ~60% of a second core "
+        "busy, the broker almost nothing. More needs more instances (scale-out mode: one consumer group, a "
+        "shared PostgreSQL journal), each with cores for its parser processes"
     ),
 }
 
