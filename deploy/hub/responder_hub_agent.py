@@ -125,6 +125,9 @@ def uapi_socket(interface: str) -> Path | None:
     return None
 
 
+GET = "get=1\n\n"  # a UAPI read of the device and all its peers
+
+
 class Uapi:
     """A connection to the cross-platform UAPI socket of a userspace WireGuard (wireguard-go, boringtun):
     no process to start, a fraction of a millisecond per exchange."""
@@ -179,9 +182,6 @@ def peers(interface: str, only: list[str] | None = None) -> dict[str, dict[str, 
     with Uapi(path) as device:
         (answer,) = device.ask(GET)
     return peers_of_answer(answer, only)
-
-
-GET = "get=1\n\n"
 
 
 def peers_of_answer(answer: str, only: list[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -83,9 +83,9 @@ class _SqliteTx:
         statements = self._with(sql, args)
         return await self._conn.run(lambda db: list(_execute_all(db, statements).fetchall()))
 
-    async def finish(self, last: str | None) -> None:
-        statements = self._waiting if last is None else self._with(last, ())
-        self._waiting = []
+    async def flush(self) -> None:
+        """Run what is deferred (with `COMMIT` deferred last, the commit and what precedes it: one trip)."""
+        statements, self._waiting = self._waiting, []
         if statements:
             await self._conn.run(lambda db: _execute_all(db, statements))
 
@@ -125,7 +125,8 @@ class SqliteJournal(SqlJournal):
             tx = _SqliteTx(self._conn, [("BEGIN IMMEDIATE", ())])
             try:
                 yield tx
-                await tx.finish("COMMIT")
+                tx.defer("COMMIT")
+                await tx.flush()
             except BaseException:
                 await asyncio.shield(self._conn.rollback_if_open())
                 raise
@@ -137,7 +138,7 @@ class SqliteJournal(SqlJournal):
         async with self._lock:
             tx = _SqliteTx(self._conn, [])
             yield tx
-            await tx.finish(None)
+            await tx.flush()
 
     async def close(self) -> None:
         await self._conn.close()
