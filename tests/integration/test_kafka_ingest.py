@@ -67,6 +67,9 @@ def _journal_keys(db: Path) -> set[str]:
     if not db.exists():
         return set()
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        # The file exists from the service's first connect; its tables a moment later.
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone():
+            return set()
         return {row[0] for row in conn.execute("SELECT dedup_key FROM events")}
 
 
