@@ -8,10 +8,12 @@ they never appear in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any, Self, cast
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -59,7 +61,11 @@ class Ssf(_Section):
     issuer: str = Field(min_length=1, description="The transmitter's iss")
     audience: str = Field(min_length=1, description="This receiver's aud")
     jwks_file: Path | None = None
-    jwks_url: str | None = None
+    jwks_url: str | None = Field(default=None, description="https://...; http only to a loopback address")
+    jwks_refetch_interval_s: float = Field(
+        default=60.0, gt=0, description="At most one JWKS fetch this often, however many unknown key ids arrive"
+    )
+    jwks_timeout_s: float = Field(default=5.0, gt=0, le=60, description="A JWKS fetch gives up after this")
     path: str = "/hooks/ssf"
 
     @model_validator(mode="after")
@@ -67,6 +73,28 @@ class Ssf(_Section):
         if (self.jwks_file is None) == (self.jwks_url is None):
             raise ValueError("set exactly one of jwks_file and jwks_url")
         return self
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _https_or_loopback(cls, url: str | None) -> str | None:
+        # The responder fetches this URL itself: plain http to another host (a cloud metadata address,
+        # an internal service) would let whoever controls the path or the network hand it signing keys.
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            address: IPv4Address | IPv6Address | None = ip_address(host)
+        except ValueError:
+            address = None
+        loopback = host == "localhost" or (address is not None and address.is_loopback)
+        if parts.scheme not in ("https", "http") or not host:
+            raise ValueError(f"jwks_url must be an https:// URL such as https://idp.example/jwks, not {url!r}")
+        if parts.scheme == "http" and not loopback:
+            raise ValueError(f"jwks_url must use https (plain http only to a loopback address, for tests): {url!r}")
+        if address is not None and (address.is_link_local or address.is_unspecified or address.is_multicast):
+            raise ValueError(f"jwks_url must not point at {address} (link-local, unspecified or multicast)")
+        return url
 
 
 class Limits(_Section):

@@ -108,11 +108,16 @@ class Enforcer:
     def _now(self) -> str:
         return self._clock().isoformat()
 
-    async def manual(self, actions: Sequence[Action], actor: str, reason: str) -> list[IntentOutcome]:
-        """Record an operator's own decision with its intents, then carry them out."""
+    async def manual(
+        self, actions: Sequence[Action], actor: str, reason: str, *, override: Mapping[str, object] | None = None
+    ) -> list[IntentOutcome]:
+        """Record an operator's own decision with its intents, then carry them out. `override` says why a
+        protected target is acted on all the same; it is kept with the decision and in the audit trail."""
         now = self._now()
         decision_id = f"m-{uuid.uuid4().hex[:12]}"
-        body = {"actions": [action_to_dict(a) for a in actions], "actor": actor, "reason": reason}
+        body: dict[str, object] = {"actions": [action_to_dict(a) for a in actions], "actor": actor, "reason": reason}
+        if override is not None:
+            body["force_protected"] = dict(override)
         record = DecisionRecord(
             id=decision_id,
             subject=f"operator:{actor}",

@@ -39,6 +39,20 @@ ElementOption = Annotated[
 ]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the hub operations; change nothing.")]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why; recorded in the audit trail.")]
+RulesOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--rules", help="Rule files or directories whose `protected:` applies (default: the configuration's).",
+        show_default=False,
+    ),
+]  # fmt: skip
+ForceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--force-protected", metavar="REASON", show_default=False,
+        help="Act on a protected target all the same; REASON is recorded in the audit trail.",
+    ),
+]  # fmt: skip
 
 
 def _peer(inv: Inventory, name: str, hub: str | None) -> PeerSpec:
@@ -103,7 +117,25 @@ def _render(outcome: IntentOutcome) -> str:
     return f"{outcome.intent_id}  {r.action.describe()}: {mark}{detail} ({r.duration_ms:.1f} ms)"
 
 
-def _run(actions: Sequence[Action], inv: Inventory, journal_url: str, reason: str) -> list[IntentOutcome]:
+def _protected(actions: Sequence[Action], inv: Inventory, config: Path | None, rules: list[Path] | None) -> list[str]:
+    """What the service's own veto would refuse among `actions`, and why: protected users, devices, keys
+    and networks from the rules, every hub address and the management addresses from the inventory."""
+    from responder.core.identity import IdentityMap  # noqa: PLC0415
+    from responder.policy.loader import PolicyError, load_rules  # noqa: PLC0415
+    from responder.service.guard import ProtectedTargets  # noqa: PLC0415
+
+    paths = tuple(rules) if rules else settings(config).rules
+    try:
+        protection = load_rules(paths).protection
+    except PolicyError as exc:
+        raise fail(f"cannot tell which targets are protected (say where the rules are with --rules):\n{exc}") from None
+    veto = ProtectedTargets(protection, IdentityMap(inv))
+    return [f"{a.describe()}: {why}" for a in actions if (why := veto(a))]
+
+
+def _run(
+    actions: Sequence[Action], inv: Inventory, journal_url: str, reason: str, override: dict[str, object] | None
+) -> list[IntentOutcome]:
     from responder.enforcement import Enforcer  # noqa: PLC0415
     from responder.journal import open_journal  # noqa: PLC0415
     from responder.pep import SshHub  # noqa: PLC0415
@@ -113,7 +145,7 @@ def _run(actions: Sequence[Action], inv: Inventory, journal_url: str, reason: st
         hubs = {a.hub: SshHub(inv.hub(a.hub)) for a in actions}
         try:
             enforcer = Enforcer(journal, hubs, lambda: datetime.now(UTC))
-            return await enforcer.manual(actions, _actor(), reason)
+            return await enforcer.manual(actions, _actor(), reason, override=override)
         finally:
             for hub in hubs.values():
                 await hub.close()
@@ -128,8 +160,19 @@ def _actor() -> str:
 
 def _execute(
     actions: list[Action], inv: Inventory, config: Path | None, journal: str | None, dry_run: bool,
-    as_json: bool, reason: str,
+    as_json: bool, reason: str, rules: list[Path] | None, force: str | None,
 ) -> None:  # fmt: skip
+    # Refused before anything is planned, journaled or sent: also a dry run shows only what may be done.
+    refused = _protected(actions, inv, config, rules)
+    override: dict[str, object] | None = None
+    if refused:
+        if not force or not force.strip():
+            raise fail(
+                "refused, protected target: " + "; ".join(refused)
+                + ". Repeat with --force-protected REASON to act all the same (the reason is audited)."
+            )  # fmt: skip
+        override = {"reason": force.strip(), "protected": refused}
+        typer.secho(f"warning: acting on a protected target ({force.strip()}): {'; '.join(refused)}", err=True)
     if dry_run:
         from responder.pep.plan import plan  # noqa: PLC0415
 
@@ -143,7 +186,7 @@ def _execute(
         return
     url = journal or settings(config).journal
     try:
-        outcomes = _run(actions, inv, url, reason)
+        outcomes = _run(actions, inv, url, reason, override)
     except (OSError, ValueError) as exc:
         raise fail(exc) from None
     if as_json:
@@ -162,12 +205,13 @@ def remove_peer(
     hub: HubOption = None, peer: PeerOption = None, key: KeyOption = None, dry_run: DryRunOption = False,
     as_json: JsonOption = False, reason: ReasonOption = "manual", config: ConfigOption = None,
     inventory_path: InventoryOption = None, journal: JournalOption = None,
+    rules: RulesOption = None, force_protected: ForceOption = None,
 ) -> None:  # fmt: skip
     """Remove a WireGuard peer from its hub; its tunnel stops at once. Restorable."""
     inv = inventory(config, inventory_path)
     hub_name, public_key = _key_target(inv, hub, peer, key)
     action = _action(type=ActionType.REMOVE_PEER, hub=hub_name, peer_key=public_key)
-    _execute([action], inv, config, journal, dry_run, as_json, reason)
+    _execute([action], inv, config, journal, dry_run, as_json, reason, rules, force_protected)
 
 
 @app.command("delete-element")
@@ -176,12 +220,13 @@ def delete_element(
     hub: HubOption = None, peer: PeerOption = None, element: ElementOption = None, dry_run: DryRunOption = False,
     as_json: JsonOption = False, reason: ReasonOption = "manual", config: ConfigOption = None,
     inventory_path: InventoryOption = None, journal: JournalOption = None,
+    rules: RulesOption = None, force_protected: ForceOption = None,
 ) -> None:  # fmt: skip
     """Delete an address from an nft set: it loses what the set grants. Restorable."""
     inv = inventory(config, inventory_path)
     hub_name, address = _address(inv, hub, peer, element)
     action = _action(type=ActionType.DELETE_ELEMENT, hub=hub_name, address=address, set_name=set_name)
-    _execute([action], inv, config, journal, dry_run, as_json, reason)
+    _execute([action], inv, config, journal, dry_run, as_json, reason, rules, force_protected)
 
 
 @app.command()
@@ -192,6 +237,7 @@ def quarantine(
     kill_flows: Annotated[bool, typer.Option("--kill-flows/--keep-flows", help="Also end open flows.")] = True,
     dry_run: DryRunOption = False, as_json: JsonOption = False, reason: ReasonOption = "manual",
     config: ConfigOption = None, inventory_path: InventoryOption = None, journal: JournalOption = None,
+    rules: RulesOption = None, force_protected: ForceOption = None,
 ) -> None:  # fmt: skip
     """Quarantine an address for a time (checked before established flows; expires in the kernel)."""
     inv = inventory(config, inventory_path)
@@ -199,7 +245,7 @@ def quarantine(
     actions = [_action(type=ActionType.QUARANTINE, hub=hub_name, address=address, set_name=set_name, ttl_s=ttl)]
     if kill_flows:
         actions.append(_action(type=ActionType.KILL_FLOWS, hub=hub_name, address=address))
-    _execute(actions, inv, config, journal, dry_run, as_json, reason)
+    _execute(actions, inv, config, journal, dry_run, as_json, reason, rules, force_protected)
 
 
 @app.command("kill-flows")
@@ -207,13 +253,14 @@ def kill_flows_(
     hub: HubOption = None, peer: PeerOption = None, element: ElementOption = None, dry_run: DryRunOption = False,
     as_json: JsonOption = False, reason: ReasonOption = "manual", config: ConfigOption = None,
     inventory_path: InventoryOption = None, journal: JournalOption = None,
+    rules: RulesOption = None, force_protected: ForceOption = None,
 ) -> None:  # fmt: skip
     """End the established flows of an address (conntrack), e.g. after deleting it from a set."""
     inv = inventory(config, inventory_path)
     hub_name, address = _address(inv, hub, peer, element)
     _execute(
         [_action(type=ActionType.KILL_FLOWS, hub=hub_name, address=address)],
-        inv, config, journal, dry_run, as_json, reason,
+        inv, config, journal, dry_run, as_json, reason, rules, force_protected,
     )  # fmt: skip
 
 
@@ -223,6 +270,7 @@ def rotate_key(
     yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
     dry_run: DryRunOption = False, as_json: JsonOption = False, reason: ReasonOption = "manual",
     config: ConfigOption = None, inventory_path: InventoryOption = None, journal: JournalOption = None,
+    rules: RulesOption = None, force_protected: ForceOption = None,
 ) -> None:  # fmt: skip
     """Force key rotation: remove the peer and deny its key for good; the device must enroll a new key.
     Irreversible, so it needs --yes."""
@@ -231,7 +279,7 @@ def rotate_key(
     if not yes and not dry_run:
         raise fail("rotate-key revokes the key for good; repeat with --yes")
     action = _action(type=ActionType.ROTATE_KEY, hub=hub_name, peer_key=public_key)
-    _execute([action], inv, config, journal, dry_run, as_json, reason)
+    _execute([action], inv, config, journal, dry_run, as_json, reason, rules, force_protected)
 
 
 @app.command()

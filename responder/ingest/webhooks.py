@@ -115,6 +115,11 @@ class Webhooks:
             out.append(web.post(c.ssf_path, self._traced("ssf", self.ssf)))
         return out
 
+    async def close(self) -> None:
+        """Stop what the routes started in the background (a JWKS fetch under way)."""
+        if self.config.ssf is not None:
+            await self.config.ssf.keys.close()
+
     def _traced(self, source: str, handler: Handler) -> Handler:
         """A server span per delivery, continuing the sender's W3C trace context when it sends one."""
 

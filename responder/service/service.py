@@ -164,6 +164,7 @@ class Service:
         s = self.settings
         app = web.Application(client_max_size=s.listen.max_body_bytes, middlewares=[json_errors])
         app.add_routes(hooks.routes())
+        app.on_cleanup.append(lambda _: hooks.close())
 
         async def ready() -> Mapping[str, bool]:
             checks: dict[str, bool] = {}

@@ -27,7 +27,10 @@ def webhooks(
 ) -> Webhooks:
     receiver = None
     if settings.ssf is not None:
-        keys = ssf.Keys(jwks_file=settings.ssf.jwks_file, jwks_url=settings.ssf.jwks_url)
+        keys = ssf.Keys(
+            jwks_file=settings.ssf.jwks_file, jwks_url=settings.ssf.jwks_url,
+            refetch_interval_s=settings.ssf.jwks_refetch_interval_s, timeout_s=settings.ssf.jwks_timeout_s,
+        )  # fmt: skip
         receiver = SsfReceiver(keys, settings.ssf.issuer, settings.ssf.audience, settings.ssf_authorization)
     config = WebhookConfig(
         okta_secret=settings.okta_secret,
