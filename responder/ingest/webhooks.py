@@ -299,10 +299,15 @@ class Webhooks:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error as JSON, never an HTML page or a stack trace."""
+    """Every error as JSON, never an HTML page or a stack trace: an unexpected exception is logged here,
+    with its traceback, and the client gets a 500 that names only the request's id in that log line."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return web.json_response({"error": exc.reason}, status=exc.status)
+    except Exception:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("%s %s failed (incident %s)", request.method, request.path, incident)
+        return web.json_response({"error": "internal error", "incident": incident}, status=500)

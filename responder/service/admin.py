@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from responder.journal import DecisionState, Journal
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_LIMIT = 1000  # decisions in one answer
 
 
 class LifecycleError(Exception):
@@ -92,13 +93,19 @@ def admin_routes(
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def list_decisions(request: web.Request) -> web.Response:
+        unknown = sorted(set(request.query) - {"state", "limit"})
+        if unknown:
+            return _error(400, f"unknown query parameter {unknown[0]!r}: use state and limit")
         state_name = request.query.get("state")
         try:
             state = DecisionState(state_name) if state_name else None
-            limit = min(int(request.query.get("limit", "100")), 1000)
         except ValueError:
-            return _error(400, f"state must be one of {[s.value for s in DecisionState]}; limit an integer")
-        decisions = await journal.decisions(state, limit)
+            return _error(400, f"state must be one of {[s.value for s in DecisionState]}, not {state_name!r}")
+        limit_text = request.query.get("limit", "100")
+        # int() alone would take "-1" (SQLite reads a negative LIMIT as no limit at all), " 5" and "1_0".
+        if not (limit_text.isascii() and limit_text.isdigit() and 1 <= int(limit_text) <= MAX_LIMIT):
+            return _error(400, f"limit must be an integer from 1 to {MAX_LIMIT}, not {limit_text[:32]!r}")
+        decisions = await journal.decisions(state, int(limit_text))
         return web.json_response({"decisions": [_decision_view(asdict(d)) for d in decisions]})
 
     async def show_decision(request: web.Request) -> web.Response:
@@ -116,6 +123,8 @@ def admin_routes(
             try:
                 body = await request.json() if request.can_read_body else {}
                 req = OperatorRequest.model_validate(body)
+            except RecursionError:
+                return _error(400, "invalid request body: nested too deeply")
             except (ValueError, ValidationError) as exc:
                 return _error(400, f"invalid request body: {exc}")
             decision_id = request.match_info["id"]
