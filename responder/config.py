@@ -32,6 +32,19 @@ class Listen(_Section):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
 
 
+class MetricsListen(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class MetricsEndpoint(_Section):
+    listen: MetricsListen | None = Field(
+        default=None,
+        description="Serve /metrics here, without a token, and not on the main listener; "
+        "default (null): on the main listener, behind the admin token",
+    )
+
+
 class KafkaTopic(_Section):
     name: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
     format: str = Field(min_length=1, description="A connector in connectors/ (wazuh, elastic, ocsf, splunk, ...)")
@@ -91,6 +104,7 @@ class Settings(BaseSettings):
     )
     kafka: Kafka | None = None
     ssf: Ssf | None = None
+    metrics: MetricsEndpoint = MetricsEndpoint()
     dry_run: bool = False
     instance: str | None = Field(
         default=None,

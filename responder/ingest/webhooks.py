@@ -28,13 +28,17 @@ from responder.ingest import entra, okta, ssf
 from responder.ingest.errors import PayloadError
 from responder.ingest.handoff import Handoff
 from responder.journal import DeliveryRecord
-from responder.telemetry.metrics import Metrics
+from responder.telemetry.metrics import Metrics, bounded
 from responder.telemetry.tracing import carrier_of_current, context_from
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TRACE_HEADERS = ("traceparent", "tracestate")
 KEPT_HEADERS = ("content-type", "user-agent", "x-okta-request-id", *TRACE_HEADERS)
+# RFC 8935 section 2.4's registered error codes: the only SSF outcomes that become metric labels.
+SET_ERROR_CODES = frozenset(
+    {"invalid_request", "invalid_key", "invalid_issuer", "invalid_audience", "authentication_failed", "access_denied"}
+)
 
 
 class DeliveryRecorder(Protocol):
@@ -245,9 +249,9 @@ class Webhooks:
         received = _now()
         for n in genuine:
             if n.lifecycleEvent:
-                self._metrics.lifecycle.labels(n.lifecycleEvent).inc()
+                self._metrics.lifecycle.labels(bounded(n.lifecycleEvent, entra.LIFECYCLE_EVENTS)).inc()
                 log.warning(
-                    "Graph subscription %s: lifecycle event %s — %s",
+                    "Graph subscription %s: lifecycle event %.64s — %s",
                     n.subscriptionId,
                     n.lifecycleEvent,
                     "reauthorize it" if n.lifecycleEvent == "reauthorizationRequired" else "recreate it and resync",
@@ -291,7 +295,7 @@ class Webhooks:
             self._count("ssf", "invalid")
             return self._set_error(400, "invalid_request", "the body is not a compact JWS")
         except ssf.SetError as exc:
-            self._count("ssf", exc.code)
+            self._count("ssf", bounded(exc.code, SET_ERROR_CODES))
             return self._set_error(400, exc.code, str(exc))
         await self._hand_off(request, "ssf", f"{verified.claims['iss']}:{verified.claims['jti']}", body, events)
         return web.Response(status=202)

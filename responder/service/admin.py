@@ -1,7 +1,8 @@
 """The admin API: what the responder decided and did, and the operator's approve and undo.
 
-Every route but /healthz and /metrics needs `Authorization: Bearer <admin token>`, compared in constant
-time. Without a configured token the API answers 503 rather than run open.
+Every route but /healthz needs `Authorization: Bearer <admin token>`, compared in constant time; so does
+/metrics when it is served here (it names every peer's public key and traffic; `metrics_routes` serves it
+on a separate address instead). Without a configured token the API answers 503 rather than run open.
 """
 
 from __future__ import annotations
@@ -66,11 +67,12 @@ def admin_routes(
     journal: Journal,
     lifecycle: Lifecycle,
     readiness: Readiness,
-    registry: CollectorRegistry,
+    registry: CollectorRegistry | None,
     token: SecretStr | None,
     *,
     subject_state: Callable[[str], Mapping[str, object]] | None = None,
 ) -> list[web.RouteDef]:
+    """The admin routes; /metrics among them, behind the token, unless `registry` is None (served elsewhere)."""
     auth = _authenticated(token)
 
     async def show_subject(request: web.Request) -> web.Response:
@@ -88,9 +90,6 @@ def admin_routes(
         checks = dict(await readiness())
         ready = all(checks.values())
         return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def list_decisions(request: web.Request) -> web.Response:
         unknown = sorted(set(request.query) - {"state", "limit"})
@@ -138,9 +137,10 @@ def admin_routes(
 
         return handle
 
+    metrics = [web.get("/metrics", auth(_exposition(registry)))] if registry is not None else []
     return [
         web.get("/healthz", healthz),
-        web.get("/metrics", metrics),
+        *metrics,
         web.get("/readyz", auth(readyz)),
         web.get("/api/decisions", auth(list_decisions)),
         web.get("/api/decisions/{id}", auth(show_decision)),
@@ -148,6 +148,18 @@ def admin_routes(
         web.post("/api/decisions/{id}/approve", auth(operator(lifecycle.approve))),
         web.post("/api/decisions/{id}/undo", auth(operator(lifecycle.undo))),
     ]
+
+
+def metrics_routes(registry: CollectorRegistry) -> list[web.RouteDef]:
+    """/metrics without a token, for a listener of its own whose address is the access control."""
+    return [web.get("/metrics", _exposition(registry))]
+
+
+def _exposition(registry: CollectorRegistry) -> Handler:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return metrics
 
 
 def _decision_view(d: dict[str, Any]) -> dict[str, Any]:
