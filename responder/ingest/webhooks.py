@@ -8,6 +8,7 @@ Bad input gets the right 4xx with a JSON message (SSF: RFC 8935's `{"err", "desc
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -69,6 +70,7 @@ class WebhookConfig:
     entra_client_state: SecretStr | None = None
     ssf: SsfReceiver | None = None
     max_body_bytes: int = 1 << 20
+    body_timeout_s: float = 10.0
     okta_path: str = "/hooks/okta"
     entra_path: str = "/hooks/entra"
     entra_lifecycle_path: str = "/hooks/entra/lifecycle"
@@ -146,10 +148,16 @@ class Webhooks:
             self._count(source, "too_large")
             return _error(413, f"body over {self.config.max_body_bytes} bytes")
         try:
-            return await request.read()
+            # A body trickled in a byte at a time would hold the connection (and a file) for as long as
+            # the sender likes.
+            async with asyncio.timeout(self.config.body_timeout_s):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             self._count(source, "too_large")
             return _error(413, f"body over {self.config.max_body_bytes} bytes")
+        except TimeoutError:
+            self._count(source, "slow_body")
+            return _error(408, f"the body did not arrive within {self.config.body_timeout_s:g} s")
 
     def _json(self, body: bytes, source: str) -> Any:
         try:

@@ -43,6 +43,7 @@ from responder.service import sources
 from responder.service.admin import admin_routes, metrics_routes
 from responder.service.guard import BlastRadius, ProtectedTargets
 from responder.service.lifecycle import Lifecycle
+from responder.service.listener import AcceptErrors, CappedSite, connection_limit
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
 from responder.telemetry.metrics import Metrics
@@ -246,16 +247,23 @@ class Service:
     async def _listen(self, p: _Parts, handoff: Handoff, consumers: list[AlertConsumer], stop: asyncio.Event) -> None:
         s = self.settings
         hooks = sources.webhooks(s, handoff, self.metrics, self.tracer, self.recorder)
-        runner = web.AppRunner(self._app(p, hooks), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self._app(p, hooks), access_log=None, handle_signals=False, keepalive_timeout=s.listen.idle_timeout_s
+        )
         await runner.setup()
         intake = asyncio.Event()  # set when intake has stopped; the workers drain after it
         stack = contextlib.AsyncExitStack()
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(AcceptErrors(previous_handler, self.metrics.accept_errors.inc))
         try:
-            site = web.TCPSite(runner, s.listen.host, s.listen.port)
+            site = CappedSite(
+                runner, s.listen.host, s.listen.port, max_connections=connection_limit(s.listen.max_connections),
+                on_refused=self.metrics.connections_refused.inc,
+            )  # fmt: skip
             await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            self.address = sockets[0].getsockname()[:2] if sockets else (s.listen.host, s.listen.port)
+            self.metrics.connections_open.set_function(lambda: site.cap.open)
+            self.address = site.address
             routes = ", ".join(sorted({r.path for r in hooks.routes()})) or "none (no source is configured)"
             log.info("listening on %s:%d; webhook routes: %s", *self.address, routes)
             if s.metrics.listen is not None:
@@ -278,6 +286,7 @@ class Service:
         finally:
             await runner.cleanup()
             await stack.aclose()
+            loop.set_exception_handler(previous_handler)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,17 @@ class Metrics:
         self.breaker_open = Gauge(
             "responder_hub_breaker_open", "1 while a hub's circuit breaker is open", ["hub"], registry=r
         )
+        self.connections_open = Gauge("responder_connections_open", "HTTP connections open now", registry=r)
+        self.connections_refused = Counter(
+            "responder_connections_refused",
+            "HTTP connections answered 503 and closed at once because listen.max_connections were open",
+            registry=r,
+        )
+        self.accept_errors = Counter(
+            "responder_accept_errors",
+            "HTTP connections the listener failed to accept (out of open files, buffers or memory)",
+            registry=r,
+        )
         self.handoff_seconds = Histogram(
             "responder_handoff_seconds",
             "Time to hand a delivery off durably",
