@@ -32,6 +32,31 @@ class Listen(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_connections: int = Field(
+        default=4096, ge=1,
+        description="HTTP connections open at once; beyond, a connection gets an immediate 503 and is closed",
+    )  # fmt: skip
+    idle_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="A connection with no complete request head this long after it opened or after its last "
+        "answer is closed (idle keep-alive and slowly trickled heads alike)",
+    )  # fmt: skip
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, description="Time for a webhook body to arrive after its head; then 408"
+    )
+
+
+class MetricsListen(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class MetricsEndpoint(_Section):
+    listen: MetricsListen | None = Field(
+        default=None,
+        description="Serve /metrics here, without a token, and not on the main listener; "
+        "default (null): on the main listener, behind the admin token",
+    )
 
 
 class KafkaTopic(_Section):
@@ -119,6 +144,7 @@ class Settings(BaseSettings):
     )
     kafka: Kafka | None = None
     ssf: Ssf | None = None
+    metrics: MetricsEndpoint = MetricsEndpoint()
     dry_run: bool = False
     instance: str | None = Field(
         default=None,

@@ -8,6 +8,7 @@ Bad input gets the right 4xx with a JSON message (SSF: RFC 8935's `{"err", "desc
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -28,13 +29,17 @@ from responder.ingest import entra, okta, ssf
 from responder.ingest.errors import PayloadError
 from responder.ingest.handoff import Handoff
 from responder.journal import DeliveryRecord
-from responder.telemetry.metrics import Metrics
+from responder.telemetry.metrics import Metrics, bounded
 from responder.telemetry.tracing import carrier_of_current, context_from
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TRACE_HEADERS = ("traceparent", "tracestate")
 KEPT_HEADERS = ("content-type", "user-agent", "x-okta-request-id", *TRACE_HEADERS)
+# RFC 8935 section 2.4's registered error codes: the only SSF outcomes that become metric labels.
+SET_ERROR_CODES = frozenset(
+    {"invalid_request", "invalid_key", "invalid_issuer", "invalid_audience", "authentication_failed", "access_denied"}
+)
 
 
 class DeliveryRecorder(Protocol):
@@ -65,6 +70,7 @@ class WebhookConfig:
     entra_client_state: SecretStr | None = None
     ssf: SsfReceiver | None = None
     max_body_bytes: int = 1 << 20
+    body_timeout_s: float = 10.0
     okta_path: str = "/hooks/okta"
     entra_path: str = "/hooks/entra"
     entra_lifecycle_path: str = "/hooks/entra/lifecycle"
@@ -147,10 +153,16 @@ class Webhooks:
             self._count(source, "too_large")
             return _error(413, f"body over {self.config.max_body_bytes} bytes")
         try:
-            return await request.read()
+            # A body trickled in a byte at a time would hold the connection (and a file) for as long as
+            # the sender likes.
+            async with asyncio.timeout(self.config.body_timeout_s):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             self._count(source, "too_large")
             return _error(413, f"body over {self.config.max_body_bytes} bytes")
+        except TimeoutError:
+            self._count(source, "slow_body")
+            return _error(408, f"the body did not arrive within {self.config.body_timeout_s:g} s")
 
     def _json(self, body: bytes, source: str) -> Any:
         try:
@@ -250,9 +262,9 @@ class Webhooks:
         received = _now()
         for n in genuine:
             if n.lifecycleEvent:
-                self._metrics.lifecycle.labels(n.lifecycleEvent).inc()
+                self._metrics.lifecycle.labels(bounded(n.lifecycleEvent, entra.LIFECYCLE_EVENTS)).inc()
                 log.warning(
-                    "Graph subscription %s: lifecycle event %s — %s",
+                    "Graph subscription %s: lifecycle event %.64s — %s",
                     n.subscriptionId,
                     n.lifecycleEvent,
                     "reauthorize it" if n.lifecycleEvent == "reauthorizationRequired" else "recreate it and resync",
@@ -296,7 +308,7 @@ class Webhooks:
             self._count("ssf", "invalid")
             return self._set_error(400, "invalid_request", "the body is not a compact JWS")
         except ssf.SetError as exc:
-            self._count("ssf", exc.code)
+            self._count("ssf", bounded(exc.code, SET_ERROR_CODES))
             return self._set_error(400, exc.code, str(exc))
         await self._hand_off(request, "ssf", f"{verified.claims['iss']}:{verified.claims['jti']}", body, events)
         return web.Response(status=202)
@@ -304,10 +316,15 @@ class Webhooks:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error as JSON, never an HTML page or a stack trace."""
+    """Every error as JSON, never an HTML page or a stack trace: an unexpected exception is logged here,
+    with its traceback, and the client gets a 500 that names only the request's id in that log line."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return web.json_response({"error": exc.reason}, status=exc.status)
+    except Exception:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("%s %s failed (incident %s)", request.method, request.path, incident)
+        return web.json_response({"error": "internal error", "incident": incident}, status=500)

@@ -1,7 +1,8 @@
 """The admin API: what the responder decided and did, and the operator's approve and undo.
 
-Every route but /healthz and /metrics needs `Authorization: Bearer <admin token>`, compared in constant
-time. Without a configured token the API answers 503 rather than run open.
+Every route but /healthz needs `Authorization: Bearer <admin token>`, compared in constant time; so does
+/metrics when it is served here (it names every peer's public key and traffic; `metrics_routes` serves it
+on a separate address instead). Without a configured token the API answers 503 rather than run open.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from responder.journal import DecisionState, Journal
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_LIMIT = 1000  # decisions in one answer
 
 
 class LifecycleError(Exception):
@@ -65,11 +67,12 @@ def admin_routes(
     journal: Journal,
     lifecycle: Lifecycle,
     readiness: Readiness,
-    registry: CollectorRegistry,
+    registry: CollectorRegistry | None,
     token: SecretStr | None,
     *,
     subject_state: Callable[[str], Mapping[str, object]] | None = None,
 ) -> list[web.RouteDef]:
+    """The admin routes; /metrics among them, behind the token, unless `registry` is None (served elsewhere)."""
     auth = _authenticated(token)
 
     async def show_subject(request: web.Request) -> web.Response:
@@ -88,17 +91,20 @@ def admin_routes(
         ready = all(checks.values())
         return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     async def list_decisions(request: web.Request) -> web.Response:
+        unknown = sorted(set(request.query) - {"state", "limit"})
+        if unknown:
+            return _error(400, f"unknown query parameter {unknown[0]!r}: use state and limit")
         state_name = request.query.get("state")
         try:
             state = DecisionState(state_name) if state_name else None
-            limit = min(int(request.query.get("limit", "100")), 1000)
         except ValueError:
-            return _error(400, f"state must be one of {[s.value for s in DecisionState]}; limit an integer")
-        decisions = await journal.decisions(state, limit)
+            return _error(400, f"state must be one of {[s.value for s in DecisionState]}, not {state_name!r}")
+        limit_text = request.query.get("limit", "100")
+        # int() alone would take "-1" (SQLite reads a negative LIMIT as no limit at all), " 5" and "1_0".
+        if not (limit_text.isascii() and limit_text.isdigit() and 1 <= int(limit_text) <= MAX_LIMIT):
+            return _error(400, f"limit must be an integer from 1 to {MAX_LIMIT}, not {limit_text[:32]!r}")
+        decisions = await journal.decisions(state, int(limit_text))
         return web.json_response({"decisions": [_decision_view(asdict(d)) for d in decisions]})
 
     async def show_decision(request: web.Request) -> web.Response:
@@ -116,6 +122,8 @@ def admin_routes(
             try:
                 body = await request.json() if request.can_read_body else {}
                 req = OperatorRequest.model_validate(body)
+            except RecursionError:
+                return _error(400, "invalid request body: nested too deeply")
             except (ValueError, ValidationError) as exc:
                 return _error(400, f"invalid request body: {exc}")
             decision_id = request.match_info["id"]
@@ -129,9 +137,10 @@ def admin_routes(
 
         return handle
 
+    metrics = [web.get("/metrics", auth(_exposition(registry)))] if registry is not None else []
     return [
         web.get("/healthz", healthz),
-        web.get("/metrics", metrics),
+        *metrics,
         web.get("/readyz", auth(readyz)),
         web.get("/api/decisions", auth(list_decisions)),
         web.get("/api/decisions/{id}", auth(show_decision)),
@@ -139,6 +148,18 @@ def admin_routes(
         web.post("/api/decisions/{id}/approve", auth(operator(lifecycle.approve))),
         web.post("/api/decisions/{id}/undo", auth(operator(lifecycle.undo))),
     ]
+
+
+def metrics_routes(registry: CollectorRegistry) -> list[web.RouteDef]:
+    """/metrics without a token, for a listener of its own whose address is the access control."""
+    return [web.get("/metrics", _exposition(registry))]
+
+
+def _exposition(registry: CollectorRegistry) -> Handler:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return metrics
 
 
 def _decision_view(d: dict[str, Any]) -> dict[str, Any]:

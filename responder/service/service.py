@@ -24,7 +24,7 @@ from aiokafka import TopicPartition
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from responder.config import DEFAULT_LAB_INVENTORY, Settings
+from responder.config import DEFAULT_LAB_INVENTORY, MetricsListen, Settings
 from responder.core.engine import Engine
 from responder.core.identity import IdentityMap
 from responder.enforcement import Enforcer
@@ -40,9 +40,10 @@ from responder.overlays.discovery import discovered_peers, with_peers
 from responder.pep import Hub, SshHub
 from responder.policy import load_rules
 from responder.service import sources
-from responder.service.admin import admin_routes
+from responder.service.admin import admin_routes, metrics_routes
 from responder.service.guard import BlastRadius, ProtectedTargets
 from responder.service.lifecycle import Lifecycle
+from responder.service.listener import AcceptErrors, CappedSite, connection_limit
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
 from responder.telemetry.metrics import Metrics
@@ -84,6 +85,7 @@ class Service:
         self.started = asyncio.Event()
         self.wake = asyncio.Event()  # new events are in the journal
         self.address: tuple[str, int] | None = None
+        self.metrics_address: tuple[str, int] | None = None  # when /metrics has a listener of its own
         self.lifecycle: Lifecycle | None = None
         self._ingest: AlertConsumer | None = None
         self.partitions_owned: set[int] = set()  # of the ingest topic, in scale-out mode
@@ -185,9 +187,9 @@ class Service:
                 "active_response": state.active_response,
             }  # fmt: skip
 
-        app.add_routes(
-            admin_routes(p.journal, p.lifecycle, ready, self.metrics.registry, s.admin_token, subject_state=subject)
-        )
+        # /metrics names every peer's key and traffic: behind the admin token here, unless it has its own listener.
+        registry = None if s.metrics.listen else self.metrics.registry
+        app.add_routes(admin_routes(p.journal, p.lifecycle, ready, registry, s.admin_token, subject_state=subject))
         return app
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
@@ -230,20 +232,43 @@ class Service:
             log.info("rebalanced: partitions %s of %d; took over %d pending events", sorted(mine), total, taken)
         p.pipeline.request_rebuild(timedelta(seconds=p.engine.rules.horizon_s))
 
+    async def _metrics_listener(self, stack: contextlib.AsyncExitStack, where: MetricsListen) -> tuple[str, int]:
+        app = web.Application(middlewares=[json_errors])
+        app.add_routes(metrics_routes(self.metrics.registry))
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, where.host, where.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        address: tuple[str, int] = sockets[0].getsockname()[:2] if sockets else (where.host, where.port)
+        log.info("metrics on %s:%d/metrics (no token: this address is its access control)", *address)
+        return address
+
     async def _listen(self, p: _Parts, handoff: Handoff, consumers: list[AlertConsumer], stop: asyncio.Event) -> None:
         s = self.settings
         hooks = sources.webhooks(s, handoff, self.metrics, self.tracer, self.recorder)
-        runner = web.AppRunner(self._app(p, hooks), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self._app(p, hooks), access_log=None, handle_signals=False, keepalive_timeout=s.listen.idle_timeout_s
+        )
         await runner.setup()
         intake = asyncio.Event()  # set when intake has stopped; the workers drain after it
+        stack = contextlib.AsyncExitStack()
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(AcceptErrors(previous_handler, self.metrics.accept_errors.inc))
         try:
-            site = web.TCPSite(runner, s.listen.host, s.listen.port)
+            site = CappedSite(
+                runner, s.listen.host, s.listen.port, max_connections=connection_limit(s.listen.max_connections),
+                on_refused=self.metrics.connections_refused.inc,
+            )  # fmt: skip
             await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            self.address = sockets[0].getsockname()[:2] if sockets else (s.listen.host, s.listen.port)
+            self.metrics.connections_open.set_function(lambda: site.cap.open)
+            self.address = site.address
             routes = ", ".join(sorted({r.path for r in hooks.routes()})) or "none (no source is configured)"
             log.info("listening on %s:%d; webhook routes: %s", *self.address, routes)
+            if s.metrics.listen is not None:
+                self.metrics_address = await self._metrics_listener(stack, s.metrics.listen)
             async with asyncio.TaskGroup() as group:
                 workers = [group.create_task(c.run(), name="kafka") for c in consumers]
                 group.create_task(p.pipeline.run(intake), name="pipeline")
@@ -261,6 +286,8 @@ class Service:
                 intake.set()
         finally:
             await runner.cleanup()
+            await stack.aclose()
+            loop.set_exception_handler(previous_handler)
 
 
 @dataclass(frozen=True)

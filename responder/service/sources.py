@@ -37,6 +37,7 @@ def webhooks(
         entra_client_state=settings.entra_client_state,
         ssf=receiver,
         max_body_bytes=settings.listen.max_body_bytes,
+        body_timeout_s=settings.listen.body_timeout_s,
         ssf_path=settings.ssf.path if settings.ssf else "/hooks/ssf",
     )
     return Webhooks(config, handoff, metrics, tracer, recorder)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OTHER = "other"
+
+
+def bounded(value: str | None, known: Collection[str]) -> str:
+    """`value` as a label value if it is one of `known`, else `other`: every label value a sender can
+    choose must come from a closed set, or each made-up value becomes a new time series for as long as
+    the process runs (a few hundred crafted Graph notifications made /metrics half a megabyte)."""
+    return value if value is not None and value in known else OTHER
 
 
 @dataclass
@@ -69,6 +79,17 @@ class Metrics:
         )
         self.breaker_open = Gauge(
             "responder_hub_breaker_open", "1 while a hub's circuit breaker is open", ["hub"], registry=r
+        )
+        self.connections_open = Gauge("responder_connections_open", "HTTP connections open now", registry=r)
+        self.connections_refused = Counter(
+            "responder_connections_refused",
+            "HTTP connections answered 503 and closed at once because listen.max_connections were open",
+            registry=r,
+        )
+        self.accept_errors = Counter(
+            "responder_accept_errors",
+            "HTTP connections the listener failed to accept (out of open files, buffers or memory)",
+            registry=r,
         )
         self.handoff_seconds = Histogram(
             "responder_handoff_seconds",

@@ -156,7 +156,7 @@ async def test_drift_is_repaired_by_the_reconciler(
             listing = await hub.call("list_set", {"table": "zerotrust", "set": "admin_devices"})
             assert "10.100.0.10" not in listing["elements"]
             assert took < 2 * service.settings.reconcile_interval_s + 1
-            async with http.get(f"{base}/metrics") as r:
+            async with http.get(f"{base}/metrics", headers=ADMIN_HEADERS) as r:
                 metrics = await r.text()
             assert 'responder_drift_total{action="remove_peer",hub="hub1"}' in metrics
             assert 'responder_drift_total{action="delete_element",hub="hub1"}' in metrics

@@ -117,7 +117,7 @@ async def test_one_okta_delivery_is_one_trace_down_to_the_hub_and_metrics_count_
             assert "okta-suspicious-activity-reported" in list(decide["responder.rules"])  # type: ignore[arg-type]
             assert any("cut-off" in d for d in decide["responder.decisions"])  # type: ignore[union-attr]
 
-            async with http.get(f"{base}/metrics") as r:
+            async with http.get(f"{base}/metrics", headers=ADMIN_HEADERS) as r:
                 metrics = await r.text()
             assert "responder_containment_seconds_count 1.0" in metrics
             for action in ("delete_element", "kill_flows", "remove_peer"):
