@@ -40,7 +40,7 @@ async def test_a_discovered_device_is_contained_without_being_in_the_inventory(
     }))  # fmt: skip
     settings = Settings(
         journal=f"sqlite:///{tmp_path}/journal.db", inventory=tmp_path / "inventory.yaml", rules=(RULES,),
-        okta_secret="okta-disc", admin_token="admin-disc",
+        okta_secret="okta-discovery-secret", admin_token="admin-discovery-token",
     )  # fmt: skip
     body = copy.deepcopy(payload("okta/batch.json"))
     body["data"]["events"] = body["data"]["events"][:1]  # alice reports suspicious activity
@@ -55,7 +55,9 @@ async def test_a_discovered_device_is_contained_without_being_in_the_inventory(
                     if expires.timestamp() <= time.time():
                         break
                     await asyncio.sleep(0.05)
-            async with http.get(f"{base}/api/decisions", headers={"Authorization": "Bearer admin-disc"}) as r:
+            async with http.get(
+                f"{base}/api/decisions", headers={"Authorization": "Bearer admin-discovery-token"}
+            ) as r:
                 (decision,) = (await r.json())["decisions"]
             assert (decision["subject"], decision["response"]) == ("user:alice@example.com", "cut-off")
             actions = decision["body"]["actions"]
