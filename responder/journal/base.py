@@ -198,9 +198,11 @@ class SqlJournal(ABC):
             await self._probe()
         except JournalUnavailable:
             return False
+        self.availability.succeeded()
         return True
 
     async def _probe(self) -> None:
+        """The smallest write the engine can make; here, for a server, that it answers at all."""
         async with self.transaction() as tx:
             await tx.fetch("SELECT 1")
 
