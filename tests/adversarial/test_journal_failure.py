@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import logging
 import os
 import subprocess
@@ -17,8 +18,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from responder.journal import open_journal
+from responder.config import Kafka, KafkaTopic
+from responder.journal import Journal, open_journal
 from tests.support.payloads import payload
 from tests.support.service import event_keys, no_hubs, running, settings
 
@@ -162,3 +166,59 @@ def test_a_read_only_journal_at_start_is_one_line_naming_it_and_exit_2(tmp_path:
     assert len(lines) == 1, done.stderr
     assert str(path) in lines[0]
     assert "read-only" in lines[0].lower()
+
+
+@pytest.mark.kafka
+async def test_kafka_alerts_wait_for_a_full_journal_and_none_is_lost(
+    tmp_path: Path, kafka_bootstrap: str, http: aiohttp.ClientSession
+) -> None:
+    topic = f"alerts-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=False)
+    await producer.start()
+
+    async def send(numbers: range) -> set[str]:
+        for n in numbers:
+            alert = copy.deepcopy(payload("siem/wazuh.json"))
+            alert["id"] = f"{topic}.{n}"
+            await producer.send_and_wait(topic, json.dumps(alert).encode())
+        return {f"siem:wazuh:{topic}.{n}" for n in numbers}
+
+    async def stored(journal: Journal, wanted: set[str], timeout: float) -> set[str]:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not wanted <= set(await event_keys(journal)):
+                    await asyncio.sleep(0.1)
+        return set(await event_keys(journal))
+
+    try:
+        with small_disk(tmp_path / "disk") as disk:
+            s = settings(
+                journal=f"sqlite:///{disk}/journal.db", inventory=no_hubs(tmp_path), connectors=ROOT / "connectors",
+                kafka=Kafka(bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic}",
+                            topics=(KafkaTopic(name=topic, format="wazuh"),)),
+            )  # fmt: skip
+            async with running(s) as (_, base):
+                journal = await open_journal(s.journal)
+                try:
+                    first = await send(range(5))
+                    assert first <= await stored(journal, first, 20)
+                    filler = fill(disk)
+                    later = await send(range(5, 205))
+                    await asyncio.sleep(3)  # the consumer meets the full disk, waits, tries again
+                    async with http.get(f"{base}/healthz") as r:
+                        assert r.status == 200
+                    filler.unlink()
+                    keys = await stored(journal, first | later, 30)
+                finally:
+                    await journal.close()
+                async with http.get(f"{base}/healthz") as r:  # the service never stopped
+                    assert r.status == 200
+    finally:
+        await producer.stop()
+    assert first | later <= keys, f"{len((first | later) - keys)} alerts lost"
