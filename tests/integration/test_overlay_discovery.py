@@ -47,7 +47,9 @@ async def test_a_discovered_device_is_contained_without_being_in_the_inventory(
     body["data"]["events"][0]["uuid"] = str(uuid.uuid4())
     try:
         async with running(settings) as (_, base), aiohttp.ClientSession() as http:
-            async with http.post(f"{base}/hooks/okta", json=body, headers={"Authorization": "okta-disc"}) as r:
+            async with http.post(
+                f"{base}/hooks/okta", json=body, headers={"Authorization": "okta-discovery-secret"}
+            ) as r:
                 assert r.status == 200
             async with asyncio.timeout(10):
                 while True:

@@ -62,7 +62,9 @@ async def test_one_decision_contains_a_person_on_a_hub_and_in_a_tailnet(
     body["data"]["events"][0]["uuid"] = str(uuid.uuid4())
     try:
         async with running(settings) as (_, base), aiohttp.ClientSession() as http:
-            async with http.post(f"{base}/hooks/okta", json=body, headers={"Authorization": "okta-overlay"}) as r:
+            async with http.post(
+                f"{base}/hooks/okta", json=body, headers={"Authorization": "okta-overlay-secret"}
+            ) as r:
                 assert r.status == 200
 
             async def decided_and_done() -> bool:
