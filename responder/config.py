@@ -8,12 +8,14 @@ they never appear in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any, Self, cast
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +24,10 @@ from pydantic_settings import (
 )
 
 DEFAULT_LAB_INVENTORY = Path("/run/responder-lab/rsp/inventory.yaml")
+MIN_SECRET_CHARS = 16
+# The secrets that authenticate a caller: an empty or guessable one would let anyone in. (The Kafka
+# password is the broker's to judge.)
+AUTHENTICATING_SECRETS = ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization")
 
 
 class _Section(BaseModel):
@@ -172,6 +178,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Self:
+        origin: dict[str, str] = {}
         for name in ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "kafka_password"):
             path: Path | None = getattr(self, f"{name}_file")
             if path is not None:
@@ -184,6 +191,16 @@ class Settings(BaseSettings):
                 if not value:
                     raise ValueError(f"{name}_file {path} is empty")
                 object.__setattr__(self, name, SecretStr(value))
+                origin[name] = f" (read from {path})"
+        for name in AUTHENTICATING_SECRETS:
+            secret: SecretStr | None = getattr(self, name)
+            if secret is not None and len(secret.get_secret_value().strip()) < MIN_SECRET_CHARS:
+                # Never the value itself; only that it is too short, and what to do instead.
+                given = "empty" if not secret.get_secret_value().strip() else "too short"
+                raise ValueError(
+                    f"{name}{origin.get(name, '')} is {given}: set at least {MIN_SECRET_CHARS} characters "
+                    f"(e.g. `openssl rand -hex 32`), or leave it unset to turn off what it guards"
+                )
         return self
 
     @classmethod
@@ -201,13 +218,69 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+class ConfigError(ValueError):
+    """Settings that cannot be used: one problem a line, each saying where (`FILE:LINE:COL:` when it is
+    in the configuration file) and what to change."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from `config` (YAML), the environment and `overrides` (command-line options)."""
+    """Settings from `config` (YAML), the environment and `overrides` (command-line options).
+    Raises FileNotFoundError for a missing file and ConfigError for anything else wrong."""
     cls: type[Settings] = Settings
     if config is not None:
         if not config.is_file():
             raise FileNotFoundError(f"config file {config} does not exist")
+        _check_yaml(config)
         # A subclass per file: pydantic-settings reads the YAML path from the class's model_config.
         config_dict = {**Settings.model_config, "yaml_file": config}
         cls = cast("type[Settings]", type("Settings", (Settings,), {"model_config": config_dict}))
-    return cls(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, config)) from None
+
+
+def _check_yaml(config: Path) -> None:
+    """The file is YAML and a mapping, or a ConfigError that says where it is not."""
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{config}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{config}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise ConfigError([f"{config}:{line}:{column}: invalid YAML: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{config}: invalid YAML: {exc}"]) from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError([f"{config}:1:1: expected a mapping of settings, got a {type(data).__name__}"])
+
+
+def _problems(exc: ValidationError, config: Path | None) -> list[str]:
+    """One line per error; those whose field is in the file say its line and column."""
+    positions: dict[Any, tuple[int, int]] = {}
+    if config is not None:
+        # Only on this error path: the positions reader comes with the rule loader, slow to import.
+        from responder.policy.yamlpos import YamlError, load_with_positions, position  # noqa: PLC0415
+
+        try:
+            _, positions = load_with_positions(config.read_text(encoding="utf-8"), str(config))
+        except (OSError, YamlError):
+            positions = {}
+    out: list[str] = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        field = ".".join(map(str, loc))
+        if loc and loc[:1] in positions:
+            line, column = position(positions, loc)
+            out.append(f"{config}:{line}:{column}: {field}: {message}")
+        else:
+            out.append(f"{field}: {message}" if field else message)
+    return out

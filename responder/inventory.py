@@ -145,16 +145,38 @@ class Inventory(_Model):
     @classmethod
     def load(cls, path: Path) -> Inventory:
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            data = yaml.safe_load(text)
         except OSError as exc:
             raise InventoryError(f"{path}: cannot read inventory: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise InventoryError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+            raise InventoryError(f"{path}:{line}:{column}: not valid YAML: {exc.problem}") from exc
         except yaml.YAMLError as exc:
             raise InventoryError(f"{path}: not valid YAML: {exc}") from exc
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            lines = [f"{path}: invalid inventory:"]
-            for err in exc.errors():
-                where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-                lines.append(f"  {where}: {err['msg']}")
-            raise InventoryError("\n".join(lines)) from exc
+            raise InventoryError("\n".join(_problems(path, text, exc))) from exc
+
+
+def _problems(path: Path, text: str, exc: ValidationError) -> list[str]:
+    """One line per error: `FILE:LINE:COL: field: problem` (the position of the field, or of the
+    nearest enclosing one that is in the file)."""
+    # Only on this error path: the positions reader comes with the rule loader, slow to import.
+    from responder.policy.yamlpos import YamlError, load_with_positions, position  # noqa: PLC0415
+
+    try:
+        _, positions = load_with_positions(text, str(path))
+    except YamlError:
+        positions = {}
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        line, column = position(positions, loc)
+        field = ".".join(map(str, loc)) or "(top level)"
+        out.append(f"{path}:{line}:{column}: invalid inventory: {field}: {err['msg']}")
+    return out

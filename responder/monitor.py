@@ -42,7 +42,7 @@ from responder.core.events import Event, Severity, Source, Subjects
 from responder.core.identifiers import IPAddress, WireGuardKey, parse_address
 from responder.ingest.handoff import Handoff
 from responder.inventory import HubSpec
-from responder.journal import DeliveryRecord
+from responder.journal import DeliveryRecord, JournalUnavailable
 from responder.pep.errors import HubError
 from responder.pep.hub import STALE_AFTER_S
 
@@ -464,6 +464,8 @@ class HubMonitor:
             return
         try:
             await self._handoff.accept_batch(batch)
+        except JournalUnavailable:
+            self._backlog = batch  # the journal says why, once a minute; the next poll tries again
         except Exception:
             # The state has moved on, so these events would not be produced again: keep them for the next poll.
             log.exception("hub monitor: handing %d deliveries off failed; retrying with the next poll", len(batch))

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from responder.config import DEFAULT_LAB_INVENTORY, Settings, load_settings
+from responder.config import DEFAULT_LAB_INVENTORY, ConfigError, Settings, load_settings
 from responder.inventory import Inventory, InventoryError
 
 ConfigOption = Annotated[
@@ -44,9 +43,8 @@ def settings(config: Path | None) -> Settings:
         return load_settings(config)
     except FileNotFoundError as exc:
         raise fail(exc) from None
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()]
-        raise fail("invalid configuration:\n" + "\n".join(lines)) from None
+    except ConfigError as exc:
+        raise fail("\nerror: ".join(f"invalid configuration: {p}" for p in exc.problems)) from None
 
 
 def inventory(config: Path | None, path: Path | None) -> Inventory:

@@ -39,6 +39,9 @@ def run(
     ] = None,
 ) -> None:
     """Run the responder: webhooks and Kafka in, decisions, enforcement on the hubs, journal."""
+    from responder.inventory import InventoryError  # noqa: PLC0415
+    from responder.journal import JournalUnavailable  # noqa: PLC0415
+    from responder.policy import PolicyError  # noqa: PLC0415
     from responder.service.service import Service  # noqa: PLC0415 - other commands need none of it
     from responder.telemetry.logs import configure_logging  # noqa: PLC0415
 
@@ -67,6 +70,7 @@ def run(
 
     try:
         asyncio.run(main())
-    except OSError as exc:
-        raise fail(exc) from None
+    except (OSError, PolicyError, InventoryError, JournalUnavailable) as exc:
+        # What an operator must fix before the service can start: said in a line each, exit 2.
+        raise fail(str(exc).replace("\n", "\nerror: ")) from None
     logging.getLogger(__name__).info("stopped")

@@ -20,6 +20,8 @@ from responder.ingest.paths import parse_time, text
 
 _LEVEL = {"low": Severity.LOW, "medium": Severity.MEDIUM, "high": Severity.HIGH, "hidden": Severity.MEDIUM}
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
+REDACTED = "<redacted>"
+"""What stands for a secret where a delivery is kept (the journal, a recorded case)."""
 
 
 class ChangeNotification(BaseModel):
@@ -49,6 +51,16 @@ def parse_notifications(body: Any) -> list[ChangeNotification]:
 def client_state_matches(notification: ChangeNotification, expected: str) -> bool:
     given = (notification.clientState or "").encode()
     return hmac.compare_digest(given, expected.encode())
+
+
+def redact_client_state(body: Any) -> Any:
+    """The notification batch with every `clientState` (the shared secret) replaced by REDACTED, in
+    place; anything else is returned as it is."""
+    if isinstance(body, dict) and isinstance(body.get("value"), list):
+        for item in body["value"]:
+            if isinstance(item, dict) and "clientState" in item:
+                item["clientState"] = REDACTED
+    return body
 
 
 def notification_event(n: ChangeNotification, received_at: str) -> Event:

@@ -25,7 +25,7 @@ from responder.ingest.handoff import Handoff
 from responder.ingest.parsers import Parsed, ParserPool, events_of, parse_all
 from responder.ingest.siem import Format
 from responder.ingest.webhooks import DeliveryRecorder
-from responder.journal import DeliveryRecord
+from responder.journal import Accepted, DeliveryRecord, JournalUnavailable
 from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import carrier_of_current, context_from
 
@@ -162,7 +162,7 @@ class AlertConsumer:
                 items.append((DeliveryRecord(f"{prefix}{record.offset}", source, now, carrier), result))
                 recorded.append((fmt.name, record))
         if items:
-            accepted = await self._handoff.accept_batch(items)
+            accepted = await self._stored(items)
             counts: dict[str, list[int]] = {}
             for (delivery, _), a in zip(items, accepted, strict=True):
                 c = counts.setdefault(delivery.source, [0, 0, 0])
@@ -186,6 +186,18 @@ class AlertConsumer:
             end = consumer.highwater(tp)
             if end is not None:
                 self._metrics.kafka_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - next_offset))
+
+    async def _stored(self, items: Sequence[tuple[DeliveryRecord, Sequence[Event]]]) -> list[Accepted]:
+        """Hand the batch off, trying again while the journal cannot store (its disk is full): the
+        offsets are committed only after, so nothing is skipped. The journal logs why, once a minute."""
+        pause = 0.5
+        while True:
+            try:
+                return await self._handoff.accept_batch(items)
+            except JournalUnavailable:
+                self._metrics.deliveries.labels(items[0][0].source, "journal_unavailable").inc(len(items))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
 
     async def _parse_part(self, topic: str, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Parsed]:
         values = [r.value for r in records]

@@ -28,7 +28,7 @@ from responder.core.events import Event
 from responder.ingest import entra, okta, ssf
 from responder.ingest.errors import PayloadError
 from responder.ingest.handoff import Handoff
-from responder.journal import DeliveryRecord
+from responder.journal import DeliveryRecord, JournalUnavailable
 from responder.telemetry.metrics import Metrics, bounded
 from responder.telemetry.tracing import carrier_of_current, context_from
 
@@ -179,7 +179,11 @@ class Webhooks:
         delivery = DeliveryRecord(f"{source}:{delivery_id}", source, _now(), carrier_of_current(), headers, body)
         started = time.perf_counter()
         with self._tracer.start_as_current_span("journal.accept", attributes={"responder.events": len(events)}):
-            accepted = await self._handoff.accept(delivery, events)
+            try:
+                accepted = await self._handoff.accept(delivery, events)
+            except JournalUnavailable:
+                self._count(source, "journal_unavailable")
+                raise
         self._metrics.handoff_seconds.labels(source).observe(time.perf_counter() - started)
         self._metrics.events.labels(source).inc(accepted.new)
         self._metrics.duplicates.labels(source).inc(accepted.duplicates)
@@ -247,7 +251,8 @@ class Webhooks:
         if isinstance(body, web.Response):
             return body
         try:
-            notifications = entra.parse_notifications(self._json(body, "entra"))
+            doc = self._json(body, "entra")
+            notifications = entra.parse_notifications(doc)
         except PayloadError as exc:
             self._count("entra", "invalid")
             return _error(400, str(exc))
@@ -271,7 +276,10 @@ class Webhooks:
                 )
         events = [entra.notification_event(n, received) for n in genuine]
         delivery_id = genuine[0].id or uuid.uuid4().hex
-        await self._hand_off(request, "entra", f"{'lifecycle:' if lifecycle else ''}{delivery_id}", body, events)
+        # The journal keeps the body, but not the shared secret in it: whoever reads a journal (or a
+        # backup of it) must not be able to forge notifications.
+        kept = json.dumps(entra.redact_client_state(doc)).encode()
+        await self._hand_off(request, "entra", f"{'lifecycle:' if lifecycle else ''}{delivery_id}", kept, events)
         return web.Response(status=202)
 
     async def entra(self, request: web.Request) -> web.Response:
@@ -324,6 +332,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         return web.json_response({"error": exc.reason}, status=exc.status)
+    except JournalUnavailable:
+        # Nothing was stored: the sender keeps the delivery and sends it again (Okta once, Graph and SSF
+        # transmitters for hours). The log names the journal and why, once a minute (Availability).
+        return web.json_response(
+            {"error": "the journal cannot store deliveries right now; retry later"},
+            status=503, headers={"Retry-After": "30"},
+        )  # fmt: skip
     except Exception:
         incident = uuid.uuid4().hex[:12]
         log.exception("%s %s failed (incident %s)", request.method, request.path, incident)

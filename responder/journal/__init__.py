@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from responder.journal.base import SqlJournal
+from responder.journal.errors import Availability, JournalUnavailable
 from responder.journal.records import (
     Accepted,
     AuditEntry,
@@ -43,6 +44,7 @@ async def open_journal(url: str) -> Journal:
 __all__ = [
     "Accepted",
     "AuditEntry",
+    "Availability",
     "DecisionRecord",
     "DecisionState",
     "DeliveryRecord",
@@ -54,6 +56,7 @@ __all__ = [
     "IntentRecord",
     "IntentState",
     "Journal",
+    "JournalUnavailable",
     "StoredEvent",
     "StoredIntent",
     "open_journal",

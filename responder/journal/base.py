@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
+from responder.journal.errors import Availability, JournalUnavailable
 from responder.journal.records import (
     Accepted,
     AuditEntry,
@@ -170,7 +171,12 @@ class SqlJournal(ABC):
     """Deliveries and their events are written before the sender is answered; decisions and their
     action intents are written together with the event's `processed` mark, before anything is executed;
     results after. So a crash at any point leaves either a pending event (processed again) or open
-    intents (resumed), never a lost event or an action nobody knows about."""
+    intents (resumed), never a lost event or an action nobody knows about.
+
+    A write that cannot be stored (disk full, read-only) raises `JournalUnavailable`, and
+    `availability` says so until a write goes through again."""
+
+    availability: Availability
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
@@ -182,6 +188,23 @@ class SqlJournal(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+    async def writable(self) -> bool:
+        """Whether the journal stores now. After a failed write it tries a small write of its own, so
+        readiness comes back by itself when the disk has room again, not only with the next delivery."""
+        if self.availability.available:
+            return True
+        try:
+            await self._probe()
+        except JournalUnavailable:
+            return False
+        self.availability.succeeded()
+        return True
+
+    async def _probe(self) -> None:
+        """The smallest write the engine can make; here, for a server, that it answers at all."""
+        async with self.transaction() as tx:
+            await tx.fetch("SELECT 1")
 
     async def accept(self, delivery: DeliveryRecord, events: Sequence[EventRecord], owner: str) -> Accepted:
         """Store a delivery and its events at once. A duplicate event (same dedup key) is not stored

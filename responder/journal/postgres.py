@@ -5,10 +5,22 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from responder.journal.base import SCHEMA, Row, SqlJournal, Tx
+from responder.journal.errors import Availability, JournalUnavailable
+
+# The server cannot store now (disk full, read-only standby, going down) or cannot be reached: retry later.
+_UNAVAILABLE = (
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    OSError,
+)
 
 _MARK = re.compile(r"\?")
 _SCHEMA_LOCK = 0x7265_7370  # advisory lock id: instances starting together create the schema once
@@ -23,8 +35,10 @@ class _PgTx:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
         self._waiting: list[tuple[str, tuple[object, ...]]] = []
+        self.writes = False  # only a write that went through says the journal stores again
 
     def defer(self, sql: str, *args: object) -> None:
+        self.writes = self.writes or not sql.lstrip().upper().startswith("SELECT")
         self._waiting.append((sql, args))
 
     async def flush(self) -> None:
@@ -33,19 +47,29 @@ class _PgTx:
             await self._conn.execute(_numbered(sql), *args)
 
     async def execute(self, sql: str, *args: object) -> int:
+        self.writes = self.writes or not sql.lstrip().upper().startswith("SELECT")
         await self.flush()
         status: str = await self._conn.execute(_numbered(sql), *args)
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
+        self.writes = self.writes or not sql.lstrip().upper().startswith("SELECT")
         await self.flush()
         return list(await self._conn.fetch(_numbered(sql), *args))
 
 
+def _where(dsn: str) -> str:
+    """The server and database, without the credentials the DSN may carry."""
+    url = urlsplit(dsn)
+    return f"postgresql://{url.hostname or ''}{f':{url.port}' if url.port else ''}{url.path}"
+
+
 class PostgresJournal(SqlJournal):
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, where: str = "postgresql") -> None:
         self._pool = pool
+        self._where = where
+        self.availability = Availability(where)
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> PostgresJournal:
@@ -53,14 +77,21 @@ class PostgresJournal(SqlJournal):
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
             await conn.execute(SCHEMA.format(serial="BIGSERIAL PRIMARY KEY", blob="BYTEA"))
-        return cls(pool)
+        return cls(pool, _where(dsn))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            tx = _PgTx(conn)
-            yield tx
-            await tx.flush()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                tx = _PgTx(conn)
+                yield tx
+                await tx.flush()
+        except _UNAVAILABLE as exc:
+            fault = JournalUnavailable(self._where, str(exc) or type(exc).__name__)
+            self.availability.failed(fault)
+            raise fault from exc
+        if tx.writes:
+            self.availability.succeeded()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:

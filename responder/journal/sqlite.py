@@ -8,6 +8,9 @@ statements (`Tx.defer`) go with the next one or with `COMMIT`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +19,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from responder.journal.base import SCHEMA, Row, SqlJournal, Tx
+from responder.journal.errors import Availability, JournalUnavailable
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Statement = tuple[str, tuple[object, ...]]
+# Primary result codes that mean "nothing can be stored now" rather than a bug: BUSY, READONLY, IOERR,
+# FULL, CANTOPEN. Extended codes (SQLITE_IOERR_WRITE, ...) carry the primary one in their low byte.
+_UNAVAILABLE = {5, 8, 10, 13, 14}
+_READING = ("SELECT", "BEGIN", "COMMIT")
 
 
 def _execute_all(db: sqlite3.Connection, statements: list[Statement]) -> sqlite3.Cursor:
@@ -32,9 +41,10 @@ def _execute_all(db: sqlite3.Connection, statements: list[Statement]) -> sqlite3
 class _Connection:
     """The connection and the one thread that uses it: the event loop never waits on the disk."""
 
-    def __init__(self, db: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
+    def __init__(self, db: sqlite3.Connection, thread: ThreadPoolExecutor, path: Path) -> None:
         self._db = db
         self._thread = thread
+        self._path = path
 
     @classmethod
     async def open(cls, path: Path) -> _Connection:
@@ -42,14 +52,22 @@ class _Connection:
         connect = lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # noqa: E731
         try:
             db = await asyncio.get_running_loop().run_in_executor(thread, connect)
+        except sqlite3.Error as exc:
+            thread.shutdown(wait=False)
+            raise _unavailable(path, exc) from exc
         except BaseException:
             thread.shutdown(wait=False)
             raise
         db.row_factory = sqlite3.Row  # read by column name, as asyncpg's records are
-        return cls(db, thread)
+        return cls(db, thread, path)
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, work, self._db)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, work, self._db)
+        except sqlite3.Error as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _UNAVAILABLE:
+                raise _unavailable(self._path, exc) from exc
+            raise
 
     async def rollback_if_open(self) -> None:
         def go(db: sqlite3.Connection) -> None:
@@ -63,15 +81,36 @@ class _Connection:
         self._thread.shutdown(wait=True)
 
 
+def _unavailable(path: Path, exc: sqlite3.Error) -> JournalUnavailable:
+    return JournalUnavailable(str(path), str(exc))
+
+
+def _private(path: Path) -> None:
+    """The journal holds raw deliveries: its directory (when created here) is 0700, its file 0600."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise JournalUnavailable(str(path), f"cannot open: {exc.strerror}") from None
+    if path.stat().st_mode & 0o077 and path.stat().st_uid == os.geteuid():
+        # Made by an older version, or by hand: SQLite gives the -wal and -shm files the same mode.
+        log.warning("journal %s was readable by others; now 0600", path)
+        path.chmod(0o600)
+
+
 class _SqliteTx:
     def __init__(self, conn: _Connection, first: list[Statement]) -> None:
         self._conn = conn
         self._waiting = first
+        self.writes = False  # only a write that went through says the journal stores again
 
     def defer(self, sql: str, *args: object) -> None:
+        self.writes = self.writes or not sql.lstrip().upper().startswith(_READING)
         self._waiting.append((sql, args))
 
     def _with(self, sql: str, args: tuple[object, ...]) -> list[Statement]:
+        self.writes = self.writes or not sql.lstrip().upper().startswith(_READING)
         statements, self._waiting = [*self._waiting, (sql, args)], []
         return statements
 
@@ -91,9 +130,10 @@ class _SqliteTx:
 
 
 class SqliteJournal(SqlJournal):
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: _Connection, path: Path) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()  # one connection: transactions must not interleave
+        self.availability = Availability(str(path))
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> SqliteJournal:
@@ -101,7 +141,7 @@ class SqliteJournal(SqlJournal):
         crash only, and is faster."""
         if synchronous not in {"FULL", "NORMAL"}:
             raise ValueError("synchronous must be FULL or NORMAL")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private(path)
         conn = await _Connection.open(path)
         ddl = SCHEMA.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT", blob="BLOB")
 
@@ -117,7 +157,7 @@ class SqliteJournal(SqlJournal):
         except BaseException:
             await conn.close()
             raise
-        return cls(conn)
+        return cls(conn, path)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -127,9 +167,14 @@ class SqliteJournal(SqlJournal):
                 yield tx
                 tx.defer("COMMIT")
                 await tx.flush()
-            except BaseException:
-                await asyncio.shield(self._conn.rollback_if_open())
+            except BaseException as exc:
+                if isinstance(exc, JournalUnavailable):
+                    self.availability.failed(exc)
+                with contextlib.suppress(JournalUnavailable):  # SQLite rolled back already, if it could not write
+                    await asyncio.shield(self._conn.rollback_if_open())
                 raise
+            if tx.writes:
+                self.availability.succeeded()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
@@ -139,6 +184,12 @@ class SqliteJournal(SqlJournal):
             tx = _SqliteTx(self._conn, [])
             yield tx
             await tx.flush()
+
+    async def _probe(self) -> None:
+        # Rewrites the header page: a real write, of the smallest kind, touching no table.
+        async with self.transaction() as tx:
+            (row,) = await tx.fetch("PRAGMA user_version")
+            await tx.execute(f"PRAGMA user_version = {int(row['user_version'])}")
 
     async def close(self) -> None:
         await self._conn.close()

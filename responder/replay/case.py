@@ -18,9 +18,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from responder.ingest import entra
 from responder.journal import DecisionState
 
-REDACTED = "<redacted>"
+REDACTED = entra.REDACTED
 """In a header or Entra `clientState`: the run's own secret goes here (recorded drafts carry this)."""
 
 _OFFSET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

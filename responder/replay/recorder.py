@@ -24,6 +24,7 @@ from typing import Any
 import jwt
 import yaml
 
+from responder.ingest.entra import redact_client_state
 from responder.replay.case import REDACTED, VIA, format_offset
 from responder.replay.report import CaseReport
 
@@ -52,14 +53,6 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _redact_entra(body: Any) -> Any:
-    if isinstance(body, dict) and isinstance(body.get("value"), list):
-        for item in body["value"]:
-            if isinstance(item, dict) and "clientState" in item:
-                item["clientState"] = REDACTED
-    return body
-
-
 def _ssf_claims(token: bytes) -> Any:
     """The SET's claims, unverified: the service verified them before the recorder saw them."""
     try:
@@ -77,7 +70,7 @@ def draft_body(via: str, body: bytes) -> Any:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return body.decode("utf-8", "replace")
-    return _redact_entra(doc) if via.startswith("entra") else doc
+    return redact_client_state(doc) if via.startswith("entra") else doc
 
 
 class Recorder:

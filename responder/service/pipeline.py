@@ -9,6 +9,7 @@ included, which the journal already holds), then responses that have ended are r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from responder.journal import (
     IntentRecord,
     IntentState,
     Journal,
+    JournalUnavailable,
     StoredEvent,
 )
 from responder.service.guard import BlastRadius
@@ -39,6 +41,7 @@ from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import carrier_of_current, context_from
 
 log = logging.getLogger(__name__)
+_PAUSE_S, _MAX_PAUSE_S = 0.5, 10.0  # between tries while the journal cannot store
 ENDED = (DecisionState.UNDONE, DecisionState.EXPIRED, DecisionState.REJECTED)
 LIVE = (DecisionState.ACTIVE, DecisionState.AWAITING_APPROVAL)
 
@@ -90,20 +93,21 @@ class Pipeline:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process pending events until `stop`; then let running enforcement finish."""
+        pause = _PAUSE_S
         try:
             while not stop.is_set():
                 self.wake.clear()
-                if self._rebuild_after is not None:
-                    horizon, self._rebuild_after = self._rebuild_after, None
-                    self._engine.reset()
-                    log.info("rebuilt the engine from %d events after a rebalance", await self.rebuild(horizon))
-                batch = await self._journal.pending_events(self._owner, limit=500, bodies=False)
-                if batch:
-                    kept = {s.seq: e for s in batch if (e := self._parsed.take(s.seq)) is not None}
-                    if len(kept) < len(batch):  # not all in memory: those come from the journal
-                        bodies = await self._journal.event_bodies([s.seq for s in batch if s.seq not in kept])
-                        batch = [replace(s, body=bodies.get(s.seq, s.body)) for s in batch]
-                    await self.process_batch(batch, kept)
+                try:
+                    if await self._next_batch():
+                        pause = _PAUSE_S
+                        continue
+                except JournalUnavailable:
+                    # Nothing of the batch was stored, and the engine counted it already: it is rebuilt
+                    # from the journal before the batch is decided again. The journal logs why.
+                    self._rebuild_after = timedelta(seconds=self._engine.rules.horizon_s)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), pause)
+                    pause = min(pause * 2, _MAX_PAUSE_S)
                     continue
                 waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
                 try:
@@ -113,6 +117,23 @@ class Pipeline:
                         w.cancel()
         finally:
             await self.drain()
+
+    async def _next_batch(self) -> bool:
+        """Decide this owner's next pending events, if any; whether there were."""
+        if self._rebuild_after is not None:
+            horizon = self._rebuild_after
+            self._engine.reset()
+            log.info("rebuilt the engine from %d events", await self.rebuild(horizon))
+            self._rebuild_after = None
+        batch = await self._journal.pending_events(self._owner, limit=500, bodies=False)
+        if not batch:
+            return False
+        kept = {s.seq: e for s in batch if (e := self._parsed.take(s.seq)) is not None}
+        if len(kept) < len(batch):  # not all in memory: those come from the journal
+            bodies = await self._journal.event_bodies([s.seq for s in batch if s.seq not in kept])
+            batch = [replace(s, body=bodies.get(s.seq, s.body)) for s in batch]
+        await self.process_batch(batch, kept)
+        return True
 
     def request_rebuild(self, horizon: timedelta) -> None:
         """Rebuild the engine from the journal before the next batch (this instance's subjects changed)."""

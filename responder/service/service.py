@@ -172,7 +172,7 @@ class Service:
             checks: dict[str, bool] = {}
             try:
                 await p.journal.counts()
-                checks["journal"] = True
+                checks["journal"] = await p.journal.writable()
             except Exception:
                 checks["journal"] = False
             for name, hub in p.hubs.items():

@@ -19,7 +19,7 @@ from responder.telemetry.tracing import provider_from_environment
 from tests.support.payloads import raw
 from tests.support.service import no_hubs, running
 
-SECRET = "okta-otlp"
+SECRET = "okta-otlp-export-secret"
 
 
 @pytest.fixture

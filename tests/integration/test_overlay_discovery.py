@@ -40,14 +40,16 @@ async def test_a_discovered_device_is_contained_without_being_in_the_inventory(
     }))  # fmt: skip
     settings = Settings(
         journal=f"sqlite:///{tmp_path}/journal.db", inventory=tmp_path / "inventory.yaml", rules=(RULES,),
-        okta_secret="okta-disc", admin_token="admin-disc",
+        okta_secret="okta-discovery-secret", admin_token="admin-discovery-token",
     )  # fmt: skip
     body = copy.deepcopy(payload("okta/batch.json"))
     body["data"]["events"] = body["data"]["events"][:1]  # alice reports suspicious activity
     body["data"]["events"][0]["uuid"] = str(uuid.uuid4())
     try:
         async with running(settings) as (_, base), aiohttp.ClientSession() as http:
-            async with http.post(f"{base}/hooks/okta", json=body, headers={"Authorization": "okta-disc"}) as r:
+            async with http.post(
+                f"{base}/hooks/okta", json=body, headers={"Authorization": "okta-discovery-secret"}
+            ) as r:
                 assert r.status == 200
             async with asyncio.timeout(10):
                 while True:
@@ -55,7 +57,9 @@ async def test_a_discovered_device_is_contained_without_being_in_the_inventory(
                     if expires.timestamp() <= time.time():
                         break
                     await asyncio.sleep(0.05)
-            async with http.get(f"{base}/api/decisions", headers={"Authorization": "Bearer admin-disc"}) as r:
+            async with http.get(
+                f"{base}/api/decisions", headers={"Authorization": "Bearer admin-discovery-token"}
+            ) as r:
                 (decision,) = (await r.json())["decisions"]
             assert (decision["subject"], decision["response"]) == ("user:alice@example.com", "cut-off")
             actions = decision["body"]["actions"]

@@ -19,7 +19,7 @@ from responder.service.service import Service
 from tests.support.postgres import new_database
 from tests.support.service import no_hubs, running
 
-SECRET = "okta-scaleout"
+SECRET = "okta-scaleout-secret"
 PARTITIONS = 4
 
 

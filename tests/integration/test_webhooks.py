@@ -36,7 +36,7 @@ async def service(tmp_path: Path, transmitter: Transmitter) -> AsyncIterator[tup
         entra_client_state=CLIENT_STATE,
         ssf=Ssf(issuer=ISSUER, audience=AUDIENCE, jwks_file=tmp_path / "jwks.json"),
         ssf_authorization=SSF_AUTH,
-        admin_token="admin-token",
+        admin_token="admin-token-for-tests",
         inventory=no_hubs(tmp_path),
     )
     async with running(s) as (_, base):

@@ -26,7 +26,7 @@ from tests.support.service import running
 
 pytestmark = pytest.mark.lab
 RULES = Path(__file__).resolve().parents[2] / "rules"
-ADMIN = {"Authorization": "Bearer admin-overlay"}
+ADMIN = {"Authorization": "Bearer admin-overlay-token"}
 
 
 async def test_one_decision_contains_a_person_on_a_hub_and_in_a_tailnet(
@@ -54,14 +54,17 @@ async def test_one_decision_contains_a_person_on_a_hub_and_in_a_tailnet(
     (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(inventory))
     settings = Settings(
         journal=f"sqlite:///{tmp_path}/journal.db", inventory=tmp_path / "inventory.yaml", rules=(RULES,),
-        okta_secret="okta-overlay", admin_token="admin-overlay", monitor_interval_s=None, reconcile_interval_s=3600,
+        okta_secret="okta-overlay-secret", admin_token="admin-overlay-token", monitor_interval_s=None,
+        reconcile_interval_s=3600,
     )  # fmt: skip
     body = copy.deepcopy(payload("okta/batch.json"))
     body["data"]["events"] = body["data"]["events"][:1]
     body["data"]["events"][0]["uuid"] = str(uuid.uuid4())
     try:
         async with running(settings) as (_, base), aiohttp.ClientSession() as http:
-            async with http.post(f"{base}/hooks/okta", json=body, headers={"Authorization": "okta-overlay"}) as r:
+            async with http.post(
+                f"{base}/hooks/okta", json=body, headers={"Authorization": "okta-overlay-secret"}
+            ) as r:
                 assert r.status == 200
 
             async def decided_and_done() -> bool:

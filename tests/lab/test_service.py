@@ -26,7 +26,7 @@ from tests.support.service import running
 
 pytestmark = pytest.mark.lab
 RULES = Path(__file__).resolve().parents[2] / "rules"
-OKTA_SECRET, ADMIN = "okta-e2e-secret", "admin-e2e-token"
+OKTA_SECRET, ADMIN = "okta-e2e-secret-value", "admin-e2e-token-value"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 
 

@@ -29,7 +29,7 @@ from tests.support.service import running
 
 pytestmark = pytest.mark.lab
 RULES = Path(__file__).resolve().parents[2] / "rules"
-OKTA_SECRET, ADMIN = "okta-telemetry", "admin-telemetry"
+OKTA_SECRET, ADMIN = "okta-telemetry-secret", "admin-telemetry-token"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 
 
