@@ -88,7 +88,7 @@ async def test_okta_batch_is_split_and_redeliveries_are_recognised(
     async with http.post(f"{base}/hooks/okta", json=other, headers={"Authorization": OKTA_SECRET}) as r:
         assert r.status == 200
     assert await _pending(journal) == keys
-    async with http.get(f"{base}/metrics", headers={"Authorization": "Bearer admin-token"}) as r:
+    async with http.get(f"{base}/metrics", headers={"Authorization": "Bearer admin-token-for-tests"}) as r:
         text = await r.text()
     assert 'responder_duplicate_events_total{source="okta"} 6.0' in text
     assert 'responder_events_total{source="okta"} 3.0' in text
@@ -170,7 +170,7 @@ async def test_graph_lifecycle_notification_is_accepted_and_counted(
         assert r.status == 202
     (event,) = await event_bodies(journal)
     assert event["type"] == "graph.lifecycle.subscriptionRemoved"
-    async with http.get(f"{base}/metrics", headers={"Authorization": "Bearer admin-token"}) as r:
+    async with http.get(f"{base}/metrics", headers={"Authorization": "Bearer admin-token-for-tests"}) as r:
         assert 'responder_graph_lifecycle_notifications_total{event="subscriptionRemoved"} 1.0' in await r.text()
 
 
