@@ -131,6 +131,23 @@ class Ssf(_Section):
 class Limits(_Section):
     actions_per_minute: int = Field(default=120, ge=1)
     actions_per_minute_per_rule: int = Field(default=30, ge=1)
+    max_subjects: int = Field(
+        default=1_000_000, ge=1000,
+        description="Subjects the engine tracks at most (about 0.5 KB each); the last tenth only for high severity",
+    )  # fmt: skip
+
+
+class Retention(_Section):
+    """How long the journal keeps what it holds; pruned by the service every `interval_s`."""
+
+    events_margin_s: float = Field(
+        default=86_400.0, ge=0,
+        description="Processed events and their deliveries are kept for the longest rule window or TTL plus this",
+    )  # fmt: skip
+    decisions_days: float = Field(
+        default=400.0, gt=0, description="Ended decisions, their intents and the audit trail are kept this long"
+    )
+    interval_s: float | None = Field(default=3600.0, gt=0, description="How often to prune; null turns it off")
 
 
 class Settings(BaseSettings):
@@ -157,6 +174,7 @@ class Settings(BaseSettings):
         description="This instance's name, stable across restarts (default: the host name); it owns its events",
     )
     limits: Limits = Limits()
+    retention: Retention = Retention()
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     monitor_interval_s: float | None = Field(
         default=10.0, gt=0, description="How often the hub monitor reads each hub; null turns it off"

@@ -83,6 +83,7 @@ class Outcome:
     event_id: str
     decisions: tuple[Decision, ...]
     explanations: tuple[SubjectExplanation, ...]
+    refused: tuple[str, ...] = ()  # subjects not tracked: the engine was at its limit of subjects
 
 
 def action_to_dict(action: Action) -> dict[str, Any]:

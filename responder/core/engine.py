@@ -2,11 +2,21 @@
 
 Time is the event's own time (never the wall clock), held monotonic across events, so replaying the
 same sequence gives the same decisions, ids included.
+
+Memory is bounded: a subject is forgotten once every signal on it is past its window and no response is
+in force on it (it would score 0 and be decided as a new one anyway), within a minute: subjects are
+listed under the minute their last signal ends, and a minute's list is looked at once it is past, so no
+event pays for a scan and a subject costs one list slot more, not a heap entry.
+
+At most `max_subjects` are tracked: near the limit only high and critical events may add a subject, at
+the limit none may, and a tracked one is never dropped to make room (a flood of new names must not wash
+out the risk of a real suspect, nor a response in force).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +24,7 @@ from typing import Any
 from responder.core.actions import Action, ActionType
 from responder.core.conditions import render
 from responder.core.decisions import Decision, Outcome, SubjectExplanation
-from responder.core.events import Event
+from responder.core.events import Event, Severity
 from responder.core.identity import IdentityMap, SubjectView
 from responder.core.risk import Hit, SubjectRisk
 from responder.core.rules import ActionTemplate, ResponseRule, RuleSet, SignalRule
@@ -30,12 +40,26 @@ class SubjectState:
     active_response: str | None
 
 
+DEFAULT_MAX_SUBJECTS = 1_000_000
+_MINUTE = 60.0
+
+
 class Engine:
-    def __init__(self, rules: RuleSet, identity: IdentityMap) -> None:
+    def __init__(self, rules: RuleSet, identity: IdentityMap, *, max_subjects: int = DEFAULT_MAX_SUBJECTS) -> None:
+        if max_subjects < 1:
+            raise ValueError("max_subjects must be at least 1")
         self._rules = rules
         self._identity = identity
         self._subjects: dict[str, SubjectRisk] = {}
+        # Subject keys by the minute their `live_until` falls in (stale entries are skipped), and those
+        # minutes as a heap: the first one to look at, when event time passes its end.
+        self._due: dict[int, list[str]] = {}
+        self._minutes: list[int] = []
+        self._next_sweep = float("inf")
         self._now = float("-inf")
+        self.max_subjects = max_subjects
+        # The last tenth is kept for high and critical events: low-grade noise cannot fill it.
+        self._open_to_all = max_subjects - max_subjects // 10
 
     @property
     def rules(self) -> RuleSet:
@@ -51,17 +75,26 @@ class Engine:
     def reset(self) -> None:
         """Forget all risk, to be rebuilt from the journal (after this instance's subjects changed)."""
         self._subjects = {}
+        self._due, self._minutes, self._next_sweep = {}, [], float("inf")
         self._now = float("-inf")
 
     @property
     def tracked(self) -> int:
         return len(self._subjects)
 
+    @property
+    def full(self) -> bool:
+        """Near or at `max_subjects`: events below high severity add no new subject."""
+        return len(self._subjects) >= self._open_to_all
+
     def release(self, subject: str, response: str) -> None:
         """The response on `subject` ended (undone, expired, replaced elsewhere): it may be decided again."""
         state = self._subjects.get(subject)
         if state is not None and state.active_response == response:
             state.active_response, state.active_level, state.active_until = None, 0, None
+            # Kept while the response was in force; forgotten from now on once its signals are past.
+            state.live_until = max(state.live_until, self._now)
+            self._due_at(state.live_until, subject)
 
     def state(self, subject: str, now: float | None = None) -> SubjectState:
         at = self._now if now is None else now
@@ -75,12 +108,15 @@ class Engine:
         rules = self._rules
         now = max(self._now, event.epoch)
         self._now = now
+        if now >= self._next_sweep:
+            self._forget_expired(now)
         candidates = rules.candidates(event)
         if not candidates:
             return Outcome(event.id, (), ())
         view = _Views(event)
         decisions: list[Decision] = []
         explanations: list[SubjectExplanation] = []
+        refused: list[str] = []
         for key in self._identity.resolve(event.subjects):
             risk = self._subjects.get(key)
             subject = self._identity.subject(key)
@@ -91,14 +127,58 @@ class Engine:
                 # Nothing new about this subject: its risk only fades, so no response can newly apply.
                 continue
             if risk is None:
+                if not self._admits(event):
+                    refused.append(key)
+                    continue
                 risk = self._subjects[key] = SubjectRisk([])
             for rule in matched:
-                risk.add(_hit(rule, event, now, context), now)
+                hit = _hit(rule, event, now, context)
+                risk.add(hit, now)
+                self._keep_until(key, risk, hit.expires)
             explanation, decision = self._respond(event, view, subject, risk, [r.id for r in matched])
             explanations.append(explanation)
             if decision is not None:
                 decisions.append(decision)
-        return Outcome(event.id, tuple(decisions), tuple(explanations))
+                if risk.active_until is not None:
+                    self._keep_until(key, risk, risk.active_until)
+        return Outcome(event.id, tuple(decisions), tuple(explanations), tuple(refused))
+
+    def _admits(self, event: Event) -> bool:
+        """Whether a subject not yet tracked may be added for this event."""
+        tracked = len(self._subjects)
+        if tracked < self._open_to_all:
+            return True
+        return tracked < self.max_subjects and event.severity >= Severity.HIGH
+
+    def _keep_until(self, key: str, risk: SubjectRisk, until: float) -> None:
+        if until > risk.live_until:
+            listed = risk.live_until != float("-inf") and until // _MINUTE == risk.live_until // _MINUTE
+            risk.live_until = until
+            if not listed:  # (in the same minute, the entry there stands for the new time too)
+                self._due_at(until, key)
+
+    def _due_at(self, until: float, key: str) -> None:
+        minute = int(until // _MINUTE)
+        keys = self._due.get(minute)
+        if keys is None:
+            keys = self._due[minute] = []
+            heapq.heappush(self._minutes, minute)
+            self._next_sweep = min(self._next_sweep, (minute + 1) * _MINUTE)
+        keys.append(key)
+
+    def _forget_expired(self, now: float) -> None:
+        """Forget the subjects whose signals have all passed their window and on which nothing is in
+        force. Each entry is looked at once, so the cost is spread over the events that listed them."""
+        minutes, subjects = self._minutes, self._subjects
+        while minutes and (minutes[0] + 1) * _MINUTE <= now:
+            for key in self._due.pop(heapq.heappop(minutes)):
+                risk = subjects.get(key)
+                if risk is None or risk.live_until > now:
+                    continue  # forgotten already, or live for longer: listed under a later minute
+                if risk.active(now):
+                    continue  # a response without an end is in force: kept until `release` lists it again
+                del subjects[key]
+        self._next_sweep = (minutes[0] + 1) * _MINUTE if minutes else float("inf")
 
     def _respond(
         self, event: Event, view: _Views, subject: SubjectView, risk: SubjectRisk, matched: list[str]

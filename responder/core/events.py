@@ -51,21 +51,41 @@ def _severity(value: Any) -> Any:
 
 SeverityField = Annotated[Severity, BeforeValidator(_severity)]
 
+# Limits on what an event may name, checked where every connector builds its events. An e-mail address
+# is at most 254 characters (RFC 5321) and a DNS name 253; nothing genuine comes near 256. Without them,
+# one authenticated delivery of 850-character names could hold megabytes of state per thousand subjects.
+MAX_IDENTIFIER_CHARS = 256
+MAX_SUBJECTS_PER_KIND = 100
+
+
+def _bounded(kind: str, value: tuple[str, ...]) -> tuple[str, ...]:
+    for item in value:
+        if len(item) > MAX_IDENTIFIER_CHARS:
+            raise ValueError(
+                f"a {kind} name of {len(item)} characters is longer than the limit of {MAX_IDENTIFIER_CHARS}"
+            )
+    return value
+
 
 class Subjects(BaseModel):
     """Whom an event names. Users are e-mail addresses or UPNs, compared lower-case."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    users: tuple[str, ...] = ()
-    devices: tuple[str, ...] = ()
-    keys: tuple[WireGuardKey, ...] = ()
-    addresses: tuple[IPAddress, ...] = ()
+    users: tuple[str, ...] = Field(default=(), max_length=MAX_SUBJECTS_PER_KIND)
+    devices: tuple[str, ...] = Field(default=(), max_length=MAX_SUBJECTS_PER_KIND)
+    keys: tuple[WireGuardKey, ...] = Field(default=(), max_length=MAX_SUBJECTS_PER_KIND)
+    addresses: tuple[IPAddress, ...] = Field(default=(), max_length=MAX_SUBJECTS_PER_KIND)
 
     @field_validator("users")
     @classmethod
     def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(u.strip().lower() for u in value if u.strip()))
+        return _bounded("user", tuple(dict.fromkeys(u.strip().lower() for u in value if u.strip())))
+
+    @field_validator("devices")
+    @classmethod
+    def _device_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _bounded("device", value)
 
     @property
     def empty(self) -> bool:

@@ -40,6 +40,7 @@ class SubjectRisk:
     active_response: str | None = None
     active_level: int = 0
     active_until: float | None = None
+    live_until: float = float("-inf")  # when the last hit expires and no response is in force any more
 
     def add(self, hit: Hit, now: float) -> None:
         self.hits = [h for h in self.hits if h.value(now) >= _NEGLIGIBLE]

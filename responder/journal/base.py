@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_pending ON events (status, owner, seq);
 CREATE INDEX IF NOT EXISTS events_time ON events (occurred_at);
 CREATE INDEX IF NOT EXISTS events_processed ON events (processed_at);
+CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery_id);
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY,
     subject TEXT NOT NULL,
@@ -108,6 +109,10 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 _OPEN = (IntentState.PENDING, IntentState.RUNNING)
+# Decisions retention may delete: over, with nothing left on a hub. A replaced one is not (its actions stay
+# in force under the stronger decision, and are undone with it), nor one with an intent open or failed.
+_ENDED = (DecisionState.EXPIRED, DecisionState.UNDONE, DecisionState.REJECTED, DecisionState.DRY_RUN)
+_UNSETTLED = (IntentState.PENDING, IntentState.RUNNING, IntentState.AWAITING_APPROVAL, IntentState.FAILED)
 T = TypeVar("T")
 
 
@@ -586,6 +591,45 @@ class SqlJournal(ABC):
             else:
                 rows = await tx.fetch("SELECT * FROM audit WHERE ref = ? ORDER BY seq LIMIT ?", ref, limit)
         return [AuditEntry(r["seq"], r["at"], r["actor"], r["kind"], r["ref"], r["detail"]) for r in rows]
+
+    async def prune(self, *, events_before: str, decisions_before: str, batch: int = 2000) -> dict[str, int]:
+        """Delete what retention no longer keeps, and say how many rows of each table went: events processed
+        before `events_before`, deliveries received before it with no event left; ended decisions created
+        before `decisions_before` with their intents, and audit entries written before it. Pending events
+        and live decisions are never deleted. One transaction per `batch` rows, so that intake waits for
+        one short one at a time, never for the whole prune."""
+        ended, unsettled = [s.value for s in _ENDED], [s.value for s in _UNSETTLED]
+        steps = (
+            ("events", "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE status = ?"
+                       " AND processed_at < ? LIMIT ?)", (EventStatus.PROCESSED.value, events_before)),
+            ("deliveries", "DELETE FROM deliveries WHERE id IN (SELECT d.id FROM deliveries d WHERE d.received_at < ?"
+                           " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id) LIMIT ?)",
+             (events_before,)),
+            ("audit", "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < ? LIMIT ?)",
+             (decisions_before,)),
+        )  # fmt: skip
+        pruned = {"events": 0, "deliveries": 0, "decisions": 0, "intents": 0, "audit": 0}
+        for table, sql, args in steps:
+            while True:
+                async with self.transaction() as tx:
+                    gone = await tx.execute(sql, *args, batch)
+                pruned[table] += gone
+                if gone < batch:
+                    break
+        ended_before = (
+            "SELECT d.id FROM decisions d WHERE d.created_at < ? AND d.state IN (?, ?, ?, ?) AND NOT EXISTS"
+            " (SELECT 1 FROM intents i WHERE i.decision_id = d.id AND i.state IN (?, ?, ?, ?)) LIMIT ?"
+        )
+        while True:
+            async with self.transaction() as tx:
+                ids = [str(r["id"]) for r in await tx.fetch(ended_before, decisions_before, *ended, *unsettled, batch)]
+                if ids:
+                    marks = _marks(len(ids))
+                    pruned["intents"] += await tx.execute(f"DELETE FROM intents WHERE decision_id IN ({marks})", *ids)  # noqa: S608 - '?' only
+                    pruned["decisions"] += await tx.execute(f"DELETE FROM decisions WHERE id IN ({marks})", *ids)  # noqa: S608 - '?' only
+            if len(ids) < batch:
+                break
+        return pruned
 
     async def counts(self) -> dict[str, int]:
         """Row counts by table and state: for readiness, metrics and consistency checks."""

@@ -21,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 
 from responder.core.actions import Action, ActionType
-from responder.core.decisions import Decision
+from responder.core.decisions import Decision, Outcome
 from responder.core.engine import Engine
 from responder.core.events import Event
 from responder.enforcement import Enforcer, intent_records
@@ -78,12 +78,13 @@ class Pipeline:
         self._running: set[asyncio.Task[None]] = set()
         self.wake = wake or asyncio.Event()
         self._rebuild_after: timedelta | None = None
+        self._full_since: str | None = None  # the event on which the engine last became full (logged once)
 
     async def rebuild(self, horizon: timedelta) -> int:
         """Replay the recent processed events into the engine; release the responses that ended."""
         stored = await self._journal.processed_events_since((self._clock() - horizon).isoformat())
         for s in stored:
-            self._engine.process(Event.model_validate_json(s.body))
+            self._count_subjects(self._engine.process(Event.model_validate_json(s.body)))
         live = {(d.subject, d.response) for state in LIVE for d in await self._journal.decisions(state, 100_000)}
         for state in ENDED:
             for d in await self._journal.decisions(state, 100_000):
@@ -163,6 +164,7 @@ class Pipeline:
                     planned.append(_Planned(EventOutcome(stored.seq), [], {}, stored.received_at))
                     continue
                 outcome = self._engine.process(event)
+                self._count_subjects(outcome)
                 if outcome.decisions or outcome.explanations:
                     span.set_attributes({
                         "responder.event.id": event.id, "responder.event.source": event.source.value,
@@ -178,6 +180,22 @@ class Pipeline:
             # Not written: processed already, by this instance before a crash or by another one.
             if ok and p.to_run:
                 self._start(p.to_run, p.carrier, p.received_at)
+
+    def _count_subjects(self, outcome: Outcome) -> None:
+        if outcome.refused:
+            self._metrics.subjects_refused.inc(len(outcome.refused))
+        full = self._engine.full
+        if full and self._full_since is None:
+            self._full_since = outcome.event_id
+            log.warning(
+                "the engine tracks %d subjects (limits.max_subjects is %d): from event %s on, events below high"
+                " severity add no new subject, and at the limit none do, until signals expire; raise the"
+                " limit if this is genuine traffic", self._engine.tracked, self._engine.max_subjects, outcome.event_id,
+            )  # fmt: skip
+        elif not full and self._full_since is not None:
+            log.info("the engine tracks %d subjects, below its limit again: new ones are added", self._engine.tracked)
+            self._full_since = None
+        self._metrics.tracked_subjects.set(self._engine.tracked)
 
     def _span(self, stored: StoredEvent) -> AbstractContextManager[Span]:
         """The event's decision, in the trace of its delivery; nothing when tracing is off, where a span

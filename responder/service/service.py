@@ -46,6 +46,7 @@ from responder.service.lifecycle import Lifecycle
 from responder.service.listener import AcceptErrors, CappedSite, connection_limit
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
+from responder.service.retention import Retention
 from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import provider_from_environment, tracer
 
@@ -109,7 +110,8 @@ class Service:
         identity = IdentityMap(inventory)
         journal = await open_journal(s.journal)
         try:
-            parts = self._assemble(journal, Engine(rules, identity), identity, hubs, overlays, dry_run=dry_run)
+            engine = Engine(rules, identity, max_subjects=s.limits.max_subjects)
+            parts = self._assemble(journal, engine, identity, hubs, overlays, dry_run=dry_run)
             await self._start(parts)
             await self._serve(parts, stop)
         finally:
@@ -152,9 +154,14 @@ class Service:
         self.reconciler = Reconciler(
             journal, hubs, self.clock, self.metrics, monitor.own_changes.note if monitor else None
         )
+        retention = Retention(
+            journal, self.clock, self.metrics, horizon_s=lambda: engine.rules.horizon_s,
+            margin_s=s.retention.events_margin_s, decisions_days=s.retention.decisions_days,
+        )  # fmt: skip
         return _Parts(
-            journal, engine, enforcer, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run, monitor, parsed
-        )
+            journal, engine, enforcer, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run, monitor,
+            parsed, retention,
+        )  # fmt: skip
 
     async def _start(self, p: _Parts) -> None:
         replayed = await p.pipeline.rebuild(timedelta(seconds=p.engine.rules.horizon_s))
@@ -277,6 +284,8 @@ class Service:
                     group.create_task(p.reconciler.run(intake, s.reconcile_interval_s), name="reconciler")
                 if p.monitor is not None:
                     group.create_task(p.monitor.run(intake), name="hub-monitor")
+                if s.retention.interval_s is not None:
+                    group.create_task(p.retention.run(intake, s.retention.interval_s), name="retention")
                 self.started.set()
                 await stop.wait()
                 log.info("stopping: intake first, then in-flight work")
@@ -303,6 +312,7 @@ class _Parts:
     dry_run: bool
     monitor: HubMonitor | None
     parsed: ParsedEvents
+    retention: Retention
 
 
 def _ignore_change(_hub: str, _key: str) -> None:

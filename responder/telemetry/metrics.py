@@ -61,6 +61,17 @@ class Metrics:
             registry=r,
         )
         self.active_decisions = Gauge("responder_active_decisions", "Decisions in force", registry=r)
+        self.tracked_subjects = Gauge(
+            "responder_tracked_subjects", "Subjects the decision engine holds risk or a response for", registry=r
+        )
+        self.subjects_refused = Counter(
+            "responder_subjects_refused",
+            "Signals on new subjects not tracked: the engine was at limits.max_subjects",
+            registry=r,
+        )
+        self.pruned = Counter(
+            "responder_journal_pruned_rows", "Journal rows deleted by retention, by table", ["table"], registry=r
+        )
         self.enforcement_off = Gauge(
             "responder_enforcement_off", "1 while the blast-radius breaker holds the service in dry-run", registry=r
         )
