@@ -19,6 +19,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from responder.ingest.payload import MAX_PAYLOAD_BYTES
+
 DEFAULT_LAB_INVENTORY = Path("/run/responder-lab/rsp/inventory.yaml")
 
 
@@ -29,7 +31,7 @@ class _Section(BaseModel):
 class Listen(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_body_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=1024)
 
 
 class KafkaTopic(_Section):

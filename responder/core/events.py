@@ -5,17 +5,35 @@ concrete producer or topic (e.g. "wazuh", "entra-risk-detection"), `type` the pr
 (Okta eventType, Entra riskEventType, SET event URI, SIEM rule id), `time` when it happened (aware),
 `subjects` whom it names, `severity` a normalised grade, `attributes` the original payload (JSON), and
 `dedup_key` a key equal for redeliveries of the same event (e.g. "okta:<uuid>").
+
+An event that exists can be stored and read back: its JSON nests at most `MAX_DEPTH` deep, the depth the
+journal's reader accepts, so one payload cannot make the engine's rebuild fail on every start.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticSerializationError, from_json
 
 from responder.core.identifiers import IPAddress, WireGuardKey, address_text
+
+# How deep arrays and objects may nest in an event's JSON: the limit of pydantic's JSON reader (jiter),
+# which reads events back from the journal (`Event.model_validate_json`) and payloads in at intake
+# (`responder.ingest.payload`). One number, checked by tests/unit/test_intake_limits.py against the reader.
+MAX_DEPTH = 200
 
 
 class Source(StrEnum):
@@ -84,6 +102,24 @@ class Event(BaseModel):
     severity: SeverityField = Severity.INFO
     attributes: dict[str, Any] = Field(default_factory=dict)
     dedup_key: str = Field(min_length=1, max_length=512)
+
+    @model_validator(mode="after")
+    def _storable(self, info: ValidationInfo) -> Self:
+        """Refuse an event whose JSON the journal could not read back. Read back from JSON, it was
+        checked by the reader itself; made from a payload, its JSON (needed to store it anyway) is
+        made now and read by the same reader only when it has enough brackets to be too deep."""
+        if info.mode == "json":
+            return self
+        try:
+            text = self.canonical_json
+        except PydanticSerializationError as exc:
+            raise ValueError(f"attributes cannot be stored as JSON: {exc}") from None
+        if text.count("{") + text.count("[") > MAX_DEPTH:
+            try:
+                from_json(text)
+            except ValueError:
+                raise ValueError(f"attributes nest deeper than {MAX_DEPTH - 1} levels") from None
+        return self
 
     @cached_property
     def epoch(self) -> float:

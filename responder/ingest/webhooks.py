@@ -9,7 +9,6 @@ Bad input gets the right 4xx with a JSON message (SSF: RFC 8935's `{"err", "desc
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 import uuid
@@ -27,6 +26,7 @@ from responder.core.events import Event
 from responder.ingest import entra, okta, ssf
 from responder.ingest.errors import PayloadError
 from responder.ingest.handoff import Handoff
+from responder.ingest.payload import MAX_PAYLOAD_BYTES, parse_json
 from responder.journal import DeliveryRecord
 from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import carrier_of_current, context_from
@@ -64,7 +64,7 @@ class WebhookConfig:
     okta_secret: SecretStr | None = None
     entra_client_state: SecretStr | None = None
     ssf: SsfReceiver | None = None
-    max_body_bytes: int = 1 << 20
+    max_body_bytes: int = MAX_PAYLOAD_BYTES
     okta_path: str = "/hooks/okta"
     entra_path: str = "/hooks/entra"
     entra_lifecycle_path: str = "/hooks/entra/lifecycle"
@@ -149,10 +149,10 @@ class Webhooks:
 
     def _json(self, body: bytes, source: str) -> Any:
         try:
-            return json.loads(body)
-        except (ValueError, RecursionError):
+            return parse_json(body, max_bytes=self.config.max_body_bytes)
+        except PayloadError as exc:
             self._count(source, "bad_json")
-            raise PayloadError("the body is not valid JSON") from None
+            raise PayloadError(f"the body is {exc}") from None
 
     async def _hand_off(
         self, request: web.Request, source: str, delivery_id: str, body: bytes, events: list[Event]

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, Tracer
+from pydantic import ValidationError
 
 from responder.core.actions import Action, ActionType
 from responder.core.decisions import Decision
@@ -77,10 +78,13 @@ class Pipeline:
         self._rebuild_after: timedelta | None = None
 
     async def rebuild(self, horizon: timedelta) -> int:
-        """Replay the recent processed events into the engine; release the responses that ended."""
+        """Replay the recent processed events into the engine; release the responses that ended. An
+        event that does not load is quarantined, and the rest replayed: one bad row must not stop every
+        start for the length of the rule window."""
         stored = await self._journal.processed_events_since((self._clock() - horizon).isoformat())
         for s in stored:
-            self._engine.process(Event.model_validate_json(s.body))
+            if (event := await self._load(s)) is not None:
+                self._engine.process(event)
         live = {(d.subject, d.response) for state in LIVE for d in await self._journal.decisions(state, 100_000)}
         for state in ENDED:
             for d in await self._journal.decisions(state, 100_000):
@@ -135,11 +139,8 @@ class Pipeline:
         in_batch: dict[str, list[DecisionRecord]] = {}
         for stored in batch:
             with self._span(stored) as span:
-                try:
-                    event = kept.get(stored.seq) or Event.model_validate_json(stored.body)
-                except ValueError as exc:  # written by this service, so only a bug or a tampered journal
-                    log.error("event %s in the journal does not load: %s", stored.seq, exc)  # noqa: TRY400
-                    planned.append(_Planned(EventOutcome(stored.seq), [], {}, stored.received_at))
+                event = kept.get(stored.seq) or await self._load(stored)
+                if event is None:
                     continue
                 outcome = self._engine.process(event)
                 if outcome.decisions or outcome.explanations:
@@ -157,6 +158,21 @@ class Pipeline:
             # Not written: processed already, by this instance before a crash or by another one.
             if ok and p.to_run:
                 self._start(p.to_run, p.carrier, p.received_at)
+
+    async def _load(self, stored: StoredEvent) -> Event | None:
+        """The stored event, or None when it does not load and was quarantined. Intake refuses what the
+        journal could not read back, so this is a journal written before that, a bug or tampering."""
+        try:
+            return Event.model_validate_json(stored.body)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+            log.error(  # noqa: TRY400 - the reason is the message; a traceback would only show this line
+                "event %s (%s) in the journal does not load, quarantined: %s", stored.seq, stored.dedup_key, reason,
+                extra={"event_seq": stored.seq, "dedup_key": stored.dedup_key},
+            )  # fmt: skip
+            await self._journal.quarantine_event(stored.seq, self._clock().isoformat(), reason)
+            self._metrics.quarantined.inc()
+            return None
 
     def _span(self, stored: StoredEvent) -> AbstractContextManager[Span]:
         """The event's decision, in the trace of its delivery; nothing when tracing is off, where a span
