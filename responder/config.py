@@ -19,6 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from responder.core.events import MAX_CLOCK_SKEW
 from responder.ingest.payload import MAX_PAYLOAD_BYTES
 
 DEFAULT_LAB_INVENTORY = Path("/run/responder-lab/rsp/inventory.yaml")
@@ -99,6 +100,10 @@ class Settings(BaseSettings):
         description="This instance's name, stable across restarts (default: the host name); it owns its events",
     )
     limits: Limits = Limits()
+    max_clock_skew_s: float = Field(
+        default=MAX_CLOCK_SKEW.total_seconds(), ge=0,
+        description="How far ahead of its receipt an event's time may lie; a later one counts as received then",
+    )  # fmt: skip
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     monitor_interval_s: float | None = Field(
         default=10.0, gt=0, description="How often the hub monitor reads each hub; null turns it off"

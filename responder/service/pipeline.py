@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from responder.core.actions import Action, ActionType
 from responder.core.decisions import Decision
 from responder.core.engine import Engine
-from responder.core.events import Event
+from responder.core.events import MAX_CLOCK_SKEW, Event, bounded_by_receipt
 from responder.enforcement import Enforcer, intent_records
 from responder.ingest.handoff import ParsedEvents
 from responder.journal import (
@@ -60,8 +60,10 @@ class Pipeline:
         wake: asyncio.Event | None = None,
         tracer: Tracer | None = None,
         parsed: ParsedEvents | None = None,
+        max_clock_skew: timedelta = MAX_CLOCK_SKEW,
     ) -> None:
         self._parsed = parsed or ParsedEvents(limit=0)
+        self._max_clock_skew = max_clock_skew
         self._tracer = tracer or trace.NoOpTracer()
         self._traced = not isinstance(self._tracer, trace.NoOpTracer)
         self._journal = journal
@@ -163,7 +165,7 @@ class Pipeline:
         """The stored event, or None when it does not load and was quarantined. Intake refuses what the
         journal could not read back, so this is a journal written before that, a bug or tampering."""
         try:
-            return Event.model_validate_json(stored.body)
+            event = Event.model_validate_json(stored.body)
         except ValidationError as exc:
             reason = exc.errors()[0]["msg"] if exc.errors() else str(exc)
             log.error(  # noqa: TRY400 - the reason is the message; a traceback would only show this line
@@ -173,6 +175,9 @@ class Pipeline:
             await self._journal.quarantine_event(stored.seq, self._clock().isoformat(), reason)
             self._metrics.quarantined.inc()
             return None
+        # Intake bounded its time by its receipt; a journal written before that may hold one from the
+        # future, which would blind the engine again on every rebuild: bounded by now, it cannot.
+        return bounded_by_receipt(event, self._clock(), self._max_clock_skew)
 
     def _span(self, stored: StoredEvent) -> AbstractContextManager[Span]:
         """The event's decision, in the trace of its delivery; nothing when tracing is off, where a span
