@@ -123,15 +123,18 @@ class Event(BaseModel):
         made now and read by the same reader only when it has enough brackets to be too deep."""
         if info.mode == "json":
             return self
+        too_deep = f"attributes nest deeper than {MAX_DEPTH - 1} levels"
         try:
             text = self.canonical_json
-        except PydanticSerializationError as exc:
-            raise ValueError(f"attributes cannot be stored as JSON: {exc}") from None
+        except PydanticSerializationError as exc:  # the serializer has a depth limit of its own, above ours
+            raise ValueError(
+                too_deep if "depth" in str(exc) else f"attributes cannot be stored as JSON: {exc}"
+            ) from None
         if text.count("{") + text.count("[") > MAX_DEPTH:
             try:
                 from_json(text)
             except ValueError:
-                raise ValueError(f"attributes nest deeper than {MAX_DEPTH - 1} levels") from None
+                raise ValueError(too_deep) from None
         return self
 
     @cached_property

@@ -21,10 +21,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from responder.config import Kafka, KafkaTopic, Settings
+from responder.config import Kafka, KafkaTopic, Settings, Ssf
 from responder.core.events import MAX_DEPTH, Event, Source, Subjects
 from responder.journal import DeliveryRecord, EventOutcome, EventRecord, Journal, open_journal
-from tests.support.payloads import payload
+from tests.support.payloads import Transmitter, payload
 from tests.support.service import event_keys, no_hubs, running
 
 OKTA_SECRET = "Basic b2t0YTpzZWNyZXQtdmFsdWU="
@@ -82,8 +82,9 @@ def test_the_depth_limit_is_what_the_journal_reader_accepts() -> None:
 
     deepest = event({"x": _nested(MAX_DEPTH - 2)})
     assert Event.model_validate_json(deepest.canonical_json) == deepest
-    with pytest.raises(ValidationError, match=f"nest deeper than {MAX_DEPTH - 1} levels"):
-        event({"x": _nested(MAX_DEPTH - 1)})
+    for levels in (MAX_DEPTH - 1, 300, 900):
+        with pytest.raises(ValidationError, match=f"nest deeper than {MAX_DEPTH - 1} levels"):
+            event({"x": _nested(levels)})
 
 
 async def test_a_deep_okta_delivery_is_refused_and_every_restart_succeeds(tmp_path: Path) -> None:
@@ -222,3 +223,28 @@ async def test_an_unreadable_stored_event_is_quarantined_and_the_start_goes_on(
         assert entry.kind == "event.quarantined" and "recursion limit" in json.loads(entry.detail)["reason"]
     finally:
         await journal.close()
+
+
+async def test_a_deep_signed_set_is_refused_with_an_rfc_8935_error(tmp_path: Path) -> None:
+    transmitter = Transmitter()
+    (tmp_path / "jwks.json").write_text(json.dumps(transmitter.jwks()))
+    ssf = Ssf(
+        issuer="https://idp.partner.example",
+        audience="https://soar.acme.example/ssf/push",
+        jwks_file=tmp_path / "jwks.json",
+    )
+    settings = _settings(tmp_path, ssf=ssf)
+    async with running(settings) as (_, base), aiohttp.ClientSession() as http:
+        for levels in (MAX_DEPTH, 300):
+            claims = payload("ssf/credential_compromise.json")
+            claims["jti"] = f"deep-{levels}"
+            claims["events"]["https://schemas.openid.net/secevent/risc/event-type/credential-compromise"]["x"] = (
+                _nested(levels)
+            )
+            headers = {"Content-Type": "application/secevent+jwt"}
+            async with http.post(f"{base}/hooks/ssf", data=transmitter.sign(claims), headers=headers) as r:
+                assert r.status == 400
+                answer = await r.json()
+                assert answer["err"] == "invalid_request" and "nest deeper" in answer["description"]
+    async with running(settings):
+        pass  # and it starts again
