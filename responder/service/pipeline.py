@@ -83,10 +83,13 @@ class Pipeline:
         """Replay the recent processed events into the engine; release the responses that ended. An
         event that does not load is quarantined, and the rest replayed: one bad row must not stop every
         start for the length of the rule window."""
-        stored = await self._journal.processed_events_since((self._clock() - horizon).isoformat())
+        now = self._clock()
+        stored = await self._journal.processed_events_since((now - horizon).isoformat())
         for s in stored:
             if (event := await self._load(s)) is not None:
-                self._engine.process(event)
+                # Intake bounds an event's time by its receipt; a journal written before that may hold
+                # one from the future, which would blind the engine again on every start: not past now.
+                self._engine.process(bounded_by_receipt(event, now, self._max_clock_skew))
         live = {(d.subject, d.response) for state in LIVE for d in await self._journal.decisions(state, 100_000)}
         for state in ENDED:
             for d in await self._journal.decisions(state, 100_000):
@@ -165,7 +168,7 @@ class Pipeline:
         """The stored event, or None when it does not load and was quarantined. Intake refuses what the
         journal could not read back, so this is a journal written before that, a bug or tampering."""
         try:
-            event = Event.model_validate_json(stored.body)
+            return Event.model_validate_json(stored.body)
         except ValidationError as exc:
             reason = exc.errors()[0]["msg"] if exc.errors() else str(exc)
             log.error(  # noqa: TRY400 - the reason is the message; a traceback would only show this line
@@ -175,9 +178,6 @@ class Pipeline:
             await self._journal.quarantine_event(stored.seq, self._clock().isoformat(), reason)
             self._metrics.quarantined.inc()
             return None
-        # Intake bounded its time by its receipt; a journal written before that may hold one from the
-        # future, which would blind the engine again on every rebuild: bounded by now, it cannot.
-        return bounded_by_receipt(event, self._clock(), self._max_clock_skew)
 
     def _span(self, stored: StoredEvent) -> AbstractContextManager[Span]:
         """The event's decision, in the trace of its delivery; nothing when tracing is off, where a span
