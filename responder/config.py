@@ -23,6 +23,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from responder.core.events import MAX_CLOCK_SKEW
+from responder.ingest.payload import MAX_PAYLOAD_BYTES
+
 DEFAULT_LAB_INVENTORY = Path("/run/responder-lab/rsp/inventory.yaml")
 MIN_SECRET_CHARS = 16
 # The secrets that authenticate a caller: an empty or guessable one would let anyone in. (The Kafka
@@ -37,7 +40,7 @@ class _Section(BaseModel):
 class Listen(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_body_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=1024)
     max_connections: int = Field(
         default=4096, ge=1,
         description="HTTP connections open at once; beyond, a connection gets an immediate 503 and is closed",
@@ -175,6 +178,10 @@ class Settings(BaseSettings):
     )
     limits: Limits = Limits()
     retention: Retention = Retention()
+    max_clock_skew_s: float = Field(
+        default=MAX_CLOCK_SKEW.total_seconds(), ge=0,
+        description="How far ahead of its receipt an event's time may lie; a later one counts as received then",
+    )  # fmt: skip
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     monitor_interval_s: float | None = Field(
         default=10.0, gt=0, description="How often the hub monitor reads each hub; null turns it off"

@@ -189,6 +189,9 @@ class Engine:
         active = risk.active(now)
         context = view.lazy(subject, held, score)
         notes: list[str] = []
+        if event.claimed_time is not None:
+            claimed, counted = event.claimed_time.isoformat(), event.time.isoformat()
+            notes.append(f"event {event.id} claimed {claimed}, ahead of its receipt: counted at {counted}")
         chosen: ResponseRule | None = None
         for response in rules.responses:
             why_not = response.unmet(score, held, context)

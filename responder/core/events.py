@@ -5,17 +5,42 @@ concrete producer or topic (e.g. "wazuh", "entra-risk-detection"), `type` the pr
 (Okta eventType, Entra riskEventType, SET event URI, SIEM rule id), `time` when it happened (aware),
 `subjects` whom it names, `severity` a normalised grade, `attributes` the original payload (JSON), and
 `dedup_key` a key equal for redeliveries of the same event (e.g. "okta:<uuid>").
+
+An event's time is bounded by its receipt (`bounded_by_receipt`): a source's clock, or an attacker's
+`published: 9999-12-31`, must not move the engine's clock (which only moves forward) for every subject.
+
+An event that exists can be stored and read back: its JSON nests at most `MAX_DEPTH` deep, the depth the
+journal's reader accepts, so one payload cannot make the engine's rebuild fail on every start.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticSerializationError, from_json
 
 from responder.core.identifiers import IPAddress, WireGuardKey, address_text
+
+# How deep arrays and objects may nest in an event's JSON: the limit of pydantic's JSON reader (jiter),
+# which reads events back from the journal (`Event.model_validate_json`) and payloads in at intake
+# (`responder.ingest.payload`). One number, checked by tests/unit/test_intake_limits.py against the reader.
+MAX_DEPTH = 200
+# How far ahead of its receipt an event's own time may lie (clocks drift, senders batch); the default of
+# the setting `max_clock_skew_s`.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 class Source(StrEnum):
@@ -104,6 +129,33 @@ class Event(BaseModel):
     severity: SeverityField = Severity.INFO
     attributes: dict[str, Any] = Field(default_factory=dict)
     dedup_key: str = Field(min_length=1, max_length=512)
+    # Only in the JSON of the events it concerns: the others are stored as they always were.
+    claimed_time: AwareDatetime | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="The time the source gave, when it lay too far ahead of the receipt and `time` is the receipt",
+    )
+
+    @model_validator(mode="after")
+    def _storable(self, info: ValidationInfo) -> Self:
+        """Refuse an event whose JSON the journal could not read back. Read back from JSON, it was
+        checked by the reader itself; made from a payload, its JSON (needed to store it anyway) is
+        made now and read by the same reader only when it has enough brackets to be too deep."""
+        if info.mode == "json":
+            return self
+        too_deep = f"attributes nest deeper than {MAX_DEPTH - 1} levels"
+        try:
+            text = self.canonical_json
+        except PydanticSerializationError as exc:  # the serializer has a depth limit of its own, above ours
+            raise ValueError(
+                too_deep if "depth" in str(exc) else f"attributes cannot be stored as JSON: {exc}"
+            ) from None
+        if text.count("{") + text.count("[") > MAX_DEPTH:
+            try:
+                from_json(text)
+            except ValueError:
+                raise ValueError(too_deep) from None
+        return self
 
     @cached_property
     def epoch(self) -> float:
@@ -129,3 +181,12 @@ class Event(BaseModel):
             "addresses": [address_text(a) for a in self.subjects.addresses],
             "attributes": self.attributes,
         }
+
+
+def bounded_by_receipt(event: Event, received: datetime, max_skew: timedelta) -> Event:
+    """The event, or, when it claims a time more than `max_skew` after `received`, the same event dated
+    `received` with its claim kept in `claimed_time` (and shown in the decisions it takes part in)."""
+    if event.epoch <= (received + max_skew).timestamp():
+        return event
+    fields = {name: getattr(event, name) for name in Event.model_fields}
+    return Event(**fields | {"time": received, "claimed_time": event.claimed_time or event.time})

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Protocol
 
-from responder.core.events import Event
+from responder.core.events import MAX_CLOCK_SKEW, Event, bounded_by_receipt
 from responder.core.identifiers import address_text
 from responder.journal import Accepted, DeliveryRecord, EventRecord, Journal
 
@@ -32,18 +33,30 @@ ROOM_WAIT_S = 2.0
 class JournalHandoff:
     """Hands deliveries to the journal with group commit: deliveries that arrive while a write is in
     flight go together in the next transaction, so concurrent senders share one commit (and one fsync)
-    instead of queueing for one each. Every caller still returns only after its own delivery is durable."""
+    instead of queueing for one each. Every caller still returns only after its own delivery is durable.
 
-    def __init__(self, journal: Journal, owner: str, parsed: ParsedEvents | None = None) -> None:
+    Every event is dated at most `max_skew` after its delivery's receipt (`bounded_by_receipt`): this is
+    the one way into the journal, and so into the engine."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        owner: str,
+        parsed: ParsedEvents | None = None,
+        *,
+        max_skew: timedelta = MAX_CLOCK_SKEW,
+    ) -> None:
         self._journal = journal
         self._owner = owner
         self._parsed = parsed
+        self._max_skew = max_skew
         self._queue: list[tuple[DeliveryRecord, list[EventRecord], asyncio.Future[Accepted]]] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def accept(self, delivery: DeliveryRecord, events: Sequence[Event]) -> Accepted:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Accepted] = loop.create_future()
+        events = self._bounded(delivery, events)
         self._queue.append((delivery, [_record(e) for e in events], future))
         if self._writer is None or self._writer.done():
             # A task of its own: a caller that goes away must not strand the deliveries queued behind it.
@@ -69,11 +82,18 @@ class JournalHandoff:
     async def accept_batch(self, items: Sequence[tuple[DeliveryRecord, Sequence[Event]]]) -> list[Accepted]:
         if self._parsed is not None:
             await self._parsed.room(sum(len(events) for _, events in items), timeout=ROOM_WAIT_S)
+        items = [(delivery, self._bounded(delivery, events)) for delivery, events in items]
         batch = [(delivery, [_record(e) for e in events]) for delivery, events in items]
         accepted = await self._journal.accept_batch(batch, self._owner)
         for (_, events), a in zip(items, accepted, strict=True):
             self._keep(events, a)
         return accepted
+
+    def _bounded(self, delivery: DeliveryRecord, events: Sequence[Event]) -> Sequence[Event]:
+        if not events:
+            return events
+        received = datetime.fromisoformat(delivery.received_at)
+        return [bounded_by_receipt(e, received, self._max_skew) for e in events]
 
     def _keep(self, events: Sequence[Event], accepted: Accepted) -> None:
         if self._parsed is not None:

@@ -264,6 +264,10 @@ def events_of(verified: VerifiedSet) -> list[Event]:
                     dedup_key=f"ssf:{claims['iss']}:{claims['jti']}:{uri}"[:512],
                 )
             )
-        except (ValidationError, PayloadError) as exc:
-            raise SetError("invalid_request", str(exc).splitlines()[0]) from None
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            where = ".".join(map(str, e["loc"]))
+            raise SetError("invalid_request", f"{where}: {e['msg']}" if where else e["msg"]) from None
+        except PayloadError as exc:
+            raise SetError("invalid_request", str(exc)) from None
     return out

@@ -28,6 +28,7 @@ from responder.core.events import Event
 from responder.ingest import entra, okta, ssf
 from responder.ingest.errors import PayloadError
 from responder.ingest.handoff import Handoff
+from responder.ingest.payload import MAX_PAYLOAD_BYTES, parse_json
 from responder.journal import DeliveryRecord, JournalUnavailable
 from responder.telemetry.metrics import Metrics, bounded
 from responder.telemetry.tracing import carrier_of_current, context_from
@@ -69,7 +70,7 @@ class WebhookConfig:
     okta_secret: SecretStr | None = None
     entra_client_state: SecretStr | None = None
     ssf: SsfReceiver | None = None
-    max_body_bytes: int = 1 << 20
+    max_body_bytes: int = MAX_PAYLOAD_BYTES
     body_timeout_s: float = 10.0
     okta_path: str = "/hooks/okta"
     entra_path: str = "/hooks/entra"
@@ -166,10 +167,10 @@ class Webhooks:
 
     def _json(self, body: bytes, source: str) -> Any:
         try:
-            return json.loads(body)
-        except (ValueError, RecursionError):
+            return parse_json(body, max_bytes=self.config.max_body_bytes)
+        except PayloadError as exc:
             self._count(source, "bad_json")
-            raise PayloadError("the body is not valid JSON") from None
+            raise PayloadError(f"the body is {exc}") from None
 
     async def _hand_off(
         self, request: web.Request, source: str, delivery_id: str, body: bytes, events: list[Event]

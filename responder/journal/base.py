@@ -325,6 +325,20 @@ class SqlJournal(ABC):
             for r in rows
         ]
 
+    async def quarantine_event(self, seq: int, at: str, reason: str) -> None:
+        """Set an event that does not load aside: kept with its body, out of processing and rebuilds,
+        and the reason in the audit trail (ref `event:<seq>`)."""
+        async with self.transaction() as tx:
+            tx.defer("UPDATE events SET status = ? WHERE seq = ?", EventStatus.QUARANTINED.value, seq)
+            tx.defer(
+                "INSERT INTO audit (at, actor, kind, ref, detail) VALUES (?, ?, ?, ?, ?)",
+                at,
+                "responder",
+                "event.quarantined",
+                f"event:{seq}",
+                json.dumps({"reason": reason}, sort_keys=True),
+            )
+
     async def record_outcome(
         self,
         event_seq: int,

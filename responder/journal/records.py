@@ -14,6 +14,7 @@ from enum import StrEnum
 class EventStatus(StrEnum):
     PENDING = "pending"
     PROCESSED = "processed"
+    QUARANTINED = "quarantined"  # stored but unreadable: kept for inspection, never decided on or replayed
 
 
 class DecisionState(StrEnum):

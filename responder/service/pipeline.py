@@ -19,11 +19,12 @@ from datetime import datetime, timedelta
 
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, Tracer
+from pydantic import ValidationError
 
 from responder.core.actions import Action, ActionType
 from responder.core.decisions import Decision, Outcome
 from responder.core.engine import Engine
-from responder.core.events import Event
+from responder.core.events import MAX_CLOCK_SKEW, Event, bounded_by_receipt
 from responder.enforcement import Enforcer, intent_records
 from responder.ingest.handoff import ParsedEvents
 from responder.journal import (
@@ -62,8 +63,10 @@ class Pipeline:
         wake: asyncio.Event | None = None,
         tracer: Tracer | None = None,
         parsed: ParsedEvents | None = None,
+        max_clock_skew: timedelta = MAX_CLOCK_SKEW,
     ) -> None:
         self._parsed = parsed or ParsedEvents(limit=0)
+        self._max_clock_skew = max_clock_skew
         self._tracer = tracer or trace.NoOpTracer()
         self._traced = not isinstance(self._tracer, trace.NoOpTracer)
         self._journal = journal
@@ -81,10 +84,16 @@ class Pipeline:
         self._full_since: str | None = None  # the event on which the engine last became full (logged once)
 
     async def rebuild(self, horizon: timedelta) -> int:
-        """Replay the recent processed events into the engine; release the responses that ended."""
-        stored = await self._journal.processed_events_since((self._clock() - horizon).isoformat())
+        """Replay the recent processed events into the engine; release the responses that ended. An
+        event that does not load is quarantined, and the rest replayed: one bad row must not stop every
+        start for the length of the rule window."""
+        now = self._clock()
+        stored = await self._journal.processed_events_since((now - horizon).isoformat())
         for s in stored:
-            self._count_subjects(self._engine.process(Event.model_validate_json(s.body)))
+            if (event := await self._load(s)) is not None:
+                # Intake bounds an event's time by its receipt; a journal written before that may hold
+                # one from the future, which would blind the engine again on every start: not past now.
+                self._count_subjects(self._engine.process(bounded_by_receipt(event, now, self._max_clock_skew)))
         live = {(d.subject, d.response) for state in LIVE for d in await self._journal.decisions(state, 100_000)}
         for state in ENDED:
             for d in await self._journal.decisions(state, 100_000):
@@ -157,11 +166,8 @@ class Pipeline:
         in_batch: dict[str, list[DecisionRecord]] = {}
         for stored in batch:
             with self._span(stored) as span:
-                try:
-                    event = kept.get(stored.seq) or Event.model_validate_json(stored.body)
-                except ValueError as exc:  # written by this service, so only a bug or a tampered journal
-                    log.error("event %s in the journal does not load: %s", stored.seq, exc)  # noqa: TRY400
-                    planned.append(_Planned(EventOutcome(stored.seq), [], {}, stored.received_at))
+                event = kept.get(stored.seq) or await self._load(stored)
+                if event is None:
                     continue
                 outcome = self._engine.process(event)
                 self._count_subjects(outcome)
@@ -196,6 +202,21 @@ class Pipeline:
             log.info("the engine tracks %d subjects, below its limit again: new ones are added", self._engine.tracked)
             self._full_since = None
         self._metrics.tracked_subjects.set(self._engine.tracked)
+
+    async def _load(self, stored: StoredEvent) -> Event | None:
+        """The stored event, or None when it does not load and was quarantined. Intake refuses what the
+        journal could not read back, so this is a journal written before that, a bug or tampering."""
+        try:
+            return Event.model_validate_json(stored.body)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+            log.error(  # noqa: TRY400 - the reason is the message; a traceback would only show this line
+                "event %s (%s) in the journal does not load, quarantined: %s", stored.seq, stored.dedup_key, reason,
+                extra={"event_seq": stored.seq, "dedup_key": stored.dedup_key},
+            )  # fmt: skip
+            await self._journal.quarantine_event(stored.seq, self._clock().isoformat(), reason)
+            self._metrics.quarantined.inc()
+            return None
 
     def _span(self, stored: StoredEvent) -> AbstractContextManager[Span]:
         """The event's decision, in the trace of its delivery; nothing when tracing is off, where a span

@@ -134,7 +134,7 @@ class Service:
         s = self.settings
         monitor = None
         if hubs and s.monitor_interval_s is not None:
-            handoff = Waking(JournalHandoff(journal, self.instance), self.wake)
+            handoff = Waking(JournalHandoff(journal, self.instance, max_skew=self._max_clock_skew), self.wake)
             monitor = HubMonitor(
                 list(hubs.values()), handoff, self.metrics.registry, interval_s=s.monitor_interval_s,
                 thresholds=Thresholds(stale_after_s=s.monitor_stale_after_s),
@@ -148,7 +148,7 @@ class Service:
         pipeline = Pipeline(
             journal=journal, engine=engine, enforcer=enforcer, radius=radius, clock=self.clock,
             owner=self.instance, metrics=self.metrics, dry_run=dry_run, wake=self.wake, tracer=self.tracer,
-            parsed=parsed,
+            parsed=parsed, max_clock_skew=self._max_clock_skew,
         )  # fmt: skip
         self.lifecycle = Lifecycle(journal, enforcer, engine, self.clock, self.metrics)
         self.reconciler = Reconciler(
@@ -168,6 +168,10 @@ class Service:
         resumed = await p.enforcer.resume()
         await p.lifecycle.resume()
         log.info("rebuilt risk from %d events; resumed %d unfinished actions", replayed, len(resumed))
+
+    @property
+    def _max_clock_skew(self) -> timedelta:
+        return timedelta(seconds=self.settings.max_clock_skew_s)
 
     def _app(self, p: _Parts, hooks: Webhooks) -> web.Application:
         s = self.settings
@@ -201,7 +205,9 @@ class Service:
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            to_journal: Handoff = Waking(JournalHandoff(p.journal, self.instance, p.parsed), self.wake)
+            to_journal: Handoff = Waking(
+                JournalHandoff(p.journal, self.instance, p.parsed, max_skew=self._max_clock_skew), self.wake
+            )
             consumers = []
             handoff = to_journal
             kafka = self.settings.kafka

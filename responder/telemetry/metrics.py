@@ -30,6 +30,11 @@ class Metrics:
         self.duplicates = Counter(
             "responder_duplicate_events", "Events already accepted before, by source", ["source"], registry=r
         )
+        self.quarantined = Counter(
+            "responder_quarantined_events",
+            "Stored events set aside because they do not load (see the audit trail, kind event.quarantined)",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "responder_dead_letters", "Kafka messages sent to the dead-letter topic, by topic", ["topic"], registry=r
         )
