@@ -341,8 +341,11 @@ class Lab:
         await run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.prefix}-{name}", "-f", str(host_key))
         plain = self.plain_key.with_suffix(".pub").read_text().strip()
         agent = self.agent_key.with_suffix(".pub").read_text().strip()
+        # The hub owner's word on which set denies: the agent adds to no other set (deploy/hub/README.md).
+        (node_dir / "agent.json").write_text(json.dumps({"deny_sets": [{"table": "zerotrust", "set": "quarantine"}]}))
+        agent_command = f"/usr/bin/python3 {AGENT} --config {node_dir / 'agent.json'}"
         (node_dir / "authorized_keys").write_text(
-            authorized_keys(plain, agent, management=str(MANAGEMENT_ADDRESS), agent=f"/usr/bin/python3 {AGENT}")
+            authorized_keys(plain, agent, management=str(MANAGEMENT_ADDRESS), agent=agent_command)
         )
         config = node_dir / "sshd_config"
         config.write_text(
