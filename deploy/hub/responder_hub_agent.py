@@ -423,7 +423,7 @@ def _same_peer(spec: dict[str, Any], was: dict[str, Any]) -> bool:
 def _peer_spec(p: Any) -> dict[str, Any]:
     if not isinstance(p, dict):
         raise Invalid("each peer is an object")
-    spec = {"key": key(p.get("key")), "allowed_ips": [network(n) for n in _list(p.get("allowed_ips"))]}
+    spec: dict[str, Any] = {"key": key(p.get("key")), "allowed_ips": [network(n) for n in _list(p.get("allowed_ips"))]}
     if p.get("endpoint") is not None:
         spec["endpoint"] = endpoint(p["endpoint"])
     if p.get("keepalive") is not None:
