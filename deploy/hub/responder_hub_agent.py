@@ -8,7 +8,7 @@ atomic libnftables JSON transaction, runs `wg` and `conntrack` with fixed argv (
 the state back to verify. It never prints a private key or a preshared key.
 
 It takes access away and gives back only what it took: a peer is added only as it was when this agent
-removed it (same key, allowed IPs, endpoint, keepalive), an element is added only to a set the hub's own
+removed it (same key and allowed IPs), an element is added only to a set the hub's own
 configuration (`--config`, default /etc/responder-hub/agent.json) names as a deny set, or back into the
 set it was deleted from; an element of a deny set is deleted only if this agent put it there. What it
 removed and added is kept in root-owned files of STATE_DIR. A compromised responder account can cut
@@ -412,14 +412,6 @@ def record_change(op: str, detail: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def _same_peer(spec: dict[str, Any], was: dict[str, Any]) -> bool:
-    return (
-        sorted(spec["allowed_ips"]) == sorted(was["allowed_ips"])
-        and spec.get("endpoint", was["endpoint"]) == was["endpoint"]
-        and spec.get("keepalive", was["keepalive"]) == was["keepalive"]
-    )
-
-
 def _peer_spec(p: Any) -> dict[str, Any]:
     if not isinstance(p, dict):
         raise Invalid("each peer is an object")
@@ -445,9 +437,11 @@ def _put_back(interface: str, todo: list[dict[str, Any]]) -> None:
 
 
 def op_add_peers(req: dict[str, Any]) -> dict[str, Any]:
-    """Put back peers this agent removed, exactly as they were; refuses any other key, other allowed IPs
-    (or endpoint, keepalive) and revoked keys. A peer already present as asked is success (a retry).
-    Enrolling a new device is the hub owner's job, not the responder's."""
+    """Put back peers this agent removed, with the allowed IPs they had; refuses any other key, other
+    allowed IPs and revoked keys. The endpoint and keepalive are the caller's, else the ones this agent
+    recorded: neither grants access (the key does), and the caller's may be the better hint (a peer that
+    was re-added by hand and removed again has none recorded). A peer already present with those allowed
+    IPs is success (a retry). Enrolling a new device is the hub owner's job, not the responder's."""
     interface = name(req.get("interface"), INTERFACE, "interface")
     specs = [_peer_spec(p) for p in _list(req.get("peers"))]
     denied = revoked(interface) & {s["key"] for s in specs}
@@ -460,12 +454,12 @@ def op_add_peers(req: dict[str, Any]) -> dict[str, Any]:
         todo = []
         for s in specs:
             was = mine.get(s["key"])
-            if was is not None and _same_peer(s, was):
-                todo.append({**s, "endpoint": was["endpoint"], "keepalive": was["keepalive"]})
+            if was is not None and sorted(s["allowed_ips"]) == sorted(was["allowed_ips"]):
+                todo.append({"endpoint": was["endpoint"], "keepalive": was["keepalive"], **s})
             elif not (s["key"] in present and sorted(s["allowed_ips"]) == sorted(present[s["key"]]["allowed_ips"])):
                 raise Invalid(
-                    f"peer {s['key']} was not removed by this agent with these allowed IPs, endpoint and "
-                    "keepalive: only what was removed can be put back"
+                    f"peer {s['key']} was not removed by this agent with these allowed IPs: only what was "
+                    "removed can be put back"
                 )
         if todo:
             _put_back(interface, todo)
