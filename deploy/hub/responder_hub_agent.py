@@ -1,17 +1,28 @@
-#!/usr/bin/python3
+#!/usr/bin/python3 -I
 """responder hub agent: the SSH forced command of the responder's key on a WireGuard hub.
 
 It reads one JSON request per line on stdin and answers one JSON line per request on stdout, over a
-single long-lived SSH channel. It allows only the operations below, validates every argument before
-anything runs, applies nftables changes as one atomic libnftables JSON transaction, runs `wg` and
-`conntrack` with fixed argv (never a shell), and reads the state back to verify. It never prints a
-private key or a preshared key. Standalone: Python 3.9+ standard library and Debian's python3-nftables.
+single long-lived SSH channel (or, in agentless mode through sudo, one request per run). It allows only
+the operations below, validates every argument before anything runs, applies nftables changes as one
+atomic libnftables JSON transaction, runs `wg` and `conntrack` with fixed argv (never a shell), and reads
+the state back to verify. It never prints a private key or a preshared key.
+
+It takes access away and gives back only what it took: a peer is added only as it was when this agent
+removed it (same key and allowed IPs), an element is added only to a set the hub's own
+configuration (`--config`, default /etc/responder-hub/agent.json) names as a deny set, or back into the
+set it was deleted from; an element of a deny set is deleted only if this agent put it there. What it
+removed and added is kept in root-owned files of STATE_DIR. A compromised responder account can cut
+devices off, not let anyone in.
+
+Standalone: Python 3.9+ standard library and Debian's python3-nftables.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -21,6 +32,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +43,9 @@ INTERFACE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
 COMMENT = re.compile(r"^[A-Za-z0-9 _.:@/-]{0,120}$")
 FAMILIES = {"inet", "ip", "ip6"}
 STATE_DIR = Path(os.environ.get("RESPONDER_HUB_STATE", "/var/lib/responder-hub"))
+CONFIG = Path("/etc/responder-hub/agent.json")
 COMMAND_TIMEOUT = 10
+MAX_LINE = 4_000_000  # bytes of one request; a longer line is answered with an error and skipped
 
 
 class Invalid(ValueError):
@@ -87,6 +102,79 @@ def integer(value: Any, low: int, high: int, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise Invalid(f"{what} must be an integer from {low} to {high}")
     return value
+
+
+# -- what the hub's owner allows, and what this agent took away --------------------------------------
+
+
+class Policy:
+    """The hub's own configuration: which sets deny (a quarantine), so adding to them takes access away.
+
+    `{"deny_sets": [{"family": "inet", "table": "zerotrust", "set": "quarantine"}]}`; family defaults to
+    inet. A missing file means no deny set: the agent can still remove, and put back what it removed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.error: str | None = None
+        self.deny_sets: frozenset[tuple[str, str, str]] = frozenset()
+        try:
+            raw = json.loads(path.read_text())
+            entries = raw["deny_sets"] if isinstance(raw, dict) else None
+            if not isinstance(entries, list):
+                raise Invalid('the file must be an object with a "deny_sets" list')
+            self.deny_sets = frozenset(self._entry(e) for e in entries)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, RecursionError) as exc:
+            self.error = f"agent configuration {path}: {exc}"
+
+    @staticmethod
+    def _entry(entry: Any) -> tuple[str, str, str]:
+        if not isinstance(entry, dict):
+            raise Invalid('each deny set is an object {"family", "table", "set"}')
+        family = entry.get("family", "inet")
+        if family not in FAMILIES:
+            raise Invalid(f"family must be one of {sorted(FAMILIES)}")
+        return family, name(entry.get("table"), NAME, "table"), name(entry.get("set"), NAME, "set")
+
+    def denies(self, family: str, table: str, set_name: str) -> bool:
+        if self.error is not None:
+            raise RuntimeError(self.error)
+        return (family, table, set_name) in self.deny_sets
+
+
+POLICY = Policy(CONFIG)
+
+
+@contextlib.contextmanager
+def record(file: str) -> Iterator[dict[str, Any]]:
+    """A JSON record in STATE_DIR, read and written back under an exclusive lock: several agents (the
+    forced command, agentless runs through sudo) may run at once, and each lane is a thread."""
+    STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = STATE_DIR / file
+    lock = os.open(STATE_DIR / f"{file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            data = {}
+        before = json.dumps(data, sort_keys=True)
+        yield data
+        if json.dumps(data, sort_keys=True) != before:
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(data, out, sort_keys=True)
+                out.flush()
+                os.fsync(out.fileno())
+            tmp.replace(path)
+    finally:
+        os.close(lock)
+
+
+REMOVED_PEERS = "removed-peers.json"  # {interface: {key: {allowed_ips, endpoint, keepalive}}}
+ELEMENTS = "elements.json"  # {"removed": ["family table set address", ...], "added": {"...": expiry}}
 
 
 def run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -240,7 +328,7 @@ def op_peers(req: dict[str, Any]) -> dict[str, Any]:
     return {"peers": list(peers(name(req.get("interface"), INTERFACE, "interface")).values())}
 
 
-def _remove(interface: str, keys: list[str]) -> dict[str, Any]:
+def _remove(interface: str, keys: list[str], restorable: bool) -> dict[str, Any]:
     path = uapi_socket(interface)
     if path is not None:
         # Read and remove in one exchange (the device answers in order: the read is the state before the
@@ -260,6 +348,15 @@ def _remove(interface: str, keys: list[str]) -> dict[str, Any]:
             raise RuntimeError(f"wg set: {result.stderr.strip()}")
         after = peers(interface, keys)
     restore = {k: {x: before[k][x] for x in ("allowed_ips", "endpoint", "keepalive")} for k in keys if k in before}
+    with record(REMOVED_PEERS) as removed:
+        mine = removed.setdefault(interface, {})
+        for k in keys:
+            if restorable and k in restore and k not in after:
+                mine[k] = restore[k]  # what `add_peers` may put back, and nothing else
+            elif not restorable:
+                mine.pop(k, None)  # a revoked key never comes back
+        if not mine:
+            del removed[interface]
     return {
         "restore": restore,
         "absent_before": [k for k in keys if k not in before],
@@ -269,7 +366,7 @@ def _remove(interface: str, keys: list[str]) -> dict[str, Any]:
 
 def op_remove_peers(req: dict[str, Any]) -> dict[str, Any]:
     interface = name(req.get("interface"), INTERFACE, "interface")
-    return _remove(interface, [key(k) for k in _list(req.get("keys"))])
+    return _remove(interface, [key(k) for k in _list(req.get("keys"))], restorable=True)
 
 
 def _revoked_file(interface: str) -> Path:
@@ -287,7 +384,7 @@ def op_revoke_keys(req: dict[str, Any]) -> dict[str, Any]:
     """Rotation, hub side: remove the peer and deny its key at enrollment, for good."""
     interface = name(req.get("interface"), INTERFACE, "interface")
     keys = [key(k) for k in _list(req.get("keys"))]
-    result = _remove(interface, keys)
+    result = _remove(interface, keys, restorable=False)
     before = revoked(interface)
     denied = before | set(keys)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -315,33 +412,63 @@ def record_change(op: str, detail: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def op_add_peers(req: dict[str, Any]) -> dict[str, Any]:
-    """Add (or restore) peers; refuses a revoked key. Enrollment of a rotated device goes through here."""
-    interface = name(req.get("interface"), INTERFACE, "interface")
-    specs = []
-    for p in _list(req.get("peers")):
-        if not isinstance(p, dict):
-            raise Invalid("each peer is an object")
-        spec = {"key": key(p.get("key")), "allowed_ips": [network(n) for n in _list(p.get("allowed_ips"))]}
-        if p.get("endpoint") is not None:
-            spec["endpoint"] = endpoint(p["endpoint"])
-        if p.get("keepalive") is not None:
-            spec["keepalive"] = integer(p["keepalive"], 1, 65535, "keepalive")
-        specs.append(spec)
-    denied = revoked(interface) & {s["key"] for s in specs}
-    if denied:
-        raise Invalid(f"revoked keys cannot be added back: {sorted(denied)}")
+def _peer_spec(p: Any) -> dict[str, Any]:
+    if not isinstance(p, dict):
+        raise Invalid("each peer is an object")
+    spec: dict[str, Any] = {"key": key(p.get("key")), "allowed_ips": [network(n) for n in _list(p.get("allowed_ips"))]}
+    if p.get("endpoint") is not None:
+        spec["endpoint"] = endpoint(p["endpoint"])
+    if p.get("keepalive") is not None:
+        spec["keepalive"] = integer(p["keepalive"], 1, 65535, "keepalive")
+    return spec
+
+
+def _put_back(interface: str, todo: list[dict[str, Any]]) -> None:
     argv = ["wg", "set", interface]
-    for s in specs:
+    for s in todo:
         argv += ["peer", s["key"], "allowed-ips", ",".join(s["allowed_ips"])]
-        if "endpoint" in s:
+        if s["endpoint"] is not None:
             argv += ["endpoint", s["endpoint"]]
-        if "keepalive" in s:
+        if s["keepalive"] is not None:
             argv += ["persistent-keepalive", str(s["keepalive"])]
     result = run(argv)
     if result.returncode != 0:
         raise RuntimeError(f"wg set: {result.stderr.strip()}")
-    after = peers(interface, [s["key"] for s in specs])
+
+
+def op_add_peers(req: dict[str, Any]) -> dict[str, Any]:
+    """Put back peers this agent removed, with the allowed IPs they had; refuses any other key, other
+    allowed IPs and revoked keys. The endpoint and keepalive are the caller's, else the ones this agent
+    recorded: neither grants access (the key does), and the caller's may be the better hint (a peer that
+    was re-added by hand and removed again has none recorded). A peer already present with those allowed
+    IPs is success (a retry). Enrolling a new device is the hub owner's job, not the responder's."""
+    interface = name(req.get("interface"), INTERFACE, "interface")
+    specs = [_peer_spec(p) for p in _list(req.get("peers"))]
+    denied = revoked(interface) & {s["key"] for s in specs}
+    if denied:
+        raise Invalid(f"revoked keys cannot be added back: {sorted(denied)}")
+    keys = [s["key"] for s in specs]
+    with record(REMOVED_PEERS) as removed:
+        mine = removed.get(interface, {})
+        present = peers(interface, keys)
+        todo = []
+        for s in specs:
+            was = mine.get(s["key"])
+            if was is not None and sorted(s["allowed_ips"]) == sorted(was["allowed_ips"]):
+                todo.append({"endpoint": was["endpoint"], "keepalive": was["keepalive"], **s})
+            elif not (s["key"] in present and sorted(s["allowed_ips"]) == sorted(present[s["key"]]["allowed_ips"])):
+                raise Invalid(
+                    f"peer {s['key']} was not removed by this agent with these allowed IPs: only what was "
+                    "removed can be put back"
+                )
+        if todo:
+            _put_back(interface, todo)
+        after = peers(interface, keys)
+        for s in todo:
+            if s["key"] in after:
+                mine.pop(s["key"], None)  # put back: a second add needs a second removal
+        if interface in removed and not mine:
+            del removed[interface]
     ok = all(s["key"] in after and sorted(after[s["key"]]["allowed_ips"]) == sorted(s["allowed_ips"]) for s in specs)
     return {"verified": ok}
 
@@ -402,25 +529,43 @@ def element_present(family: str, table: str, set_name: str, addr: str) -> bool:
     raise RuntimeError(f"nft get element: {str(err).strip()}")
 
 
-def op_elements(req: dict[str, Any]) -> dict[str, Any]:
-    """Add and delete set elements in one atomic transaction; deleting an absent element is success."""
+def _present(family: str, table: str, set_name: str, addresses: set[str]) -> set[str]:
+    """Which of `addresses` the set holds now: one read each for a few, one listing for many."""
+    if len(addresses) <= FEW_ELEMENTS:
+        return {a for a in addresses if element_present(family, table, set_name, a)}
+    return addresses & set_elements(family, table, set_name)
+
+
+def _family(req: dict[str, Any]) -> str:
     family = req.get("family", "inet")
-    if family not in FAMILIES:
+    if not isinstance(family, str) or family not in FAMILIES:
         raise Invalid(f"family must be one of {sorted(FAMILIES)}")
-    table = name(req.get("table"), NAME, "table")
+    return family
+
+
+Element = tuple[str, str, dict[str, Any]]  # set, address, the request's item
+
+
+def _requested(req: dict[str, Any], field: str) -> list[Element]:
+    return [(name(_get(i, "set"), NAME, "set"), address(_get(i, "address")), i) for i in _list(req.get(field, []))]
+
+
+def _transaction(
+    family: str, table: str, deletes: list[Element], adds: list[Element]
+) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
+    """The nft commands, and for each added element the time its kernel timeout ends (None: never)."""
     commands: list[dict[str, Any]] = []
-    touched: dict[str, tuple[set[str], set[str]]] = {}
-    for item in _list(req.get("delete", [])):
-        s, a = name(_get(item, "set"), NAME, "set"), address(_get(item, "address"))
+    for s, a, _ in deletes:
         elem = {"family": family, "table": table, "name": s, "elem": [a]}
         # nft 1.0.6 has no `destroy`: add-then-delete in one batch succeeds whether or not it was there.
         commands += [{"add": {"element": elem}}, {"delete": {"element": elem}}]
-        touched.setdefault(s, (set(), set()))[1].add(a)
-    for item in _list(req.get("add", [])):
-        s, a = name(_get(item, "set"), NAME, "set"), address(_get(item, "address"))
+    ends: dict[str, float | None] = {}
+    for s, a, item in adds:
         value: Any = a
+        timeout = None
         if item.get("timeout") is not None:
-            value = {"elem": {"val": a, "timeout": integer(item["timeout"], 1, 2**31 - 1, "timeout")}}
+            timeout = integer(item["timeout"], 1, 2**31 - 1, "timeout")
+            value = {"elem": {"val": a, "timeout": timeout}}
             comment = item.get("comment")
             if comment is not None:
                 value["elem"]["comment"] = name(comment, COMMENT, "comment")
@@ -428,9 +573,67 @@ def op_elements(req: dict[str, Any]) -> dict[str, Any]:
             plain = {"family": family, "table": table, "name": s, "elem": [a]}
             commands += [{"add": {"element": plain}}, {"delete": {"element": plain}}]
         commands.append({"add": {"element": {"family": family, "table": table, "name": s, "elem": [value]}}})
+        ends[f"{family} {table} {s} {a}"] = None if timeout is None else time.time() + timeout
+    return commands, ends
+
+
+def _refuse_grants(
+    family: str, table: str, deletes: list[Element], adds: list[Element], *, removed: set[str], added: dict[str, Any]
+) -> dict[str, set[str]]:
+    """Raise unless every change takes access away or puts back what this agent took; the elements it had
+    to read to know (by set), present before the change."""
+    # Read the set only where the records do not already answer (a quarantine and its lifting never).
+    unsure: dict[str, set[str]] = {}
+    for s, a, _ in adds:
+        if not (POLICY.denies(family, table, s) or f"{family} {table} {s} {a}" in removed):
+            unsure.setdefault(s, set()).add(a)  # allowed only if already there: a retry
+    for s, a, _ in deletes:
+        if not POLICY.denies(family, table, s) or f"{family} {table} {s} {a}" not in added:
+            unsure.setdefault(s, set()).add(a)  # to record it, or to refuse lifting another's quarantine
+    present = {s: _present(family, table, s, addresses) for s, addresses in unsure.items()}
+    for s, a, _ in adds:
+        if a in unsure.get(s, ()) and a not in present[s]:
+            raise Invalid(
+                f"{a} was not deleted from set {s} by this agent, and {s} is not a deny set of "
+                f"{POLICY.path}: only a deny set can be added to, or an element put back"
+            )
+    for s, a, _ in deletes:
+        if POLICY.denies(family, table, s) and a in present.get(s, ()):
+            raise Invalid(f"{a} was not added to deny set {s} by this agent: it is not for the responder to lift")
+    return present
+
+
+def _guarded(family: str, table: str, deletes: list[Element], adds: list[Element], apply: Any) -> None:
+    """Run `apply` only if no change grants access (see _refuse_grants), and keep the record of what this
+    agent took (deleted from an allowing set) and set (added to a deny set)."""
+    with record(ELEMENTS) as kept:
+        removed: set[str] = set(kept.get("removed", []))
+        added: dict[str, float | None] = {
+            k: t for k, t in kept.get("added", {}).items() if t is None or t > time.time()
+        }  # an element whose kernel timeout has passed is gone by itself
+        present = _refuse_grants(family, table, deletes, adds, removed=removed, added=added)
+        ends = apply()
+        for s, a, _ in deletes:
+            tag = f"{family} {table} {s} {a}"
+            if POLICY.denies(family, table, s):
+                added.pop(tag, None)
+            elif a in present.get(s, ()):
+                removed.add(tag)  # it may be put back, once
+        for s, a, _ in adds:
+            tag = f"{family} {table} {s} {a}"
+            if POLICY.denies(family, table, s):
+                added[tag] = ends[tag]
+            else:
+                removed.discard(tag)
+        kept["removed"], kept["added"] = sorted(removed), added
+
+
+def _read_back(family: str, table: str, deletes: list[Element], adds: list[Element]) -> bool:
+    touched: dict[str, tuple[set[str], set[str]]] = {}
+    for s, a, _ in deletes:
+        touched.setdefault(s, (set(), set()))[1].add(a)
+    for s, a, _ in adds:
         touched.setdefault(s, (set(), set()))[0].add(a)
-    if commands:
-        nft_cmd({"nftables": commands})
     verified = True
     for s, (added, deleted) in touched.items():
         if len(added) + len(deleted) <= FEW_ELEMENTS:
@@ -441,13 +644,31 @@ def op_elements(req: dict[str, Any]) -> dict[str, Any]:
         else:
             now = set_elements(family, table, s)
             verified = verified and added <= now and not (deleted - added) & now
-    return {"verified": verified, "commands": len(commands)}
+    return verified
+
+
+def op_elements(req: dict[str, Any]) -> dict[str, Any]:
+    """Add and delete set elements in one atomic transaction; deleting an absent element is success.
+
+    Only what takes access away, or puts back what this agent took: adding to a deny set of the hub's
+    configuration, or back into a set this agent deleted the element from; deleting from any other set,
+    or from a deny set an element this agent added. Anything else refuses the whole request."""
+    family = _family(req)
+    table = name(req.get("table"), NAME, "table")
+    deletes, adds = _requested(req, "delete"), _requested(req, "add")
+    commands, ends = _transaction(family, table, deletes, adds)
+
+    def apply() -> dict[str, float | None]:
+        if commands:
+            nft_cmd({"nftables": commands})
+        return ends
+
+    _guarded(family, table, deletes, adds, apply)
+    return {"verified": _read_back(family, table, deletes, adds), "commands": len(commands)}
 
 
 def op_list_set(req: dict[str, Any]) -> dict[str, Any]:
-    family = req.get("family", "inet")
-    if family not in FAMILIES:
-        raise Invalid(f"family must be one of {sorted(FAMILIES)}")
+    family = _family(req)
     return {"elements": sorted(set_elements(family, name(req.get("table")), name(req.get("set"))))}
 
 
@@ -507,22 +728,27 @@ OPS = {
 def _parse(line: str) -> dict[str, Any]:
     try:
         req = json.loads(line)
-    except ValueError:
-        raise Invalid("not JSON") from None
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
+        raise Invalid("not JSON, or nested too deeply") from None
     if not isinstance(req, dict):
         raise Invalid("a request is a JSON object")
-    if not (req.get("id") is None or isinstance(req.get("id"), int)):
+    rid = req.get("id")
+    if not (rid is None or (isinstance(rid, int) and not isinstance(rid, bool))):
         raise Invalid("id must be an integer")
+    if not isinstance(req.get("op"), str):
+        raise Invalid(f"op must be a string, one of {sorted(OPS)}")
     return req
 
 
 def handle(line: str) -> dict[str, Any]:
+    """The answer to one request line. Never raises: whatever the line holds, the agent answers and
+    goes on to the next request."""
     try:
         req = _parse(line)
     except Invalid as exc:
         return {"id": None, "ok": False, "error": f"invalid: {exc}"}
     rid = req.get("id")
-    op = OPS.get(req.get("op"))  # type: ignore[arg-type]
+    op = OPS.get(req["op"])
     if op is None:
         return {"id": rid, "ok": False, "error": f"unknown op; allowed: {sorted(OPS)}"}
     try:
@@ -531,6 +757,8 @@ def handle(line: str) -> dict[str, Any]:
         return {"id": rid, "ok": False, "error": f"invalid: {exc}"}
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         return {"id": rid, "ok": False, "error": str(exc)}
+    except Exception as exc:  # a request the checks above missed must not end the agent
+        return {"id": rid, "ok": False, "error": f"invalid: {type(exc).__name__}: {exc}"}
 
 
 # What each operation reads and changes. Operations on different state run at once (a set change and a
@@ -543,40 +771,67 @@ LANES = {
     "kill_flows": "conntrack",
 }  # fmt: skip
 
+TOO_LARGE = None  # in place of a line longer than MAX_LINE
 
-def _lane(line: str) -> str:
+
+def _lane(line: str | None) -> str:
+    if line is None:
+        return "other"
     try:
         req = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "other"
-    return LANES.get(req.get("op"), "other") if isinstance(req, dict) else "other"
+    op = req.get("op") if isinstance(req, dict) else None
+    return LANES.get(op, "other") if isinstance(op, str) else "other"
+
+
+def _lines(stream: Any) -> Iterator[str | None]:
+    """Request lines of at most MAX_LINE bytes; a longer one is read through and dropped, never held."""
+    while chunk := stream.readline(MAX_LINE + 1):
+        if len(chunk) <= MAX_LINE or chunk.endswith(b"\n"):
+            yield chunk.decode("utf-8", "replace")
+            continue
+        while (rest := stream.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+            pass
+        yield TOO_LARGE
+
+
+def _arguments(argv: list[str]) -> Path:
+    if not argv:
+        return CONFIG
+    if len(argv) == 2 and argv[0] == "--config":
+        return Path(argv[1])
+    sys.stderr.write("usage: responder-hub-agent [--config FILE]\n")
+    raise SystemExit(2)
 
 
 def main() -> None:
+    global POLICY  # noqa: PLW0603 - the hub owner's configuration, read once at start
+    POLICY = Policy(_arguments(sys.argv[1:]))
     written = threading.Lock()
-    lanes: dict[str, queue.Queue[str | None]] = {}
+    lanes: dict[str, queue.Queue[tuple[str | None] | None]] = {}
     workers: list[threading.Thread] = []
 
-    def answer(line: str) -> None:
-        if len(line) > 4_000_000:
-            reply: dict[str, Any] = {"id": None, "ok": False, "error": "request too large"}
+    def answer(line: str | None) -> None:
+        if line is TOO_LARGE:
+            reply: dict[str, Any] = {"id": None, "ok": False, "error": f"request too large (over {MAX_LINE} bytes)"}
         else:
             reply = handle(line)
         with written:
             sys.stdout.write(json.dumps(reply) + "\n")
             sys.stdout.flush()
 
-    def work(requests: queue.Queue[str | None]) -> None:
-        while (line := requests.get()) is not None:
-            answer(line)
+    def work(requests: queue.Queue[tuple[str | None] | None]) -> None:
+        while (item := requests.get()) is not None:
+            answer(item[0])
 
-    for line in sys.stdin:
-        lane = "other" if len(line) > 4_000_000 else _lane(line)
+    for line in _lines(sys.stdin.buffer):
+        lane = _lane(line)
         if lane not in lanes:
             lanes[lane] = queue.Queue()
             workers.append(threading.Thread(target=work, args=(lanes[lane],), name=lane, daemon=True))
             workers[-1].start()
-        lanes[lane].put(line)
+        lanes[lane].put((line,))
     for requests in lanes.values():  # end of input: finish what was asked, then exit
         requests.put(None)
     for worker in workers:

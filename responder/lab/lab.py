@@ -49,6 +49,10 @@ NETNS_DIR = Path("/run/netns")
 WG_RUN_DIR = Path("/run/wireguard")
 AGENT_STATE_DIR = Path("/var/lib/responder-hub")
 AGENT = Path(__file__).resolve().parents[2] / "deploy" / "hub" / "responder_hub_agent.py"
+SUDOERS_RULE = AGENT.parent / "sudoers.responder"
+SUDO_ACCOUNT = "responder"  # the account the shipped sudoers rule names
+SUDO_UID = 64999
+AGENT_CONFIG_DIR = Path("/etc/responder-hub")
 SSHD_PRIVSEP_DIR = Path("/run/sshd")
 REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "mount", "umount", "nft", "wg", "ping", "ssh-keygen")
 PROBE_TIMEOUT_S = 1.5
@@ -223,7 +227,7 @@ class Lab:
         # Persistent mount namespaces are bound to files, which must sit on a private mount.
         await run("mount", "--bind", str(ns_dir), str(ns_dir))
         await run("mount", "--make-private", str(ns_dir))
-        for shared in (WG_RUN_DIR, SSHD_PRIVSEP_DIR, AGENT_STATE_DIR):
+        for shared in (WG_RUN_DIR, SSHD_PRIVSEP_DIR, AGENT_STATE_DIR, AGENT_CONFIG_DIR):
             shared.mkdir(mode=0o755, parents=True, exist_ok=True)
 
         sw = topo.switch
@@ -341,17 +345,71 @@ class Lab:
         await run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.prefix}-{name}", "-f", str(host_key))
         plain = self.plain_key.with_suffix(".pub").read_text().strip()
         agent = self.agent_key.with_suffix(".pub").read_text().strip()
+        # The hub owner's word on which set denies: the agent adds to no other set (deploy/hub/README.md).
+        (node_dir / "agent.json").write_text(json.dumps({"deny_sets": [{"table": "zerotrust", "set": "quarantine"}]}))
+        agent_command = f"/usr/bin/python3 {AGENT} --config {node_dir / 'agent.json'}"
         (node_dir / "authorized_keys").write_text(
-            authorized_keys(plain, agent, management=str(MANAGEMENT_ADDRESS), agent=f"/usr/bin/python3 {AGENT}")
+            authorized_keys(plain, agent, management=str(MANAGEMENT_ADDRESS), agent=agent_command)
         )
+        sudo_keys = await self._sudo_account(name, plain)
         config = node_dir / "sshd_config"
         config.write_text(
-            sshd_config(node_dir=node_dir, host_key=host_key, authorized_keys=node_dir / "authorized_keys")
+            sshd_config(
+                node_dir=node_dir,
+                host_key=host_key,
+                authorized_keys=node_dir / "authorized_keys",
+                account_keys={SUDO_ACCOUNT: sudo_keys},
+            )
         )
         sshd = shutil.which("sshd", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/sshd"
         await self.exec(name, sshd, "-t", "-f", str(config), check=True)
         await self._spawn(name, "sshd", sshd, "-D", "-e", "-f", str(config))
         await self._spawn(name, "echo", *_python_module("responder.lab.echo"), *map(str, hub.listens))
+
+    async def _sudo_account(self, name: str, plain_key: str) -> Path:
+        """Agentless mode with a non-root account, set up as deploy/hub/README.md says: a `responder`
+        account without a password, the shipped sudoers rule alone in /etc/sudoers.d, the agent root-owned
+        in /usr/local/sbin and its deny sets in /etc/responder-hub. All of it is bound into the hub's own
+        mount namespace only; the machine's files are not touched. Returns the account's authorized_keys
+        (the path inside the hub)."""
+        node_dir = self.node_dir(name)
+        root = node_dir / "sudo"
+        etc, sudoers, config, sbin = root / "etc", root / "sudoers.d", root / "responder-hub", root / "sbin"
+        home = root / "home" / SUDO_ACCOUNT
+        for directory in (etc, sudoers, config, sbin, home / ".ssh"):
+            directory.mkdir(mode=0o755, parents=True)
+        root.chmod(0o755)
+        entries = {
+            "passwd": f"{SUDO_ACCOUNT}:x:{SUDO_UID}:{SUDO_UID}::/home/{SUDO_ACCOUNT}:/bin/sh\n",
+            "group": f"{SUDO_ACCOUNT}:x:{SUDO_UID}:\n",
+            "shadow": f"{SUDO_ACCOUNT}:*:20000:0:99999:7:::\n",  # `*`: no password, not locked
+        }
+        for file, entry in entries.items():
+            lines = Path("/etc", file).read_text()
+            lines = "".join(line + "\n" for line in lines.splitlines() if not line.startswith(f"{SUDO_ACCOUNT}:"))
+            (etc / file).write_text(lines + entry)
+            shutil.copymode(Path("/etc", file), etc / file)
+        shutil.copyfile(SUDOERS_RULE, sudoers / "responder")
+        (sudoers / "responder").chmod(0o440)
+        shutil.copyfile(node_dir / "agent.json", config / "agent.json")
+        shutil.copyfile(AGENT, sbin / "responder-hub-agent")
+        (sbin / "responder-hub-agent").chmod(0o755)
+        keys = home / ".ssh" / "authorized_keys"
+        options = f'from="{MANAGEMENT_ADDRESS}",no-port-forwarding,no-agent-forwarding,no-X11-forwarding'
+        keys.write_text(f"{options} {plain_key}\n")
+        for path in (home, home / ".ssh", keys):
+            os.chown(path, SUDO_UID, SUDO_UID)
+        mnt = f"--mount={self._mount_ns(name)}"
+        binds = [
+            *((etc / file, Path("/etc", file)) for file in entries),
+            (sudoers, Path("/etc/sudoers.d")),
+            (config, AGENT_CONFIG_DIR),
+            (sbin, Path("/usr/local/sbin")),
+            (root / "home", Path("/home")),
+        ]
+        for source, target in binds:
+            await run("nsenter", mnt, "mount", "--bind", str(source), str(target))
+        return Path("/home") / SUDO_ACCOUNT / ".ssh" / "authorized_keys"
 
     async def _spawn(self, node: str, name: str, *argv: str) -> None:
         """Start a long-running process inside a node; it outlives this command (own session)."""

@@ -5,12 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def sshd_config(*, node_dir: Path, host_key: Path, authorized_keys: Path) -> str:
+def sshd_config(
+    *, node_dir: Path, host_key: Path, authorized_keys: Path, account_keys: dict[str, Path] | None = None
+) -> str:
     """A locked-down sshd: keys only, no forwarding, host key and state in the lab's own directory.
+    `account_keys`: accounts (other than root) with their own authorized_keys, which sshd reads as that
+    account.
 
     MaxSessions stays at OpenSSH's default (10) so the enforcement point is tested against the limit real
     hubs have.
     """
+    matches = "".join(
+        f"Match User {account}\n    AuthorizedKeysFile {keys}\n" for account, keys in (account_keys or {}).items()
+    )
     return f"""\
 Port 22
 ListenAddress 0.0.0.0
@@ -29,7 +36,7 @@ X11Forwarding no
 PermitTunnel no
 PrintMotd no
 LogLevel VERBOSE
-"""
+{matches}"""
 
 
 def authorized_keys(plain_key: str, agent_key: str, *, management: str, agent: str) -> str:

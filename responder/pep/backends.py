@@ -1,18 +1,27 @@
-"""The hub operations, two ways: the hub agent over one persistent channel, or plain commands with one
-exec channel each (agentless). Both take the same operation names and arguments and answer the same
-shape, including `verified` from reading the state back."""
+"""The hub operations, three ways: the hub agent over one persistent channel; agentless through sudo,
+one run of the root-owned hub agent per batch with its requests on stdin; or, agentless as root, plain
+commands with one exec channel each. All take the same operation names and arguments and answer the
+same shape, including `verified` from reading the state back."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from responder.pep.errors import HubError, HubRefused
 from responder.pep.transport import HubTransport
-from responder.pep.wgdump import parse_dump, parse_set
+from responder.pep.wgdump import parse_peer_fields, parse_set
 
 REVOKED_DIR = "/var/lib/responder-hub"
+HUB_AGENT = "/usr/local/sbin/responder-hub-agent"
+"""Where deploy/hub/README.md installs the agent; the sudoers rule allows it with no arguments."""
+
+# `wg show IF <field>` forms carry no private or preshared key, unlike `dump` (whose first line is the
+# interface's private key): the responder never receives the hub's key.
+PEER_FIELDS = ("allowed-ips", "endpoints", "persistent-keepalive", "latest-handshakes", "transfer")
+RESTORE_FIELDS = ("allowed-ips", "endpoints", "persistent-keepalive")
 
 
 class Backend(Protocol):
@@ -34,22 +43,63 @@ class AgentBackend:
         return list(await self._transport.call_agent_many(requests))
 
 
-class CommandBackend:
-    """Agentless: `wg`, `nft` and `conntrack` run directly (as root, or through the narrow sudoers rule of
-    deploy/hub/ when `sudo` is set). Every value in an argv comes from a validated Action."""
+class SudoAgentBackend:
+    """Agentless with a non-root account: every batch is one `sudo -n` run of the root-owned hub agent, its
+    requests one JSON line each on stdin. The sudoers rule (deploy/hub/sudoers.responder) allows exactly
+    that command with no arguments, so the account reaches root only through the agent's validation and
+    its rule of putting back only what it took away."""
 
-    def __init__(self, transport: HubTransport, sudo: bool = False) -> None:
+    def __init__(self, transport: HubTransport) -> None:
         self._t = transport
-        self._prefix = ["sudo", "-n"] if sudo else []
+
+    async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        (answer,) = await self.call_many([(op, args)])
+        if isinstance(answer, HubError):
+            raise answer
+        return answer
+
+    async def call_many(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any] | HubError]:
+        lines = "".join(json.dumps({"id": n, "op": op, **args}) + "\n" for n, (op, args) in enumerate(requests))
+        status, out, err = await self._t.run(["sudo", "-n", HUB_AGENT], lines)
+        answers: dict[int, dict[str, Any]] = {}
+        for line in out.splitlines():
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(answer, dict) and isinstance(answer.get("id"), int):
+                answers[answer["id"]] = answer
+        results: list[dict[str, Any] | HubError] = []
+        for n, (op, _) in enumerate(requests):
+            answer = answers.get(n)
+            if answer is None:
+                cause = err.strip() or f"exit status {status}"
+                results.append(HubRefused(self._t.name, f"{op}: sudo -n {HUB_AGENT}: {cause}"))
+            elif answer.get("ok"):
+                results.append(answer.get("result", {}))
+            else:
+                results.append(HubRefused(self._t.name, f"{op}: {answer.get('error', 'refused')}"))
+        return results
+
+
+class CommandBackend:
+    """Agentless as root: `wg`, `nft` and `conntrack` run directly, for hubs where nothing can be installed.
+    Every value in an argv comes from a validated Action. (A non-root account goes through
+    SudoAgentBackend: a sudoers rule for these commands themselves cannot be made narrow.)"""
+
+    def __init__(self, transport: HubTransport) -> None:
+        self._t = transport
 
     async def _run(self, *argv: str, stdin: str | None = None, ok: tuple[int, ...] = (0,)) -> str:
-        status, out, err = await self._t.run([*self._prefix, *argv], stdin)
+        status, out, err = await self._t.run(list(argv), stdin)
         if status not in ok:
             raise HubRefused(self._t.name, f"{argv[0]} {argv[1] if len(argv) > 1 else ''}: {err.strip()}")
         return out
 
-    async def _peers(self, interface: str) -> dict[str, dict[str, Any]]:
-        return parse_dump(await self._run("wg", "show", interface, "dump"))
+    async def _peers(self, interface: str, fields: Sequence[str] = PEER_FIELDS) -> dict[str, dict[str, Any]]:
+        # Each field is its own exec channel; they run at once within the transport's channel bound.
+        outputs = await asyncio.gather(*(self._run("wg", "show", interface, f) for f in fields))
+        return parse_peer_fields(dict(zip(fields, outputs, strict=True)))
 
     async def _elements(self, family: str, table: str, name: str) -> set[str]:
         return parse_set(json.loads(await self._run("nft", "-j", "list", "set", family, table, name)))
@@ -75,12 +125,12 @@ class CommandBackend:
 
     async def _op_remove_peers(self, a: dict[str, Any]) -> dict[str, Any]:
         interface, keys = a["interface"], a["keys"]
-        before = await self._peers(interface)
+        before = await self._peers(interface, RESTORE_FIELDS)
         argv = ["wg", "set", interface]
         for k in keys:
             argv += ["peer", k, "remove"]
         await self._run(*argv)
-        after = await self._peers(interface)
+        after = await self._peers(interface, ("allowed-ips",))
         restore = {k: {f: before[k][f] for f in ("allowed_ips", "endpoint", "keepalive")} for k in keys if k in before}
         return {
             "restore": restore,
@@ -109,7 +159,7 @@ class CommandBackend:
             if p.get("keepalive"):
                 argv += ["persistent-keepalive", str(p["keepalive"])]
         await self._run(*argv)
-        after = await self._peers(interface)
+        after = await self._peers(interface, ("allowed-ips",))
         return {"verified": all(k in after for k in wanted)}
 
     async def _op_elements(self, a: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from opentelemetry.trace import Tracer
 
 from responder.core.actions import Action, ActionType
 from responder.inventory import HubMode, HubSpec
-from responder.pep.backends import AgentBackend, Backend, CommandBackend
+from responder.pep.backends import AgentBackend, Backend, CommandBackend, SudoAgentBackend
 from responder.pep.errors import HubError, HubRefused
 from responder.pep.plan import Operation, plan, steps, undo_operation
 from responder.pep.transport import HubTransport, TransportSettings
@@ -59,11 +59,13 @@ class SshHub:
         self.name = spec.name
         self._tracer = tracer or trace.NoOpTracer()
         self.transport = HubTransport(spec, settings)
-        self._backend: Backend = (
-            AgentBackend(self.transport)
-            if spec.mode is HubMode.AGENT
-            else CommandBackend(self.transport, sudo=spec.sudo)
-        )
+        self._backend: Backend
+        if spec.mode is HubMode.AGENT:
+            self._backend = AgentBackend(self.transport)
+        elif spec.sudo:
+            self._backend = SudoAgentBackend(self.transport)
+        else:
+            self._backend = CommandBackend(self.transport)
 
     async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         return await self._backend.call(op, args)

@@ -1,7 +1,9 @@
-"""Parse `wg show <if> dump` without ever keeping a private or preshared key."""
+"""Parse what `wg show` prints about peers, never keeping a private or preshared key: the per-field forms
+the responder asks for (`wg show <if> allowed-ips`, ...), and `dump` (which tests read on the hub)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -22,6 +24,33 @@ def parse_dump(text: str) -> dict[str, dict[str, Any]]:
             "tx": int(f[6]),
             "keepalive": None if f[7] == "off" else int(f[7]),
         }
+    return out
+
+
+def parse_peer_fields(fields: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Peers by public key from the outputs of `wg show <if> FIELD` (one `key<TAB>value` line per peer)
+    for FIELD in allowed-ips (required: it lists every peer), endpoints, persistent-keepalive,
+    latest-handshakes, transfer; a field not asked for keeps its empty value."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def lines(field: str) -> list[list[str]]:
+        return [line.split("\t") for line in fields.get(field, "").splitlines() if "\t" in line]
+
+    for f in lines("allowed-ips"):
+        out[f[0]] = {"key": f[0], "endpoint": None, "allowed_ips": [] if f[1] == "(none)" else f[1].split(),
+                     "latest_handshake": 0, "rx": 0, "tx": 0, "keepalive": None}  # fmt: skip
+    for f in lines("endpoints"):
+        if f[0] in out:
+            out[f[0]]["endpoint"] = None if f[1] == "(none)" else f[1]
+    for f in lines("persistent-keepalive"):
+        if f[0] in out:
+            out[f[0]]["keepalive"] = None if f[1] == "off" else int(f[1])
+    for f in lines("latest-handshakes"):
+        if f[0] in out:
+            out[f[0]]["latest_handshake"] = int(f[1])
+    for f in lines("transfer"):
+        if f[0] in out and len(f) >= 3:
+            out[f[0]]["rx"], out[f[0]]["tx"] = int(f[1]), int(f[2])
     return out
 
 

@@ -11,6 +11,7 @@ import pytest
 from responder.core.actions import Action, ActionType
 from responder.inventory import HubMode, HubSpec, PeerSpec
 from responder.lab import Lab
+from responder.lab.lab import SUDO_ACCOUNT
 from responder.pep import HostKeyMismatch, HubUnreachable, SshHub
 from responder.pep.transport import TransportSettings
 from tests.support.probes import tcp
@@ -18,19 +19,24 @@ from tests.support.probes import tcp
 pytestmark = pytest.mark.lab
 
 
-def _spec(lab: Lab, mode: HubMode) -> HubSpec:
+def _spec(lab: Lab, mode: HubMode, sudo: bool = False) -> HubSpec:
     spec = lab.inventory.hub("hub1")
     key = lab.agent_key if mode is HubMode.AGENT else lab.plain_key
-    return spec.model_copy(update={"mode": mode, "ssh": spec.ssh.model_copy(update={"client_key": key})})
+    ssh = spec.ssh.model_copy(update={"client_key": key, **({"user": SUDO_ACCOUNT} if sudo else {})})
+    return spec.model_copy(update={"mode": mode, "sudo": sudo, "ssh": ssh})
 
 
 def _peer(lab: Lab, name: str) -> PeerSpec:
     return next(p for p in lab.inventory.peers if p.name == name)
 
 
-@pytest.fixture(params=[HubMode.AGENT, HubMode.AGENTLESS], ids=["agent", "agentless"])
+@pytest.fixture(
+    params=[(HubMode.AGENT, False), (HubMode.AGENTLESS, False), (HubMode.AGENTLESS, True)],
+    ids=["agent", "agentless", "agentless-sudo"],
+)
 async def hub(request: pytest.FixtureRequest, lab: Lab) -> AsyncIterator[SshHub]:
-    h = SshHub(_spec(lab, request.param))
+    # agentless-sudo: the lab hub's `responder` account under the shipped sudoers rule (deploy/hub/).
+    h = SshHub(_spec(lab, *request.param))
     try:
         yield h
     finally:

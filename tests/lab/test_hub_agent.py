@@ -81,15 +81,15 @@ async def test_an_element_is_read_back_alone(lab: Lab) -> None:
 async def test_operations_on_different_state_run_at_once_and_the_same_state_in_order(lab: Lab) -> None:
     # The flow kill (conntrack, tens of ms) is asked first; the set changes, on other state, do not wait
     # for it, and they answer in the order asked (the delete after the add: the element ends up absent).
-    element = [{"set": "admin_devices", "address": "10.100.0.77"}]
+    element = [{"set": "quarantine", "address": "10.100.0.77"}]
     requests = [
         {"id": 1, "op": "kill_flows", "addresses": ["10.100.0.99"]},
         {"id": 2, "op": "elements", "table": "zerotrust", "add": element},
         {"id": 3, "op": "elements", "table": "zerotrust", "delete": element},
-        {"id": 4, "op": "list_set", "table": "zerotrust", "set": "admin_devices"},
+        {"id": 4, "op": "list_set", "table": "zerotrust", "set": "quarantine"},
     ]
     stdin = "".join(json.dumps(r) + "\n" for r in requests)
-    result = await lab.exec("hub1", "/usr/bin/python3", str(AGENT), stdin=stdin, timeout=30)
+    result = await lab.exec("hub1", *_agent(lab), stdin=stdin, timeout=30)
     assert result.ok, result.stderr
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     order = [a["id"] for a in answers]
@@ -103,18 +103,24 @@ def _key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
+def _agent(lab: Lab) -> list[str]:
+    """The agent as the lab's forced command runs it, with the hub's deny sets (the `quarantine` set)."""
+    return ["/usr/bin/python3", str(AGENT), "--config", str(lab.node_dir("hub1") / "agent.json")]
+
+
 async def test_a_removal_reports_the_state_before_it_and_reads_back_after_it(lab: Lab) -> None:
     # Read, remove and read back on one UAPI connection: the restore data is the state before the
     # removal, a key that was not there is said to be absent, and the peer is gone afterwards.
     present, absent = _key(), _key()
+    # Enrolled by the hub's owner: the agent itself adds no peer it did not remove.
+    enroll = ["wg", "set", "wg0", "peer", present, "allowed-ips", "10.100.0.231/32", "persistent-keepalive", "25"]
+    await lab.exec("hub1", *enroll, check=True)
     requests = [
-        {"id": 1, "op": "add_peers", "interface": "wg0",
-         "peers": [{"key": present, "allowed_ips": ["10.100.0.231/32"], "keepalive": 25}]},
         {"id": 2, "op": "remove_peers", "interface": "wg0", "keys": [present, absent]},
         {"id": 3, "op": "peers", "interface": "wg0"},
-    ]  # fmt: skip
+    ]
     stdin = "".join(json.dumps(r) + "\n" for r in requests)
-    result = await lab.exec("hub1", "/usr/bin/python3", str(AGENT), stdin=stdin, timeout=30)
+    result = await lab.exec("hub1", *_agent(lab), stdin=stdin, timeout=30)
     assert result.ok, result.stderr
     answers = {a["id"]: a for a in map(json.loads, result.stdout.splitlines())}
     assert all(a["ok"] for a in answers.values()), answers
