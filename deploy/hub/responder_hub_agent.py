@@ -166,8 +166,9 @@ def record(file: str) -> Iterator[dict[str, Any]]:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as out:
                 json.dump(data, out, sort_keys=True)
-                out.flush()
-                os.fsync(out.fileno())
+            # Renamed whole, never fsynced: an agent that dies leaves the old or the new record; a hub
+            # that loses power may lose the last change, and that fails closed (a put-back is refused,
+            # a quarantine stays), while an fsync per cut-off would cost the containment milliseconds.
             tmp.replace(path)
     finally:
         os.close(lock)
