@@ -79,11 +79,12 @@ async def test_an_element_is_read_back_alone(lab: Lab) -> None:
 
 
 async def test_operations_on_different_state_run_at_once_and_the_same_state_in_order(lab: Lab) -> None:
-    # The flow kill (conntrack, tens of ms) is asked first; the set changes, on other state, do not wait
-    # for it, and they answer in the order asked (the delete after the add: the element ends up absent).
+    # The flow kill (conntrack, tens of ms; for 20 addresses, 40 calls and a dump) is asked first; the set
+    # changes, on other state, do not wait for it, and they answer in the order asked (the delete after the
+    # add: the element ends up absent).
     element = [{"set": "quarantine", "address": "10.100.0.77"}]
     requests = [
-        {"id": 1, "op": "kill_flows", "addresses": ["10.100.0.99"]},
+        {"id": 1, "op": "kill_flows", "addresses": [f"10.100.0.{n}" for n in range(200, 220)]},
         {"id": 2, "op": "elements", "table": "zerotrust", "add": element},
         {"id": 3, "op": "elements", "table": "zerotrust", "delete": element},
         {"id": 4, "op": "list_set", "table": "zerotrust", "set": "quarantine"},
