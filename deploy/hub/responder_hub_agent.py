@@ -161,11 +161,12 @@ def record(file: str) -> Iterator[dict[str, Any]]:
             data = {}
         before = json.dumps(data, sort_keys=True)
         yield data
-        if json.dumps(data, sort_keys=True) != before:
+        after = json.dumps(data, sort_keys=True)  # the C encoder: json.dump to a file is pure Python
+        if after != before:
             tmp = path.with_suffix(".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as out:
-                json.dump(data, out, sort_keys=True)
+                out.write(after)
             # Renamed whole, never fsynced: an agent that dies leaves the old or the new record; a hub
             # that loses power may lose the last change, and that fails closed (a put-back is refused,
             # a quarantine stays), while an fsync per cut-off would cost the containment milliseconds.
