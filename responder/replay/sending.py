@@ -31,6 +31,38 @@ class Sent:
     sent: datetime
 
 
+def webhook_headers(delivery: DeliverySpec, secret: str | None) -> dict[str, str]:
+    """The recorded headers, with the run's `secret` as `Authorization` (in place of a redacted one, or
+    added); redacted headers are dropped."""
+    out: dict[str, str] = {}
+    for name, value in delivery.headers.items():
+        low = name.lower()
+        if value == REDACTED:
+            if low == "authorization" and secret is not None:
+                out["Authorization"] = secret
+            continue
+        out[name] = value
+    if secret is not None and not any(k.lower() == "authorization" for k in out):
+        out["Authorization"] = secret
+    return out
+
+
+def with_client_state(raw: bytes, client_state: str) -> bytes:
+    """A Graph notification body with the run's `clientState` where the recording has none or a redacted
+    one; anything else (also a body that is not JSON) exactly as recorded."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return raw
+    changed = False
+    if isinstance(doc, dict) and isinstance(doc.get("value"), list):
+        for item in doc["value"]:
+            if isinstance(item, dict) and item.get("clientState", REDACTED) == REDACTED:
+                item["clientState"] = client_state
+                changed = True
+    return json.dumps(doc).encode() if changed else raw
+
+
 class Sender:
     """Sends a case's deliveries to one running service; closes its Kafka producer on leaving."""
 
@@ -58,33 +90,6 @@ class Sender:
         else:
             await self._post(delivery, sent)
 
-    def _headers(self, delivery: DeliverySpec, secret: str | None) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for name, value in delivery.headers.items():
-            low = name.lower()
-            if value == REDACTED:
-                if low == "authorization" and secret is not None:
-                    out["Authorization"] = secret
-                continue
-            out[name] = value
-        if secret is not None and not any(k.lower() == "authorization" for k in out):
-            out["Authorization"] = secret
-        return out
-
-    def _entra_body(self, delivery: DeliverySpec) -> bytes:
-        raw = self._case.body_bytes(delivery)
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            return raw
-        changed = False
-        if isinstance(doc, dict) and isinstance(doc.get("value"), list):
-            for item in doc["value"]:
-                if isinstance(item, dict) and item.get("clientState", REDACTED) == REDACTED:
-                    item["clientState"] = self._setup.secrets.client_state
-                    changed = True
-        return json.dumps(doc).encode() if changed else raw
-
     def _request(self, delivery: DeliverySpec) -> tuple[str, bytes, dict[str, str]]:
         """The route, body and headers of a webhook delivery."""
         via = delivery.via
@@ -93,11 +98,13 @@ class Sender:
             if transmitter is None:  # prepare() makes one for every case with ssf deliveries
                 raise ReplayError("an ssf delivery, but no transmitter was set up")
             body = transmitter.sign(self._case.body_json(delivery)).encode()
-            headers = self._headers(delivery, None) | {"Content-Type": "application/secevent+jwt"}
+            headers = webhook_headers(delivery, None) | {"Content-Type": "application/secevent+jwt"}
             return "/hooks/ssf", body, headers
         secret = self._setup.secrets.okta if via == "okta" else None
-        body = self._entra_body(delivery) if via.startswith("entra") else self._case.body_bytes(delivery)
-        headers = self._headers(delivery, secret)
+        body = self._case.body_bytes(delivery)
+        if via.startswith("entra"):
+            body = with_client_state(body, self._setup.secrets.client_state)
+        headers = webhook_headers(delivery, secret)
         if not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = "application/json"
         return ROUTES[via], body, headers
