@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import pep_bench, rules_bench, service_bench
-from tests.support.kafka import kafka_broker
+from responder.lab.kafka import kafka_broker
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {

@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from responder.lab import Lab
-from tests.support.kafka import kafka_broker  # the same Tansu broker the tests use
+from responder.lab.kafka import kafka_broker  # the same Tansu broker the tests use
 
 ROOT = Path(__file__).resolve().parents[1]
 RESPONDER = str(Path(sys.executable).with_name("responder"))

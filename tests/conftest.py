@@ -79,7 +79,7 @@ def postgres_dsn() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """A real Kafka-protocol broker (Tansu) on loopback for the session: its bootstrap address."""
-    from tests.support.kafka import kafka_broker
+    from responder.lab.kafka import kafka_broker
 
     with kafka_broker() as bootstrap:
         yield bootstrap

@@ -23,13 +23,13 @@ if TYPE_CHECKING:
 
 @contextlib.contextmanager
 def _broker(cases: list[Case], given: str | None) -> Iterator[str | None]:
-    from responder.replay.broker import tansu  # noqa: PLC0415 - the replay stack loads only for this command
+    from responder.lab.kafka import kafka_broker  # noqa: PLC0415 - the replay stack loads only for this command
 
     needed = any(d.kafka_format for c in cases for d in c.spec.deliveries)
     if given is not None or not needed:
         yield given
         return
-    with tansu() as bootstrap:
+    with kafka_broker() as bootstrap:
         yield bootstrap
 
 
@@ -90,7 +90,7 @@ def replay(
     """Replay incident cases through the real service and check what it decided and did."""
     # The lab, service and Kafka stacks load only when this command runs.
     from responder.lab import Lab, LabError  # noqa: PLC0415
-    from responder.replay.broker import BrokerError  # noqa: PLC0415
+    from responder.lab.kafka import BrokerError  # noqa: PLC0415
     from responder.replay.case import CaseError, load_cases  # noqa: PLC0415
     from responder.replay.recorder import fill_expectations  # noqa: PLC0415
     from responder.replay.report import render_all  # noqa: PLC0415

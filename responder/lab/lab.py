@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from responder.core.identifiers import WireGuardKey
-from responder.inventory import HubMode, HubSpec, Inventory, PeerSpec, SshEndpoint
+from responder.inventory import Inventory
+from responder.lab.inventory import topology_inventory
 from responder.lab.process import CommandError, Result, run
 from responder.lab.ruleset import hub_ruleset
 from responder.lab.sshd import authorized_keys, sshd_config
@@ -431,39 +432,13 @@ class Lab:
             raise LabError(f"{name} on {node} exited at once; see {self.node_dir(node) / f'{name}.log'}")
 
     def _write_inventory(self, keys: dict[str, tuple[str, str]]) -> None:
-        topo = self.topology
-        hubs, peers = [], []
-        for node in topo.nodes:
-            if node.role is Role.HUB:
-                host_key = (self.node_dir(node.name) / "ssh_host_ed25519_key.pub").read_text()
-                hubs.append(
-                    HubSpec(
-                        name=node.name,
-                        ssh=SshEndpoint(
-                            host=str(node.underlay),
-                            user="root",
-                            host_key=host_key,
-                            client_key=self.agent_key,
-                            netns=self.netns_path("soc"),
-                        ),
-                        mode=HubMode.AGENT,
-                        tunnel_network=tunnel_network(node.index),
-                        address=node.tunnel,
-                    )
-                )
-            elif node.role in {Role.ADMIN, Role.APP}:
-                peers.append(
-                    PeerSpec(
-                        name=node.name,
-                        hub=topo.hub_of(node).name,
-                        public_key=WireGuardKey(keys[node.name][1]),
-                        tunnel_ip=node.tunnel,
-                        sets=node.sets,
-                        owner=node.owner,
-                        device=node.name,
-                    )
-                )
-        inventory = Inventory(hubs=tuple(hubs), peers=tuple(peers), management_addresses=(MANAGEMENT_ADDRESS,))
+        inventory = topology_inventory(
+            self.topology,
+            public_keys={name: WireGuardKey(public) for name, (_, public) in keys.items()},
+            host_key=lambda hub: (self.node_dir(hub) / "ssh_host_ed25519_key.pub").read_text(),
+            client_key=self.agent_key,
+            netns=self.netns_path("soc"),
+        )
         self.inventory_path.write_text(inventory.to_yaml())
 
     async def _wait_ready(self) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from responder.replay.case import format_offset
+
 
 @dataclass
 class ActionView:
@@ -62,6 +64,15 @@ class CaseReport:
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    def step(self, kind: str, at: float, text: str, **extra: Any) -> Step:
+        """Add a line to the timeline at case offset `at` (seconds)."""
+        step = Step(kind, f"+{format_offset(at)}", text, **extra)
+        self.timeline.append(step)
+        return step
+
+    def fail(self, message: str) -> None:
+        self.failures.append(message)
 
     def as_dict(self) -> dict[str, Any]:
         return {

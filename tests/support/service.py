@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 from responder.config import Settings
 from responder.journal import Journal
-from responder.service.service import Service
+from responder.service import running as in_process
+from responder.service.running import RunningService
 
 
-@contextlib.asynccontextmanager
-async def running(settings: Settings, instance: str = "test", **options: Any) -> AsyncIterator[tuple[Service, str]]:
-    settings = settings.model_copy(update={"listen": settings.listen.model_copy(update={"port": 0})})
-    service = Service(settings, instance=instance, **options)
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.run(stop))
-    try:
-        async with asyncio.timeout(20):
-            started = asyncio.create_task(service.started.wait())
-            done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-            if task in done:
-                task.result()  # raises what stopped it
-        assert service.address is not None
-        host, port = service.address
-        yield service, f"http://{host}:{port}"
-    finally:
-        stop.set()
-        async with asyncio.timeout(20):
-            await asyncio.gather(task, return_exceptions=True)
+def running(settings: Settings, instance: str = "test", **options: Any) -> AbstractAsyncContextManager[RunningService]:
+    """The service for the block, unpacking as `(service, base_url)`: the one the replay runs too."""
+    return in_process.running(settings, instance=instance, timeout_s=20, **options)
 
 
 def settings(**values: Any) -> Settings:

