@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
+import inspect
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
 
@@ -53,6 +56,43 @@ ForceOption = Annotated[
         help="Act on a protected target all the same; REASON is recorded in the audit trail.",
     ),
 ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Acting:
+    """The options every acting command takes after its own: how to act, why, and where the state is."""
+
+    dry_run: DryRunOption = False
+    as_json: JsonOption = False
+    reason: ReasonOption = "manual"
+    config: ConfigOption = None
+    inventory_path: InventoryOption = None
+    journal: JournalOption = None
+    rules: RulesOption = None
+    force_protected: ForceOption = None
+
+    def inventory(self) -> Inventory:
+        return inventory(self.config, self.inventory_path)
+
+
+def acting(command: Callable[..., None]) -> Callable[..., None]:
+    """`command(acting: Acting, **own options)` as a typer command: its own options, then those of `Acting`
+    (the same names, help and defaults in every command), which reach it as one `Acting`."""
+    own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
+    hints = get_type_hints(Acting, include_extras=True)  # the Annotated aliases, with their typer.Option
+    shared = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+        for f in fields(Acting)
+    ]
+
+    @functools.wraps(command)
+    def with_acting(**options: Any) -> None:
+        command(Acting(**{f.name: options.pop(f.name) for f in fields(Acting)}), **options)
+
+    parameters = [*own, *shared]
+    with_acting.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    with_acting.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_acting
 
 
 def _peer(inv: Inventory, name: str, hub: str | None) -> PeerSpec:
@@ -158,12 +198,10 @@ def _actor() -> str:
     return os.environ.get("SUDO_USER") or getpass.getuser()
 
 
-def _execute(
-    actions: list[Action], inv: Inventory, config: Path | None, journal: str | None, dry_run: bool,
-    as_json: bool, reason: str, rules: list[Path] | None, force: str | None,
-) -> None:  # fmt: skip
+def _execute(actions: list[Action], inv: Inventory, options: Acting) -> None:
+    config, as_json, force = options.config, options.as_json, options.force_protected
     # Refused before anything is planned, journaled or sent: also a dry run shows only what may be done.
-    refused = _protected(actions, inv, config, rules)
+    refused = _protected(actions, inv, config, options.rules)
     override: dict[str, object] | None = None
     if refused:
         if not force or not force.strip():
@@ -173,7 +211,7 @@ def _execute(
             )  # fmt: skip
         override = {"reason": force.strip(), "protected": refused}
         typer.secho(f"warning: acting on a protected target ({force.strip()}): {'; '.join(refused)}", err=True)
-    if dry_run:
+    if options.dry_run:
         from responder.pep.plan import plan  # noqa: PLC0415
 
         hub = actions[0].hub  # every command acts on one hub
@@ -184,9 +222,9 @@ def _execute(
             for o in ops:
                 typer.echo(f"would run on {o['hub']}: {o['op']} {json.dumps(o['args'], sort_keys=True)}")
         return
-    url = journal or settings(config).journal
+    url = options.journal or settings(config).journal
     try:
-        outcomes = _run(actions, inv, url, reason, override)
+        outcomes = _run(actions, inv, url, options.reason, override)
     except (OSError, ValueError) as exc:
         raise fail(exc) from None
     if as_json:
@@ -201,85 +239,67 @@ def _execute(
 
 
 @app.command("remove-peer")
-def remove_peer(
-    hub: HubOption = None, peer: PeerOption = None, key: KeyOption = None, dry_run: DryRunOption = False,
-    as_json: JsonOption = False, reason: ReasonOption = "manual", config: ConfigOption = None,
-    inventory_path: InventoryOption = None, journal: JournalOption = None,
-    rules: RulesOption = None, force_protected: ForceOption = None,
-) -> None:  # fmt: skip
+@acting
+def remove_peer(options: Acting, hub: HubOption = None, peer: PeerOption = None, key: KeyOption = None) -> None:
     """Remove a WireGuard peer from its hub; its tunnel stops at once. Restorable."""
-    inv = inventory(config, inventory_path)
+    inv = options.inventory()
     hub_name, public_key = _key_target(inv, hub, peer, key)
-    action = _action(type=ActionType.REMOVE_PEER, hub=hub_name, peer_key=public_key)
-    _execute([action], inv, config, journal, dry_run, as_json, reason, rules, force_protected)
+    _execute([_action(type=ActionType.REMOVE_PEER, hub=hub_name, peer_key=public_key)], inv, options)
 
 
 @app.command("delete-element")
+@acting
 def delete_element(
+    options: Acting,
     set_name: Annotated[str, typer.Option("--set", help="The nft set, e.g. admin_devices.")],
-    hub: HubOption = None, peer: PeerOption = None, element: ElementOption = None, dry_run: DryRunOption = False,
-    as_json: JsonOption = False, reason: ReasonOption = "manual", config: ConfigOption = None,
-    inventory_path: InventoryOption = None, journal: JournalOption = None,
-    rules: RulesOption = None, force_protected: ForceOption = None,
+    hub: HubOption = None, peer: PeerOption = None, element: ElementOption = None,
 ) -> None:  # fmt: skip
     """Delete an address from an nft set: it loses what the set grants. Restorable."""
-    inv = inventory(config, inventory_path)
+    inv = options.inventory()
     hub_name, address = _address(inv, hub, peer, element)
     action = _action(type=ActionType.DELETE_ELEMENT, hub=hub_name, address=address, set_name=set_name)
-    _execute([action], inv, config, journal, dry_run, as_json, reason, rules, force_protected)
+    _execute([action], inv, options)
 
 
 @app.command()
+@acting
 def quarantine(
-    hub: HubOption = None, peer: PeerOption = None, element: ElementOption = None,
+    options: Acting, hub: HubOption = None, peer: PeerOption = None, element: ElementOption = None,
     set_name: Annotated[str, typer.Option("--set", help="The deny set.")] = "quarantine",
     ttl: Annotated[int, typer.Option("--ttl", min=1, help="Seconds; the kernel expires it.")] = 3600,
     kill_flows: Annotated[bool, typer.Option("--kill-flows/--keep-flows", help="Also end open flows.")] = True,
-    dry_run: DryRunOption = False, as_json: JsonOption = False, reason: ReasonOption = "manual",
-    config: ConfigOption = None, inventory_path: InventoryOption = None, journal: JournalOption = None,
-    rules: RulesOption = None, force_protected: ForceOption = None,
 ) -> None:  # fmt: skip
     """Quarantine an address for a time (checked before established flows; expires in the kernel)."""
-    inv = inventory(config, inventory_path)
+    inv = options.inventory()
     hub_name, address = _address(inv, hub, peer, element)
     actions = [_action(type=ActionType.QUARANTINE, hub=hub_name, address=address, set_name=set_name, ttl_s=ttl)]
     if kill_flows:
         actions.append(_action(type=ActionType.KILL_FLOWS, hub=hub_name, address=address))
-    _execute(actions, inv, config, journal, dry_run, as_json, reason, rules, force_protected)
+    _execute(actions, inv, options)
 
 
 @app.command("kill-flows")
-def kill_flows_(
-    hub: HubOption = None, peer: PeerOption = None, element: ElementOption = None, dry_run: DryRunOption = False,
-    as_json: JsonOption = False, reason: ReasonOption = "manual", config: ConfigOption = None,
-    inventory_path: InventoryOption = None, journal: JournalOption = None,
-    rules: RulesOption = None, force_protected: ForceOption = None,
-) -> None:  # fmt: skip
+@acting
+def kill_flows_(options: Acting, hub: HubOption = None, peer: PeerOption = None, element: ElementOption = None) -> None:
     """End the established flows of an address (conntrack), e.g. after deleting it from a set."""
-    inv = inventory(config, inventory_path)
+    inv = options.inventory()
     hub_name, address = _address(inv, hub, peer, element)
-    _execute(
-        [_action(type=ActionType.KILL_FLOWS, hub=hub_name, address=address)],
-        inv, config, journal, dry_run, as_json, reason, rules, force_protected,
-    )  # fmt: skip
+    _execute([_action(type=ActionType.KILL_FLOWS, hub=hub_name, address=address)], inv, options)
 
 
 @app.command("rotate-key")
+@acting
 def rotate_key(
-    hub: HubOption = None, peer: PeerOption = None, key: KeyOption = None,
+    options: Acting, hub: HubOption = None, peer: PeerOption = None, key: KeyOption = None,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
-    dry_run: DryRunOption = False, as_json: JsonOption = False, reason: ReasonOption = "manual",
-    config: ConfigOption = None, inventory_path: InventoryOption = None, journal: JournalOption = None,
-    rules: RulesOption = None, force_protected: ForceOption = None,
 ) -> None:  # fmt: skip
     """Force key rotation: remove the peer and deny its key for good; the device must enroll a new key.
     Irreversible, so it needs --yes."""
-    inv = inventory(config, inventory_path)
+    inv = options.inventory()
     hub_name, public_key = _key_target(inv, hub, peer, key)
-    if not yes and not dry_run:
+    if not yes and not options.dry_run:
         raise fail("rotate-key revokes the key for good; repeat with --yes")
-    action = _action(type=ActionType.ROTATE_KEY, hub=hub_name, peer_key=public_key)
-    _execute([action], inv, config, journal, dry_run, as_json, reason, rules, force_protected)
+    _execute([_action(type=ActionType.ROTATE_KEY, hub=hub_name, peer_key=public_key)], inv, options)
 
 
 @app.command()

@@ -26,8 +26,9 @@ from responder.core.conditions import render
 from responder.core.decisions import Decision, Outcome, SubjectExplanation
 from responder.core.events import Event, Severity
 from responder.core.identity import IdentityMap, SubjectView
-from responder.core.risk import Hit, SubjectRisk
+from responder.core.risk import Contribution, Hit, SubjectRisk
 from responder.core.rules import ActionTemplate, ResponseRule, RuleSet, SignalRule
+from responder.inventory import PeerSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,35 +223,15 @@ class Engine:
         risk: SubjectRisk,
         response: ResponseRule,
         score: float,
-        contributions: tuple[Any, ...],
+        contributions: tuple[Contribution, ...],
         context: Callable[[], dict[str, Any]],
         notes: list[str],
         now: float,
     ) -> Decision | None:
-        rules = self._rules
-        protection = rules.protection
-        if subject.key.startswith("user:") and subject.key[5:] in protection.users:
-            notes.append(f"{response.id}: suppressed, {subject.key} is protected")
-            return None
-        if subject.kind == "device" and subject.key[7:] in protection.devices:
-            notes.append(f"{response.id}: suppressed, {subject.key} is protected")
-            return None
-        actions: list[Action] = []
-        for peer in subject.peers:
-            if str(peer.public_key) in protection.keys or (peer.device or peer.name) in protection.devices:
-                notes.append(f"{response.id}: peer {peer.name} is protected")
-                continue
-            why = protection.address_protected(peer.tunnel_ip, self._identity.hub_addresses, self._identity.management)
-            if why:
-                notes.append(f"{response.id}: peer {peer.name} at {peer.tunnel_ip} is protected ({why})")
-                continue
-            for template in response.actions:
-                if template.type is ActionType.KILL_FLOWS and peer.hub in self._identity.overlays:
-                    continue  # an overlay has no conntrack to flush: its cut-off ends the device's sessions
-                actions.extend(_expand(template, peer.hub, peer, rules.settings.quarantine_set, response.ttl_s))
+        actions = self._targets(subject, response, notes)
         if not actions:
-            notes.append(f"{response.id}: no enforceable target for {subject.key}")
             return None
+        rules = self._rules
         replaces = risk.active_response
         risk.active_response, risk.active_level = response.id, response.level
         risk.active_until = now + response.ttl_s if response.ttl_s else None
@@ -263,7 +244,7 @@ class Engine:
             level=response.level,
             score=round(score, 3),
             contributions=contributions,
-            actions=tuple(dict.fromkeys(actions)),
+            actions=actions,
             requires_approval=approval,
             ttl_s=response.ttl_s,
             dry_run=response.dry_run or rules.settings.dry_run,
@@ -272,6 +253,38 @@ class Engine:
             replaces=replaces,
             notes=tuple(notes),
         )
+
+    def _targets(self, subject: SubjectView, response: ResponseRule, notes: list[str]) -> tuple[Action, ...]:
+        """The actions `response` takes on the subject's peers, each once; none (with a note why) if the
+        subject is protected or every peer is."""
+        protection = self._rules.protection
+        if (subject.kind == "user" and subject.name in protection.users) or (
+            subject.kind == "device" and subject.name in protection.devices
+        ):
+            notes.append(f"{response.id}: suppressed, {subject.key} is protected")
+            return ()
+        actions: list[Action] = []
+        for peer in subject.peers:
+            if self._peer_protected(peer, response, notes):
+                continue
+            for template in response.actions:
+                if template.type is ActionType.KILL_FLOWS and peer.hub in self._identity.overlays:
+                    continue  # an overlay has no conntrack to flush: its cut-off ends the device's sessions
+                actions.extend(_expand(template, peer, self._rules.settings.quarantine_set, response.ttl_s))
+        if not actions:
+            notes.append(f"{response.id}: no enforceable target for {subject.key}")
+        return tuple(dict.fromkeys(actions))
+
+    def _peer_protected(self, peer: PeerSpec, response: ResponseRule, notes: list[str]) -> bool:
+        protection, identity = self._rules.protection, self._identity
+        if str(peer.public_key) in protection.keys or (peer.device or peer.name) in protection.devices:
+            notes.append(f"{response.id}: peer {peer.name} is protected")
+            return True
+        why = protection.address_protected(peer.tunnel_ip, identity.hub_addresses, identity.management)
+        if why:
+            notes.append(f"{response.id}: peer {peer.name} at {peer.tunnel_ip} is protected ({why})")
+            return True
+        return False
 
 
 class _Views:
@@ -307,8 +320,8 @@ def _hit(rule: SignalRule, event: Event, now: float, context: Callable[[], dict[
     return Hit(rule.id, rule.points, at, at + rule.window_s, rule.half_life_s, reason)
 
 
-def _expand(template: ActionTemplate, hub: str, peer: Any, quarantine_set: str, ttl_s: int | None) -> list[Action]:
-    kind = template.type
+def _expand(template: ActionTemplate, peer: PeerSpec, quarantine_set: str, ttl_s: int | None) -> list[Action]:
+    kind, hub = template.type, peer.hub
     if kind is ActionType.QUARANTINE:
         return [Action(kind, hub, address=peer.tunnel_ip, set_name=quarantine_set, ttl_s=ttl_s)]
     if kind in {ActionType.DELETE_ELEMENT, ActionType.ADD_ELEMENT}:

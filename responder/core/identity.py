@@ -20,6 +20,11 @@ class SubjectView:
     peers: tuple[PeerSpec, ...]
 
     @property
+    def name(self) -> str:
+        """The key without its kind: the login of a `user:`, the id of a `device:`, the text of a `key:`."""
+        return self.key.partition(":")[2]
+
+    @property
     def sets(self) -> frozenset[str]:
         return frozenset(s for p in self.peers for s in p.sets)
 

@@ -3,7 +3,8 @@ Signals push. Each answers only after its events are handed off durably, and bef
 the senders time out after about 3 seconds.
 
 Bad input gets the right 4xx with a JSON message (SSF: RFC 8935's `{"err", "description"}`), counts in
-`responder_deliveries{outcome}`, and touches nothing else.
+`responder_deliveries{outcome}`, and touches nothing else: a handler raises `Rejected`, and the one wrapper
+every route goes through (`Webhooks._traced`) answers it and counts it.
 """
 
 from __future__ import annotations
@@ -78,8 +79,22 @@ class WebhookConfig:
     ssf_path: str = "/hooks/ssf"
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+class Rejected(Exception):
+    """A delivery refused: `status` for the sender, `outcome` for `responder_deliveries{outcome}`, `message`
+    for both. With a `set_error` code (RFC 8935 section 2.4) the body is SSF's `{"err", "description"}`,
+    otherwise `{"error": message}`."""
+
+    def __init__(self, status: int, outcome: str, message: str, *, set_error: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.outcome = outcome
+        self.message = message
+        self.set_error = set_error
+
+    def response(self) -> web.Response:
+        if self.set_error is not None:
+            return web.json_response({"err": self.set_error, "description": self.message}, status=self.status)
+        return web.json_response({"error": self.message}, status=self.status)
 
 
 def _now() -> str:
@@ -137,7 +152,11 @@ class Webhooks:
                 attributes={"responder.source": source, "http.request.method": request.method,
                             "url.path": request.path},
             ) as span:  # fmt: skip
-                response = await handler(request)
+                try:
+                    response = await handler(request)
+                except Rejected as rejected:
+                    self._count(source, rejected.outcome)
+                    response = rejected.response()
                 span.set_attribute("http.response.status_code", response.status)
                 return response
 
@@ -146,31 +165,30 @@ class Webhooks:
     def _count(self, source: str, outcome: str) -> None:
         self._metrics.deliveries.labels(source, outcome).inc()
 
-    async def _body(self, request: web.Request, source: str, content_type: str) -> bytes | web.Response:
+    async def _body(self, request: web.Request, content_type: str) -> bytes:
         if request.content_type != content_type:
-            self._count(source, "bad_content_type")
-            return _error(415, f"expected Content-Type {content_type}, got {request.content_type or 'none'}")
+            raise Rejected(
+                415, "bad_content_type", f"expected Content-Type {content_type}, got {request.content_type or 'none'}"
+            )
         if request.content_length is not None and request.content_length > self.config.max_body_bytes:
-            self._count(source, "too_large")
-            return _error(413, f"body over {self.config.max_body_bytes} bytes")
+            raise Rejected(413, "too_large", f"body over {self.config.max_body_bytes} bytes")
         try:
             # A body trickled in a byte at a time would hold the connection (and a file) for as long as
             # the sender likes.
             async with asyncio.timeout(self.config.body_timeout_s):
                 return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            self._count(source, "too_large")
-            return _error(413, f"body over {self.config.max_body_bytes} bytes")
+            raise Rejected(413, "too_large", f"body over {self.config.max_body_bytes} bytes") from None
         except TimeoutError:
-            self._count(source, "slow_body")
-            return _error(408, f"the body did not arrive within {self.config.body_timeout_s:g} s")
+            raise Rejected(
+                408, "slow_body", f"the body did not arrive within {self.config.body_timeout_s:g} s"
+            ) from None
 
-    def _json(self, body: bytes, source: str) -> Any:
+    def _json(self, body: bytes) -> Any:
         try:
             return parse_json(body, max_bytes=self.config.max_body_bytes)
         except PayloadError as exc:
-            self._count(source, "bad_json")
-            raise PayloadError(f"the body is {exc}") from None
+            raise Rejected(400, "bad_json", f"the body is {exc}") from None
 
     async def _hand_off(
         self, request: web.Request, source: str, delivery_id: str, body: bytes, events: list[Event]
@@ -199,30 +217,24 @@ class Webhooks:
     async def okta_verify(self, request: web.Request) -> web.Response:
         challenge = request.headers.get("x-okta-verification-challenge")
         if not challenge:
-            self._count("okta", "bad_request")
-            return _error(400, "missing X-Okta-Verification-Challenge header")
-        if not self._okta_authenticated(request):
-            self._count("okta", "unauthorized")
-            return _error(401, "wrong or missing authentication header")
+            raise Rejected(400, "bad_request", "missing X-Okta-Verification-Challenge header")
+        self._okta_authenticate(request)
         self._count("okta", "verified")
         return web.json_response({"verification": challenge})
 
-    def _okta_authenticated(self, request: web.Request) -> bool:
+    def _okta_authenticate(self, request: web.Request) -> None:
         assert self.config.okta_secret is not None  # noqa: S101 - the route exists only with a secret
-        return _same(request.headers.get("Authorization", ""), self.config.okta_secret)
+        if not _same(request.headers.get("Authorization", ""), self.config.okta_secret):
+            raise Rejected(401, "unauthorized", "wrong or missing authentication header")
 
     async def okta(self, request: web.Request) -> web.Response:
-        if not self._okta_authenticated(request):
-            self._count("okta", "unauthorized")
-            return _error(401, "wrong or missing authentication header")
-        body = await self._body(request, "okta", "application/json")
-        if isinstance(body, web.Response):
-            return body
+        self._okta_authenticate(request)
+        body = await self._body(request, "application/json")
+        document = self._json(body)
         try:
-            delivery_id, raw_events = okta.parse_delivery(self._json(body, "okta"))
+            delivery_id, raw_events = okta.parse_delivery(document)
         except PayloadError as exc:
-            self._count("okta", "invalid")
-            return _error(400, str(exc))
+            raise Rejected(400, "invalid", str(exc)) from None
         # Okta does not retry a 4xx: one malformed event must not cost the rest of the batch. The body
         # is kept with the delivery, so a skipped event is not lost either.
         events = []
@@ -248,23 +260,20 @@ class Webhooks:
     async def _notifications(self, request: web.Request, lifecycle: bool) -> web.Response:
         if (answer := self._validation(request)) is not None:
             return answer
-        body = await self._body(request, "entra", "application/json")
-        if isinstance(body, web.Response):
-            return body
+        body = await self._body(request, "application/json")
+        doc = self._json(body)
         try:
-            doc = self._json(body, "entra")
             notifications = entra.parse_notifications(doc)
         except PayloadError as exc:
-            self._count("entra", "invalid")
-            return _error(400, str(exc))
+            raise Rejected(400, "invalid", str(exc)) from None
         assert self.config.entra_client_state is not None  # noqa: S101 - the route exists only with it
         expected = self.config.entra_client_state.get_secret_value()
         genuine = [n for n in notifications if entra.client_state_matches(n, expected)]
         if len(genuine) < len(notifications):
-            self._count("entra", "client_state_mismatch")
             log.warning("dropped %d Graph notifications with a wrong clientState", len(notifications) - len(genuine))
-        if not genuine:
-            return _error(401, "clientState does not match")
+            if not genuine:
+                raise Rejected(401, "client_state_mismatch", "clientState does not match")
+            self._count("entra", "client_state_mismatch")
         received = _now()
         for n in genuine:
             if n.lifecycleEvent:
@@ -291,34 +300,28 @@ class Webhooks:
 
     # --- Shared Signals ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _set_error(status: int, code: str, description: str) -> web.Response:
-        return web.json_response({"err": code, "description": description}, status=status)
-
     async def ssf(self, request: web.Request) -> web.Response:
         receiver = self.config.ssf
         assert receiver is not None  # noqa: S101 - the route exists only with a receiver
         if receiver.authorization is not None and not _same(
             request.headers.get("Authorization", ""), receiver.authorization
         ):
-            self._count("ssf", "unauthorized")
-            return self._set_error(401, "authentication_failed", "wrong or missing Authorization header")
+            raise Rejected(
+                401, "unauthorized", "wrong or missing Authorization header", set_error="authentication_failed"
+            )
         if request.content_type != "application/secevent+jwt":
-            self._count("ssf", "bad_content_type")
-            return self._set_error(400, "invalid_request", "Content-Type must be application/secevent+jwt")
-        body = await self._body(request, "ssf", "application/secevent+jwt")
-        if isinstance(body, web.Response):
-            return body
+            raise Rejected(
+                400, "bad_content_type", "Content-Type must be application/secevent+jwt", set_error="invalid_request"
+            )
+        body = await self._body(request, "application/secevent+jwt")
         try:
             token = body.decode("ascii").strip()
             verified = await ssf.verify(token, receiver.keys, issuer=receiver.issuer, audience=receiver.audience)
             events = ssf.events_of(verified)
         except UnicodeDecodeError:
-            self._count("ssf", "invalid")
-            return self._set_error(400, "invalid_request", "the body is not a compact JWS")
+            raise Rejected(400, "invalid", "the body is not a compact JWS", set_error="invalid_request") from None
         except ssf.SetError as exc:
-            self._count("ssf", bounded(exc.code, SET_ERROR_CODES))
-            return self._set_error(400, exc.code, str(exc))
+            raise Rejected(400, bounded(exc.code, SET_ERROR_CODES), str(exc), set_error=exc.code) from None
         await self._hand_off(request, "ssf", f"{verified.claims['iss']}:{verified.claims['jti']}", body, events)
         return web.Response(status=202)
 

@@ -211,17 +211,13 @@ class SqlJournal(ABC):
         async with self.transaction() as tx:
             await tx.fetch("SELECT 1")
 
-    async def accept(self, delivery: DeliveryRecord, events: Sequence[EventRecord], owner: str) -> Accepted:
-        """Store a delivery and its events at once. A duplicate event (same dedup key) is not stored
-        again; if it is still pending, this owner takes it over (its first owner may be gone)."""
-        (accepted,) = await self.accept_batch([(delivery, events)], owner)
-        return accepted
-
     async def accept_batch(
         self, items: Sequence[tuple[DeliveryRecord, Sequence[EventRecord]]], owner: str
     ) -> list[Accepted]:
-        """`accept` for many deliveries in one transaction (a Kafka batch), with multi-row statements:
-        one commit and a few round trips to the database, not one per event."""
+        """Store deliveries and their events at once, in one transaction (a Kafka batch), with multi-row
+        statements: one commit and a few round trips to the database, not one per event. A duplicate event
+        (same dedup key) is not stored again; if it is still pending, this owner takes it over (its first
+        owner may be gone)."""
         pending = EventStatus.PENDING.value
         stored: dict[tuple[str, str], int] = {}  # (dedup key, delivery id) -> seq, for the rows inserted now
         async with self.transaction() as tx:
@@ -339,22 +335,11 @@ class SqlJournal(ABC):
                 json.dumps({"reason": reason}, sort_keys=True),
             )
 
-    async def record_outcome(
-        self,
-        event_seq: int,
-        processed_at: str,
-        decisions: Sequence[DecisionRecord],
-        intents: Sequence[IntentRecord],
-        replaced: Sequence[str] = (),
-    ) -> bool:
-        """Mark an event processed together with what it decided. False (and nothing written) if the
-        event was already processed — by this instance before a crash, or by another one."""
-        (written,) = await self.record_outcomes([EventOutcome(event_seq, decisions, intents, replaced)], processed_at)
-        return written
-
     async def record_outcomes(self, outcomes: Sequence[EventOutcome], processed_at: str) -> list[bool]:
-        """`record_outcome` for a batch of events in one transaction, in order (a later event's decision
-        may replace an earlier one's). The processed marks are one statement per few hundred events."""
+        """Mark events processed together with what each decided, in one transaction, in order (a later
+        event's decision may replace an earlier one's); per event, False (and nothing written) if it was
+        already processed — by this instance before a crash, or by another one. The processed marks are one
+        statement per few hundred events."""
         marked: set[int] = set()
         async with self.transaction() as tx:
             for seqs in _chunks([o.event_seq for o in outcomes], 400):
@@ -460,7 +445,7 @@ class SqlJournal(ABC):
         return claimed
 
     async def finish_intents(self, finished: Sequence[FinishedIntent], now: str) -> None:
-        """`finish_intent` for many in one transaction (one hub's batch: one fsync, not one each)."""
+        """Record how intents ended, in one transaction (one hub's batch: one fsync, not one each)."""
         async with self.transaction() as tx:
             for f in finished:
                 tx.defer(
@@ -473,28 +458,6 @@ class SqlJournal(ABC):
                     f.at or now,
                     f.intent_id,
                 )
-
-    async def finish_intent(
-        self,
-        intent_id: str,
-        now: str,
-        *,
-        state: IntentState,
-        result: str,
-        verified: bool | None,
-        restore: str | None = None,
-    ) -> None:
-        async with self.transaction() as tx:
-            tx.defer(
-                "UPDATE intents SET state = ?, result = ?, verified = ?, restore = COALESCE(?, restore),"
-                " updated_at = ? WHERE id = ?",
-                state.value,
-                result,
-                verified,
-                restore,
-                now,
-                intent_id,
-            )
 
     async def set_intents_state(self, decision_id: str, from_state: IntentState, to_state: IntentState) -> int:
         async with self.transaction() as tx:

@@ -275,3 +275,20 @@ class OverlayHub(ABC):
             f"{what} changed between our read and write on each of {self.settings.rmw_attempts} attempts; "
             "nothing was written (another admin or automation is editing it: retry the action later)",
         )
+
+    async def replace(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        read: Callable[[], Awaitable[Json]],
+        modify: Callable[[Json], Json | None],
+    ) -> tuple[Json, bool, Json]:
+        """`read_modify_write` of an object the API replaces whole with one `method` request to `path`, then
+        read back; returns (before, wrote, read back)."""
+
+        async def write(new: Json) -> None:
+            await self.http.request(method, path, json_body=new)
+
+        before, wrote = await self.read_modify_write(what, read, modify, write)
+        return before, wrote, await read()

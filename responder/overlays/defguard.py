@@ -58,13 +58,9 @@ class DefGuardOverlay(OverlayHub):
 
     async def _update_user(self, username: str, change: Callable[[Json], Json | None]) -> tuple[Json, bool, Json]:
         """Guarded full-replace of the UserInfo; returns (before, wrote, read back)."""
-
-        async def write(new: Json) -> None:
-            # The PUT takes the whole UserInfo: omitted groups or apps would be removed from the user.
-            await self.http.request("PUT", f"/api/v1/user/{seg(username)}", json_body=new)
-
-        before, wrote = await self.read_modify_write(f"user {username}", lambda: self._user(username), change, write)
-        return before, wrote, await self._user(username)
+        # The PUT takes the whole UserInfo: omitted groups or apps would be removed from the user.
+        path = f"/api/v1/user/{seg(username)}"
+        return await self.replace(f"user {username}", "PUT", path, lambda: self._user(username), change)
 
     async def _set_active(self, username: str, active: bool) -> tuple[bool, bool]:
         """Enable/disable the user; returns (was_active, verified)."""

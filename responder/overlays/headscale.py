@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from responder.overlays.base import Json, Outcome, OverlayHub, is_past, seg
-from responder.overlays.errors import OverlayNotFound, UnsupportedAction
+from responder.overlays.base import Json, Outcome, is_past, seg
+from responder.overlays.errors import UnsupportedAction
 from responder.overlays.inventory import CutOff, OverlayDevice, OverlayKind, parse_addresses, parse_node_key
+from responder.overlays.tags import TaggedOverlay
 
 
-class HeadscaleOverlay(OverlayHub):
+class HeadscaleOverlay(TaggedOverlay):
     kind = OverlayKind.HEADSCALE
+    device_word = "node"
 
     async def discover(self) -> list[OverlayDevice]:
         reply = await self.http.request("GET", "/api/v1/node")
@@ -69,26 +71,5 @@ class HeadscaleOverlay(OverlayHub):
     async def _force_reauth(self, device: OverlayDevice) -> Outcome:
         return await self._expire(device.device_id)
 
-    async def _tags(self, node_id: str) -> Json:
-        node = await self._get(node_id)
-        if node is None:
-            raise OverlayNotFound(self.name, f"node {node_id} is gone")
-        return {"tags": sorted(str(t) for t in node.get("tags") or ())}
-
-    async def _set_label(self, device_id: str, owner_id: str | None, label: str, present: bool) -> Outcome:
-        def modify(current: Json) -> Json | None:
-            tags: list[str] = current["tags"]
-            if (label in tags) == present:
-                return None
-            return {"tags": sorted({*tags, label} if present else set(tags) - {label})}
-
-        async def write(new: Json) -> None:
-            await self.http.request("POST", f"/api/v1/node/{seg(device_id)}/tags", json_body=new)
-
-        before, wrote = await self.read_modify_write(f"tags of node {device_id}", lambda: self._tags(device_id),
-                                                     modify, write)  # fmt: skip
-        verified = (label in (await self._tags(device_id))["tags"]) == present
-        verb = "tagged" if present else "untagged"
-        detail = f"{verb} {label}" if wrote else f"already {verb} {label}"
-        restore = {"device_id": device_id, "owner_id": owner_id, "label": label, "was_present": label in before["tags"]}
-        return Outcome(verified, detail if verified else f"{detail}, not read back", restore)
+    def _tags_path(self, device_id: str) -> str:
+        return f"/api/v1/node/{seg(device_id)}/tags"

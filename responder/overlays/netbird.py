@@ -71,11 +71,9 @@ class NetBirdOverlay(OverlayHub):
         def modify(current: Json) -> Json | None:
             return None if current["is_blocked"] is blocked else {**current, "is_blocked": blocked}
 
-        async def write(new: Json) -> None:
-            await self.http.request("PUT", f"/api/users/{seg(user_id)}", json_body=new)
-
-        before, _ = await self.read_modify_write(f"user {user_id}", lambda: self._user(user_id), modify, write)
-        return bool(before["is_blocked"]), (await self._user(user_id))["is_blocked"] is blocked
+        path = f"/api/users/{seg(user_id)}"
+        before, _, after = await self.replace(f"user {user_id}", "PUT", path, lambda: self._user(user_id), modify)
+        return bool(before["is_blocked"]), after["is_blocked"] is blocked
 
     async def _delete(self, peer_id: str) -> Outcome:
         reply = await self.http.request("DELETE", f"/api/peers/{seg(peer_id)}", missing_ok=True)

@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from responder.overlays.base import Json, Outcome, OverlayHub, is_past, seg
-from responder.overlays.errors import OverlayConfigError, OverlayNotFound, UnsupportedAction
+from responder.overlays.base import Json, Outcome, is_past, seg
+from responder.overlays.errors import OverlayConfigError, UnsupportedAction
 from responder.overlays.http import Credential, OAuthClientCredentials
 from responder.overlays.inventory import CutOff, OverlayDevice, OverlayKind, parse_addresses, parse_node_key
+from responder.overlays.tags import TaggedOverlay
 
 
-class TailscaleOverlay(OverlayHub):
+class TailscaleOverlay(TaggedOverlay):
     kind = OverlayKind.TAILSCALE
+    device_word = "device"
 
     def _credential(self, clock: Callable[[], float]) -> Credential:
         creds = self.spec.credentials
@@ -91,27 +93,5 @@ class TailscaleOverlay(OverlayHub):
     async def _force_reauth(self, device: OverlayDevice) -> Outcome:
         return await self._expire(device.device_id)
 
-    async def _tags(self, device_id: str) -> Json:
-        device = await self._get(device_id)
-        if device is None:
-            raise OverlayNotFound(self.name, f"device {device_id} is gone")
-        return {"tags": sorted(str(t) for t in device.get("tags") or ())}
-
-    async def _set_label(self, device_id: str, owner_id: str | None, label: str, present: bool) -> Outcome:
-        def modify(current: Json) -> Json | None:
-            tags: list[str] = current["tags"]
-            if (label in tags) == present:
-                return None
-            return {"tags": sorted({*tags, label} if present else set(tags) - {label})}
-
-        async def write(new: Json) -> None:
-            # POST .../tags replaces the whole list: hence the guarded read-modify-write.
-            await self.http.request("POST", f"/device/{seg(device_id)}/tags", json_body=new)
-
-        before, wrote = await self.read_modify_write(f"tags of device {device_id}", lambda: self._tags(device_id),
-                                                     modify, write)  # fmt: skip
-        verified = (label in (await self._tags(device_id))["tags"]) == present
-        verb = "tagged" if present else "untagged"
-        detail = f"{verb} {label}" if wrote else f"already {verb} {label}"
-        restore = {"device_id": device_id, "owner_id": owner_id, "label": label, "was_present": label in before["tags"]}
-        return Outcome(verified, detail if verified else f"{detail}, not read back", restore)
+    def _tags_path(self, device_id: str) -> str:
+        return f"/device/{seg(device_id)}/tags"

@@ -1,7 +1,7 @@
 """The enforcement point adapters: WireGuard hubs over SSH, in agent or agentless mode."""
 
 from responder.pep.errors import CircuitOpen, HostKeyMismatch, HubError, HubRefused, HubUnreachable
-from responder.pep.hub import ActionResult, Hub, SshHub, open_hub
+from responder.pep.hub import ActionResult, Hub, SshHub
 
 __all__ = [
     "ActionResult",
@@ -12,5 +12,4 @@ __all__ = [
     "HubRefused",
     "HubUnreachable",
     "SshHub",
-    "open_hub",
 ]

@@ -172,7 +172,3 @@ class SshHub:
 
     async def close(self) -> None:
         await self.transport.close()
-
-
-def open_hub(spec: HubSpec, settings: TransportSettings | None = None) -> SshHub:
-    return SshHub(spec, settings)

@@ -37,6 +37,7 @@ from responder.journal import (
     open_journal,
 )
 from responder.policy import load_rules
+from tests.support.journal import accept
 from tests.support.service import no_hubs, running
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -305,7 +306,7 @@ async def test_retention_prunes_old_events_deliveries_decisions_and_audit_and_ke
         day = 0 if n < 300 else 9
         delivery = DeliveryRecord(f"d{n}", "okta", _at(day), {}, {}, b"{}")
         events = [EventRecord(f"k{n}-{j}", "user:a", _at(day), "{}") for j in range(2)]
-        await journal.accept(delivery, events, "me")
+        await accept(journal, delivery, events, "me")
     pending = await journal.pending_events("me", limit=10_000)
     by_day = {0: [s.seq for s in pending[:600]], 9: [s.seq for s in pending[600:]]}
     await journal.record_outcomes([EventOutcome(s) for s in by_day[0][:-20]], _at(0))

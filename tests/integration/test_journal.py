@@ -20,6 +20,7 @@ from responder.journal import (
     Journal,
     open_journal,
 )
+from tests.support.journal import accept, finish_intent, record_outcome
 
 T0 = "2026-03-02T10:15:29.000000Z"
 
@@ -82,8 +83,8 @@ def _intent(iid: str, did: str, ordinal: int = 0, irreversible: bool = False) ->
 
 
 async def test_duplicate_events_are_stored_once_and_pending_in_order(journal: Journal) -> None:
-    first = await journal.accept(_delivery(1), [_event("okta:a"), _event("okta:b")], owner="i1")
-    again = await journal.accept(_delivery(2), [_event("okta:b"), _event("okta:c")], owner="i1")
+    first = await accept(journal, _delivery(1), [_event("okta:a"), _event("okta:b")], owner="i1")
+    again = await accept(journal, _delivery(2), [_event("okta:b"), _event("okta:c")], owner="i1")
     assert (first.new, first.duplicates) == (2, 0)
     assert (again.new, again.duplicates) == (1, 1)
     pending = await journal.pending_events("i1")
@@ -92,18 +93,18 @@ async def test_duplicate_events_are_stored_once_and_pending_in_order(journal: Jo
 
 
 async def test_pending_duplicate_is_taken_over_by_the_instance_that_sees_it_again(journal: Journal) -> None:
-    await journal.accept(_delivery(1), [_event("k:1")], owner="gone")
-    await journal.accept(_delivery(2), [_event("k:1")], owner="alive")
+    await accept(journal, _delivery(1), [_event("k:1")], owner="gone")
+    await accept(journal, _delivery(2), [_event("k:1")], owner="alive")
     assert [e.dedup_key for e in await journal.pending_events("alive")] == ["k:1"]
     assert await journal.pending_events("gone") == []
 
 
 async def test_outcome_is_recorded_once_with_its_intents(journal: Journal) -> None:
-    await journal.accept(_delivery(1), [_event("k:1")], owner="i1")
+    await accept(journal, _delivery(1), [_event("k:1")], owner="i1")
     (event,) = await journal.pending_events("i1")
     intents = [_intent("x1", "dec1", 0), _intent("x2", "dec1", 1, irreversible=True)]
-    assert await journal.record_outcome(event.seq, T0, [_decision("dec1")], intents)
-    assert not await journal.record_outcome(event.seq, T0, [_decision("dec2")], [_intent("x3", "dec2")])
+    assert await record_outcome(journal, event.seq, T0, [_decision("dec1")], intents)
+    assert not await record_outcome(journal, event.seq, T0, [_decision("dec2")], [_intent("x3", "dec2")])
     assert await journal.pending_events("i1") == []
     assert [i.id for i in await journal.open_intents()] == ["x1", "x2"]
     assert await journal.decision("dec2") is None
@@ -111,26 +112,26 @@ async def test_outcome_is_recorded_once_with_its_intents(journal: Journal) -> No
 
 
 async def test_a_failed_outcome_leaves_the_event_pending_and_writes_nothing(journal: Journal) -> None:
-    await journal.accept(_delivery(1), [_event("k:1"), _event("k:2")], owner="i1")
+    await accept(journal, _delivery(1), [_event("k:1"), _event("k:2")], owner="i1")
     e1, e2 = await journal.pending_events("i1")
-    assert await journal.record_outcome(e1.seq, T0, [_decision("dec1")], [_intent("x1", "dec1")])
+    assert await record_outcome(journal, e1.seq, T0, [_decision("dec1")], [_intent("x1", "dec1")])
     with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
-        await journal.record_outcome(e2.seq, T0, [_decision("dec9")], [_intent("x1", "dec9")])
+        await record_outcome(journal, e2.seq, T0, [_decision("dec9")], [_intent("x1", "dec9")])
     assert [e.dedup_key for e in await journal.pending_events("i1")] == ["k:2"]
     assert await journal.decision("dec9") is None
 
 
 async def test_intent_lifecycle_claims_once_and_closes(journal: Journal) -> None:
-    await journal.accept(_delivery(1), [_event("k:1")], owner="i1")
+    await accept(journal, _delivery(1), [_event("k:1")], owner="i1")
     (event,) = await journal.pending_events("i1")
-    await journal.record_outcome(event.seq, T0, [_decision("dec1")], [_intent("x1", "dec1", irreversible=True)])
+    await record_outcome(journal, event.seq, T0, [_decision("dec1")], [_intent("x1", "dec1", irreversible=True)])
     claimed = await journal.start_intent("x1", T0)
     assert claimed is not None
     assert (claimed.state, claimed.attempts, claimed.irreversible) == (IntentState.RUNNING, 1, True)
     # A crash here leaves it RUNNING: it is still open, and a second claim counts a second attempt.
     assert [i.id for i in await journal.open_intents()] == ["x1"]
     assert (await journal.start_intent("x1", T0)).attempts == 2  # type: ignore[union-attr]
-    await journal.finish_intent("x1", T0, state=IntentState.DONE, result="{}", verified=True, restore='{"k": 1}')
+    await finish_intent(journal, "x1", T0, state=IntentState.DONE, result="{}", verified=True, restore='{"k": 1}')
     assert await journal.start_intent("x1", T0) is None
     assert await journal.open_intents() == []
     done = await journal.intent("x1")
@@ -139,11 +140,11 @@ async def test_intent_lifecycle_claims_once_and_closes(journal: Journal) -> None
 
 
 async def test_many_intents_are_claimed_in_one_go_only_while_open(journal: Journal) -> None:
-    await journal.accept(_delivery(1), [_event("k:1")], owner="i1")
+    await accept(journal, _delivery(1), [_event("k:1")], owner="i1")
     (event,) = await journal.pending_events("i1")
     intents = [_intent(f"x{n}", "dec1", n) for n in range(1, 4)]
-    await journal.record_outcome(event.seq, T0, [_decision("dec1")], intents)
-    await journal.finish_intent("x3", T0, state=IntentState.DONE, result="{}", verified=True)
+    await record_outcome(journal, event.seq, T0, [_decision("dec1")], intents)
+    await finish_intent(journal, "x3", T0, state=IntentState.DONE, result="{}", verified=True)
     assert await journal.start_intents(["x1", "x2", "x3", "unknown"], T0) == {"x1", "x2"}
     assert await journal.start_intents(["x2"], T0) == {"x2"}  # still open (running): a second attempt
     assert [(i.id, i.attempts) for i in await journal.intents_for("dec1")] == [("x1", 1), ("x2", 2), ("x3", 0)]
@@ -171,9 +172,9 @@ async def test_deferred_statements_run_in_order_and_fail_the_whole_transaction(j
 
 
 async def test_decision_transitions_are_compare_and_set(journal: Journal) -> None:
-    await journal.accept(_delivery(1), [_event("k:1")], owner="i1")
+    await accept(journal, _delivery(1), [_event("k:1")], owner="i1")
     (event,) = await journal.pending_events("i1")
-    await journal.record_outcome(event.seq, T0, [_decision("dec1")], [])
+    await record_outcome(journal, event.seq, T0, [_decision("dec1")], [])
     assert await journal.transition_decision("dec1", [DecisionState.ACTIVE], DecisionState.UNDONE)
     assert not await journal.transition_decision("dec1", [DecisionState.ACTIVE], DecisionState.EXPIRED)
     assert (await journal.decision("dec1")).state is DecisionState.UNDONE  # type: ignore[union-attr]
@@ -189,7 +190,7 @@ async def test_audit_trail_is_append_only_and_ordered(journal: Journal) -> None:
 
 async def test_everything_survives_closing_and_reopening(journal_url: str) -> None:
     j = await open_journal(journal_url)
-    await j.accept(_delivery(1), [_event("k:1")], owner="i1")
+    await accept(j, _delivery(1), [_event("k:1")], owner="i1")
     await j.close()
     j = await open_journal(journal_url)
     try:

@@ -236,3 +236,34 @@ async def test_unknown_routes_and_methods_answer_json(
         assert r.status == 404 and "error" in await r.json()
     async with http.put(f"{base}/hooks/okta") as r:
         assert r.status == 405 and "error" in await r.json()
+
+
+async def test_each_refused_delivery_is_answered_and_counted_once_under_its_outcome(
+    service: tuple[str, Journal], http: aiohttp.ClientSession
+) -> None:
+    base, journal = service
+    async with http.post(f"{base}/hooks/okta", data=b"{not json", headers=OKTA_HEADERS) as r:
+        assert r.status == 400 and (await r.json())["error"].startswith("the body is")
+    async with http.post(f"{base}/hooks/okta", data=b'{"data": {}}', headers=OKTA_HEADERS) as r:
+        assert r.status == 400
+    forged = payload("entra/notification.json")
+    forged["value"][0] |= {"clientState": "guessed"}
+    async with http.post(f"{base}/hooks/entra", json=forged) as r:
+        assert r.status == 401 and await r.json() == {"error": "clientState does not match"}
+    big = {**SET_HEADERS, "Content-Length": str(2 << 20)}
+    async with http.post(f"{base}/hooks/ssf", data=b"x" * (2 << 20), headers=big) as r:
+        # Refused before the body is read: a plain JSON error, as for every source.
+        assert r.status == 413 and "body over" in (await r.json())["error"]
+    async with http.get(f"{base}/metrics", headers={"Authorization": "Bearer admin-token-for-tests"}) as r:
+        counted = {
+            line.split(" ")[0]: line.split(" ")[1]
+            for line in (await r.text()).splitlines()
+            if line.startswith("responder_deliveries_total{")
+        }
+    assert counted == {
+        'responder_deliveries_total{outcome="bad_json",source="okta"}': "1.0",
+        'responder_deliveries_total{outcome="invalid",source="okta"}': "1.0",
+        'responder_deliveries_total{outcome="client_state_mismatch",source="entra"}': "1.0",
+        'responder_deliveries_total{outcome="too_large",source="ssf"}': "1.0",
+    }
+    assert await event_keys(journal) == []

@@ -16,6 +16,7 @@ from responder.enforcement import Enforcer, RestoreRefused, intent_records
 from responder.journal import DecisionRecord, DecisionState, IntentState, Journal, open_journal
 from responder.lab import Lab
 from responder.pep import SshHub
+from tests.support.journal import finish_intent
 
 pytestmark = pytest.mark.lab
 
@@ -67,7 +68,7 @@ async def test_an_irreversible_action_cannot_be_restored(journal: Journal) -> No
     assert intent.irreversible and json.loads(intent.action)["peer_key"] == key
     await journal.record_manual(decision, [intent])
     await journal.start_intent("d2.1", _now().isoformat())
-    await journal.finish_intent("d2.1", _now().isoformat(), state=IntentState.DONE, result="ok", verified=True)
+    await finish_intent(journal, "d2.1", _now().isoformat(), state=IntentState.DONE, result="ok", verified=True)
     with pytest.raises(RestoreRefused, match="irreversible"):
         await Enforcer(journal, {}, _now).restore("d2.1", "test")
     with pytest.raises(RestoreRefused, match="no applied action"):
