@@ -170,9 +170,9 @@ class Enforcer:
             for intent_id, action in items:
                 why = self._veto(action)
                 if why is not None:
-                    results.append((intent_id, ActionResult(action, False, False, f"refused at the executor: {why}")))
+                    results.append((intent_id, ActionResult.refused(action, f"refused at the executor: {why}")))
                 elif hub is None:
-                    results.append((intent_id, ActionResult(action, False, False, f"hub {hub_name} is not known")))
+                    results.append((intent_id, ActionResult.refused(action, f"hub {hub_name} is not known")))
                 else:
                     allowed.append((intent_id, action))
             if allowed and hub is not None:
@@ -255,7 +255,7 @@ class Enforcer:
         hub = self._hubs.get(action.hub)
         restore = None if applied.restore is None else json.loads(applied.restore)
         if hub is None:
-            result = ActionResult(action, False, False, f"hub {action.hub} is not known")
+            result = ActionResult.refused(action, f"hub {action.hub} is not known")
         else:
             self._note(action)
             result = await hub.undo(action, restore)
