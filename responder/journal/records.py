@@ -85,7 +85,7 @@ class StoredEvent:
     received_at: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DecisionRecord:
     id: str
     subject: str

@@ -154,9 +154,6 @@ class Pipeline:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def process(self, stored: StoredEvent) -> None:
-        await self.process_batch([stored])
-
     async def process_batch(self, batch: list[StoredEvent], kept: Mapping[int, Event] | None = None) -> None:
         """Decide each event in order, write every outcome in one transaction, then start enforcing: a
         burst costs one commit, not one per event, and nothing is enforced before it is journaled.
@@ -249,8 +246,9 @@ class Pipeline:
             body = d.to_dict() | ({"dry_run_reason": note} if note else {})
             expires = now.timestamp() + d.ttl_s if d.ttl_s and state is DecisionState.ACTIVE else None
             record = DecisionRecord(
-                d.id, d.subject, d.response, d.level, state, now.isoformat(), expires, json.dumps(body), dict(carrier)
-            )
+                id=d.id, subject=d.subject, response=d.response, level=d.level, state=state,
+                created_at=now.isoformat(), expires_at=expires, body=json.dumps(body), trace=dict(carrier),
+            )  # fmt: skip
             records.append(record)
             if state in LIVE:
                 earlier[:] = [x for x in earlier if x.level >= d.level] + [record]

@@ -36,7 +36,10 @@ async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
 async def test_open_intents_are_resumed_once_and_restorable(lab: Lab, journal: Journal) -> None:
     app = next(p for p in lab.inventory.peers if p.name == "app1")
     action = Action(ActionType.DELETE_ELEMENT, "hub1", address=app.tunnel_ip, set_name="app_servers")
-    decision = DecisionRecord("d1", "user:x", "cut", 20, DecisionState.ACTIVE, _now().isoformat(), None, "{}")
+    decision = DecisionRecord(
+        id="d1", subject="user:x", response="cut", level=20, state=DecisionState.ACTIVE,
+        created_at=_now().isoformat(), expires_at=None, body="{}",
+    )  # fmt: skip
     # Written, then the process "crashed" before executing.
     await journal.record_manual(decision, intent_records("d1", [action], _now().isoformat(), {}))
     hub = SshHub(lab.inventory.hub("hub1"))
@@ -62,7 +65,10 @@ async def test_open_intents_are_resumed_once_and_restorable(lab: Lab, journal: J
 async def test_an_irreversible_action_cannot_be_restored(journal: Journal) -> None:
     key = "hYDUM3RyOvlOg1cpJ5kZEyDf4I75JdM1gP7SoghRVnY="
     action = Action(ActionType.ROTATE_KEY, "hub1", peer_key=WireGuardKey(key))
-    decision = DecisionRecord("d2", "user:x", "rotate", 30, DecisionState.ACTIVE, _now().isoformat(), None, "{}")
+    decision = DecisionRecord(
+        id="d2", subject="user:x", response="rotate", level=30, state=DecisionState.ACTIVE,
+        created_at=_now().isoformat(), expires_at=None, body="{}",
+    )  # fmt: skip
     (intent,) = intent_records("d2", [action], _now().isoformat(), {})
     assert intent.irreversible and json.loads(intent.action)["peer_key"] == key
     await journal.record_manual(decision, [intent])
