@@ -14,10 +14,13 @@ from responder.core.decisions import action_from_dict
 from responder.core.engine import Engine
 from responder.enforcement import Enforcer
 from responder.journal import DecisionState, IntentKind, IntentState, Journal
-from responder.service.admin import LifecycleError
 from responder.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+class LifecycleError(Exception):
+    """An operator request that cannot be done in the decision's current state (answered 409)."""
 
 
 class Lifecycle:
