@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from responder.config import DEFAULT_LAB_INVENTORY, MetricsListen, Settings
 from responder.core.engine import Engine
 from responder.core.identity import IdentityMap
-from responder.enforcement import Enforcer
+from responder.executor import Executor
 from responder.ingest.handoff import Handoff, JournalHandoff, ParsedEvents, Waking
 from responder.ingest.kafka import AlertConsumer
 from responder.ingest.scaleout import KafkaHandoff, Rebalanced, partition_of
@@ -139,18 +139,19 @@ class Service:
                 list(hubs.values()), handoff, self.metrics.registry, interval_s=s.monitor_interval_s,
                 thresholds=Thresholds(stale_after_s=s.monitor_stale_after_s),
             )  # fmt: skip
-        enforcer = Enforcer(
+        executor = Executor(
             journal, {**hubs, **overlays}, self.clock, veto=ProtectedTargets(engine.rules.protection, identity),
             peer_change=monitor.own_changes.note if monitor else _ignore_change, tracer=self.tracer,
+            metrics=self.metrics,
         )  # fmt: skip
         radius = BlastRadius(s.limits.actions_per_minute, s.limits.actions_per_minute_per_rule, time.monotonic)
         parsed = ParsedEvents()
         pipeline = Pipeline(
-            journal=journal, engine=engine, enforcer=enforcer, radius=radius, clock=self.clock,
+            journal=journal, engine=engine, executor=executor, radius=radius, clock=self.clock,
             owner=self.instance, metrics=self.metrics, dry_run=dry_run, wake=self.wake, tracer=self.tracer,
             parsed=parsed, max_clock_skew=self._max_clock_skew,
         )  # fmt: skip
-        self.lifecycle = Lifecycle(journal, enforcer, engine, self.clock, self.metrics)
+        self.lifecycle = Lifecycle(journal, executor, engine, self.clock, self.metrics)
         self.reconciler = Reconciler(
             journal, hubs, self.clock, self.metrics, monitor.own_changes.note if monitor else None
         )
@@ -159,13 +160,13 @@ class Service:
             margin_s=s.retention.events_margin_s, decisions_days=s.retention.decisions_days,
         )  # fmt: skip
         return _Parts(
-            journal, engine, enforcer, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run, monitor,
+            journal, engine, executor, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run, monitor,
             parsed, retention,
         )  # fmt: skip
 
     async def _start(self, p: _Parts) -> None:
         replayed = await p.pipeline.rebuild(timedelta(seconds=p.engine.rules.horizon_s))
-        resumed = await p.enforcer.resume()
+        resumed = await p.executor.resume()
         await p.lifecycle.resume()
         log.info("rebuilt risk from %d events; resumed %d unfinished actions", replayed, len(resumed))
 
@@ -309,7 +310,7 @@ class Service:
 class _Parts:
     journal: Journal
     engine: Engine
-    enforcer: Enforcer
+    executor: Executor
     pipeline: Pipeline
     lifecycle: Lifecycle
     reconciler: Reconciler

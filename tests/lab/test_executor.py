@@ -12,7 +12,7 @@ import pytest
 
 from responder.core.actions import Action, ActionType
 from responder.core.identifiers import WireGuardKey
-from responder.enforcement import Enforcer, RestoreRefused, intent_records
+from responder.executor import Executor, RestoreRefused, intent_records, intents_of
 from responder.journal import DecisionRecord, DecisionState, IntentState, Journal, open_journal
 from responder.lab import Lab
 from responder.pep import SshHub
@@ -41,20 +41,20 @@ async def test_open_intents_are_resumed_once_and_restorable(lab: Lab, journal: J
         created_at=_now().isoformat(), expires_at=None, body="{}",
     )  # fmt: skip
     # Written, then the process "crashed" before executing.
-    await journal.record_manual(decision, intent_records("d1", [action], _now().isoformat(), {}))
+    await journal.record_manual(decision, intent_records("d1", intents_of("d1", [action]), _now().isoformat()))
     hub = SshHub(lab.inventory.hub("hub1"))
     try:
-        enforcer = Enforcer(journal, {"hub1": hub}, _now)
-        (outcome,) = await enforcer.resume()
+        executor = Executor(journal, {"hub1": hub}, _now)
+        (outcome,) = await executor.resume()
         assert (outcome.intent_id, outcome.result.verified) == ("d1.1", True)
-        assert await enforcer.resume() == []
+        assert await executor.resume() == []
         stored = await journal.intent("d1.1")
         assert stored is not None
         assert (stored.state, stored.verified, stored.attempts) == (IntentState.DONE, True, 1)
         listing = await hub.call("list_set", {"table": "zerotrust", "set": "app_servers"})
         assert listing["elements"] == []
 
-        undone = await enforcer.restore("d1.1", "test")
+        undone = await executor.restore("d1.1", "test")
         assert undone.result.verified
         listing = await hub.call("list_set", {"table": "zerotrust", "set": "app_servers"})
         assert listing["elements"] == [str(app.tunnel_ip)]
@@ -69,12 +69,12 @@ async def test_an_irreversible_action_cannot_be_restored(journal: Journal) -> No
         id="d2", subject="user:x", response="rotate", level=30, state=DecisionState.ACTIVE,
         created_at=_now().isoformat(), expires_at=None, body="{}",
     )  # fmt: skip
-    (intent,) = intent_records("d2", [action], _now().isoformat(), {})
+    (intent,) = intent_records("d2", intents_of("d2", [action]), _now().isoformat())
     assert intent.irreversible and json.loads(intent.action)["peer_key"] == key
     await journal.record_manual(decision, [intent])
     await journal.start_intent("d2.1", _now().isoformat())
     await journal.finish_intent("d2.1", _now().isoformat(), state=IntentState.DONE, result="ok", verified=True)
     with pytest.raises(RestoreRefused, match="irreversible"):
-        await Enforcer(journal, {}, _now).restore("d2.1", "test")
+        await Executor(journal, {}, _now).restore("d2.1", "test")
     with pytest.raises(RestoreRefused, match="no applied action"):
-        await Enforcer(journal, {}, _now).restore("d9.1", "test")
+        await Executor(journal, {}, _now).restore("d9.1", "test")
