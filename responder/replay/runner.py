@@ -40,7 +40,7 @@ from responder.replay.inventory import lab_shaped_inventory
 from responder.replay.recorder import Recorder
 from responder.replay.report import ActionView, CaseReport, DecisionView, Step
 from responder.replay.transmitter import Transmitter
-from responder.service.service import Service
+from responder.service.service import Service, hubs_from, load_inventory
 
 LIVE = ("active", "awaiting_approval")
 OPEN_INTENTS = ("pending", "running")
@@ -226,7 +226,7 @@ class CaseRun:
 
     @contextlib.asynccontextmanager
     async def _service(self, settings: Settings) -> AsyncIterator[str]:
-        service = Service(settings, instance="replay", clock=self.clock)
+        service = Service(settings, hubs=hubs_from(load_inventory(settings)), instance="replay", clock=self.clock)
         stop = asyncio.Event()
         task = asyncio.create_task(service.run(stop), name=f"replay-service-{self.run_id}")
         try:

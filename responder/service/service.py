@@ -23,6 +23,7 @@ from aiohttp import web
 from aiokafka import TopicPartition
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 
 from responder.config import DEFAULT_LAB_INVENTORY, MetricsListen, Settings
 from responder.core.engine import Engine
@@ -36,6 +37,7 @@ from responder.inventory import Inventory
 from responder.journal import Journal, open_journal
 from responder.monitor import HubMonitor, Thresholds
 from responder.overlays.adapters import open_overlay
+from responder.overlays.base import OverlayHub
 from responder.overlays.discovery import discovered_peers, with_peers
 from responder.pep import Hub, SshHub
 from responder.policy import load_rules
@@ -65,17 +67,31 @@ def load_inventory(settings: Settings) -> Inventory | None:
     return Inventory.load(path) if path is not None else None
 
 
+def hubs_from(inventory: Inventory | None, tracer: Tracer | None = None) -> dict[str, Hub]:
+    """Every enforcement point the inventory lists, by name: its WireGuard hubs (over SSH) and its overlays.
+    Nothing connects before it is first used."""
+    if inventory is None:
+        return {}
+    hubs: dict[str, Hub] = {h.name: SshHub(h, tracer=tracer) for h in inventory.hubs}
+    return hubs | {o.name: open_overlay(o) for o in inventory.overlays}
+
+
 class Service:
+    """`hubs`: every enforcement point by name (`hubs_from` builds them from the inventory; a test may pass
+    others that implement the `Hub` protocol). The service closes them when it stops."""
+
     def __init__(
         self,
         settings: Settings,
         *,
+        hubs: Mapping[str, Hub],
         instance: str | None = None,
         clock: Clock = _wall_clock,
         tracer_provider: TracerProvider | None = None,
         recorder: DeliveryRecorder | None = None,
     ) -> None:
         self.settings = settings
+        self.hubs = hubs
         self.recorder = recorder
         self._provider = tracer_provider or provider_from_environment()
         self._owns_provider = tracer_provider is None and self._provider is not None  # then flush it on stop
@@ -93,6 +109,15 @@ class Service:
         self.reconciler: Reconciler | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self._run(stop)
+        finally:
+            for hub in self.hubs.values():
+                await hub.close()
+            if self._owns_provider and self._provider is not None:
+                self._provider.shutdown()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         s = self.settings
         rules = load_rules(list(s.rules))
         inventory = load_inventory(s)
@@ -102,24 +127,20 @@ class Service:
             log.warning("no hub inventory (no --inventory and no local lab): DRY-RUN, nothing will be enforced")
         elif dry_run:
             log.warning("dry-run is on: decisions are recorded, nothing is enforced")
-        hubs = {h.name: SshHub(h, tracer=self.tracer) for h in inventory.hubs} if inventory else {}
-        adapters = {o.name: open_overlay(o) for o in inventory.overlays} if inventory else {}
-        overlays: dict[str, Hub] = dict(adapters)
+        # The WireGuard hubs are also read back (reconciler, monitor, readiness); overlays list their devices.
+        wireguard = {n: h for n, h in self.hubs.items() if isinstance(h, SshHub)}
+        adapters = {n: h for n, h in self.hubs.items() if isinstance(h, OverlayHub)}
         if inventory is not None and adapters:
             inventory = with_peers(inventory, await discovered_peers(inventory, adapters))
         identity = IdentityMap(inventory)
         journal = await open_journal(s.journal)
         try:
             engine = Engine(rules, identity, max_subjects=s.limits.max_subjects)
-            parts = self._assemble(journal, engine, identity, hubs, overlays, dry_run=dry_run)
+            parts = self._assemble(journal, engine, identity, wireguard, dry_run=dry_run)
             await self._start(parts)
             await self._serve(parts, stop)
         finally:
-            for hub in [*hubs.values(), *overlays.values()]:
-                await hub.close()
             await journal.close()
-            if self._owns_provider and self._provider is not None:
-                self._provider.shutdown()
 
     def _assemble(
         self,
@@ -127,7 +148,6 @@ class Service:
         engine: Engine,
         identity: IdentityMap,
         hubs: Mapping[str, SshHub],
-        overlays: Mapping[str, Hub],
         *,
         dry_run: bool,
     ) -> _Parts:
@@ -140,7 +160,7 @@ class Service:
                 thresholds=Thresholds(stale_after_s=s.monitor_stale_after_s),
             )  # fmt: skip
         executor = Executor(
-            journal, {**hubs, **overlays}, self.clock, veto=ProtectedTargets(engine.rules.protection, identity),
+            journal, self.hubs, self.clock, veto=ProtectedTargets(engine.rules.protection, identity),
             peer_change=monitor.own_changes.note if monitor else _ignore_change, tracer=self.tracer,
             metrics=self.metrics,
         )  # fmt: skip

@@ -5,19 +5,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from responder.config import Settings
 from responder.journal import Journal
-from responder.service.service import Service
+from responder.pep import Hub
+from responder.service.service import Service, hubs_from, load_inventory
+from responder.telemetry.tracing import tracer
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, instance: str = "test", **options: Any) -> AsyncIterator[tuple[Service, str]]:
+async def running(
+    settings: Settings, instance: str = "test", hubs: Mapping[str, Hub] | None = None, **options: Any
+) -> AsyncIterator[tuple[Service, str]]:
+    """`hubs`: by default the inventory's, as `responder run` builds them."""
     settings = settings.model_copy(update={"listen": settings.listen.model_copy(update={"port": 0})})
-    service = Service(settings, instance=instance, **options)
+    if hubs is None:
+        provider = options.get("tracer_provider")
+        hubs = hubs_from(load_inventory(settings), tracer(provider) if provider is not None else None)
+    service = Service(settings, hubs=hubs, instance=instance, **options)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:
