@@ -56,7 +56,8 @@ class IntentOutcome:
 
 def intents_of(decision_id: str, actions: Sequence[Action], trace: Mapping[str, str] | None = None) -> list[Intent]:
     """One intent per action of a decision; its id (`DECISION.N`) is what an operator passes to `act restore`."""
-    return [Intent(f"{decision_id}.{n}", a, dict(trace or {})) for n, a in enumerate(actions, start=1)]
+    context = dict(trace or {})
+    return [Intent(f"{decision_id}.{n}", a, context) for n, a in enumerate(actions, start=1)]
 
 
 def intent_records(
@@ -92,6 +93,10 @@ def _ignore(_hub: str, _key: str) -> None:
 
 
 class Executor:
+    """The one owner of carrying out intents: claim, apply per hub, record, and take back. Used by the
+    service (with the veto of protected targets, the hub monitor's note of its own changes, metrics) and
+    by `responder act`."""
+
     def __init__(
         self,
         journal: Journal,
@@ -199,6 +204,7 @@ class Executor:
         return outcomes
 
     def _measure(self, outcomes: list[IntentOutcome], detected_at: str) -> None:
+        """Count the actions carried out; with `detected_at`, observe detection to containment."""
         if self._metrics is None:
             return
         for outcome in outcomes:

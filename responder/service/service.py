@@ -1,10 +1,11 @@
 """`responder run`: sources → journal → decision → enforcement → verification → journal, in one process.
 
-Start: open the journal, rebuild the engine's risk from recent events, resume unfinished intents and
-undos, then serve. Each long-running part is a task of one TaskGroup. Stop (SIGTERM, SIGINT): close the
-HTTP server first so no delivery is half accepted, stop the Kafka consumer (offsets are committed only
-after hand-off, so nothing is lost), let the pipeline finish its event and running enforcement, then
-close the SSH connections and the journal.
+The hubs are handed in (`hubs_from` builds them from the inventory, in `responder run`). Start: open the
+journal, rebuild the engine's risk from recent events, resume unfinished intents and undos, then serve.
+Each long-running part is a task of one TaskGroup. Stop (SIGTERM, SIGINT): close the HTTP server first so
+no delivery is half accepted, stop the Kafka consumer (offsets are committed only after hand-off, so
+nothing is lost), let the pipeline finish its event and running enforcement, then close the journal and
+the hubs' connections.
 """
 
 from __future__ import annotations
