@@ -2,7 +2,7 @@
 
 - containment: an Okta delivery is sent (the clock starts), the service journals it, decides a cut-off and
   enforces it on hub1; the clock stops when the hub has been read back showing the set element and the
-  WireGuard peer gone (the enforcer's verification, whose time the journal records). Distinct subjects,
+  WireGuard peer gone (the executor's verification, whose time the journal records). Distinct subjects,
   each a real WireGuard peer on hub1. The same through Kafka (a Wazuh alert produced → quarantine).
 - the same with the naive transport (one SSH exec channel per command) in the same run, as the baseline;
 - webhook deliveries per second (acknowledged, i.e. journaled) and Kafka alerts per second evaluated

@@ -15,7 +15,7 @@ hub's name, subjects: the peer's key and, when its allowed IPs hold a host route
   baseline so a sustained exfiltration does not become normal. Attributes: `ratio`, `rate_bps`,
   `baseline_bps`, `rx_bytes`, `tx_bytes` (in this poll), `interval_s`, `interface`.
 - `peer.appeared` / `peer.disappeared`: a key was added to or removed from the interface by someone other
-  than the responder. The enforcer notes its own changes in `OwnChanges`; keys noted within its grace window
+  than the responder. The executor notes its own changes in `OwnChanges`; keys noted within its grace window
   produce no event. The first listing of a hub is the starting point, not a change. Attributes:
   `endpoint`, `allowed_ips`, `keepalive`, `interface`.
 
@@ -74,7 +74,7 @@ class Thresholds:
 class OwnChanges:
     """Peers the responder itself added or removed, so their coming and going is not reported as foreign.
 
-    The enforcer calls `note(hub, key)` just before it changes a peer; the note holds for `grace_s`, which
+    The executor calls `note(hub, key)` just before it changes a peer; the note holds for `grace_s`, which
     must cover the change itself plus the next poll (two polling intervals and a call timeout)."""
 
     def __init__(self, grace_s: float, clock: Clock = time.monotonic) -> None:

@@ -22,7 +22,7 @@ from responder.core.identifiers import WireGuardKey, parse_address
 from responder.inventory import Inventory, PeerSpec
 
 if TYPE_CHECKING:  # the enforcement stack loads only when a command runs: `--help` stays quick
-    from responder.enforcement import IntentOutcome
+    from responder.executor import IntentOutcome
 
 app = typer.Typer(
     help="Act on hubs by hand: each action is journaled, applied, verified by reading the hub back, and "
@@ -176,7 +176,7 @@ def _protected(actions: Sequence[Action], inv: Inventory, config: Path | None, r
 def _run(
     actions: Sequence[Action], inv: Inventory, journal_url: str, reason: str, override: dict[str, object] | None
 ) -> list[IntentOutcome]:
-    from responder.enforcement import Enforcer  # noqa: PLC0415
+    from responder.executor import Executor  # noqa: PLC0415
     from responder.journal import open_journal  # noqa: PLC0415
     from responder.pep import SshHub  # noqa: PLC0415
 
@@ -184,8 +184,8 @@ def _run(
         journal = await open_journal(journal_url)
         hubs = {a.hub: SshHub(inv.hub(a.hub)) for a in actions}
         try:
-            enforcer = Enforcer(journal, hubs, lambda: datetime.now(UTC))
-            return await enforcer.manual(actions, _actor(), reason, override=override)
+            executor = Executor(journal, hubs, lambda: datetime.now(UTC))
+            return await executor.manual(actions, _actor(), reason, override=override)
         finally:
             for hub in hubs.values():
                 await hub.close()
@@ -309,7 +309,7 @@ def restore(
     journal: JournalOption = None,
 ) -> None:  # fmt: skip
     """Take back one action (re-add the peer as it was, re-add or remove the set element), verified."""
-    from responder.enforcement import Enforcer, RestoreRefused  # noqa: PLC0415
+    from responder.executor import Executor, RestoreRefused  # noqa: PLC0415
     from responder.journal import open_journal  # noqa: PLC0415
     from responder.pep import SshHub  # noqa: PLC0415
 
@@ -320,7 +320,7 @@ def restore(
         j = await open_journal(url)
         hubs = {h.name: SshHub(h) for h in inv.hubs}
         try:
-            return await Enforcer(j, hubs, lambda: datetime.now(UTC)).restore(action_id, _actor())
+            return await Executor(j, hubs, lambda: datetime.now(UTC)).restore(action_id, _actor())
         finally:
             for h in hubs.values():
                 await h.close()

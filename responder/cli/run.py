@@ -42,8 +42,9 @@ def run(
     from responder.inventory import InventoryError  # noqa: PLC0415
     from responder.journal import JournalUnavailable  # noqa: PLC0415
     from responder.policy import PolicyError  # noqa: PLC0415
-    from responder.service.service import Service  # noqa: PLC0415 - other commands need none of it
+    from responder.service.service import Service, hubs_from, load_inventory  # noqa: PLC0415 - only `run` needs it
     from responder.telemetry.logs import configure_logging  # noqa: PLC0415
+    from responder.telemetry.tracing import provider_from_environment, tracer  # noqa: PLC0415
 
     s = settings(config)
     updates: dict[str, object] = {}
@@ -66,7 +67,15 @@ def run(
             from responder.replay.recorder import Recorder  # noqa: PLC0415
 
             recorder = Recorder(record)
-        await Service(s, recorder=recorder).run(stop)
+        # The wiring: the hubs are built from the inventory here and handed to the service, which closes
+        # them; they trace into the service's provider.
+        provider = provider_from_environment()
+        hubs = hubs_from(load_inventory(s), tracer(provider) if provider is not None else None)
+        try:
+            await Service(s, hubs=hubs, tracer_provider=provider, recorder=recorder).run(stop)
+        finally:
+            if provider is not None:
+                provider.shutdown()  # flush the spans still queued
 
     try:
         asyncio.run(main())

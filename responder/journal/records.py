@@ -1,14 +1,19 @@
 """What the journal stores: deliveries, events, decisions, action intents and the audit trail.
 
 Bodies are JSON text: the journal does not interpret domain objects, the service does. Times are
-passed in by the caller (ISO 8601 text for ordering and reading, epoch seconds for expiry).
+passed in by the caller (ISO 8601 text for ordering and reading, epoch seconds for expiry). `Intent`
+is the one record that carries a domain object: a journaled action as the executor carries it out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from responder.core.actions import Action
 
 
 class EventStatus(StrEnum):
@@ -85,7 +90,7 @@ class StoredEvent:
     received_at: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DecisionRecord:
     id: str
     subject: str
@@ -109,6 +114,16 @@ class IntentRecord:
     irreversible: bool
     created_at: str
     trace: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """One journaled action to carry out; `id` is what `act restore` takes. `trace` is the trace context
+    of the delivery that caused it, so that its hub operations join that trace."""
+
+    id: str
+    action: Action
+    trace: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

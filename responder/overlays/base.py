@@ -126,7 +126,7 @@ class OverlayHub(ABC):
         except OverlayError as exc:
             ms = (time.perf_counter() - started) * 1000
             log.warning("overlay listing failed", extra={"overlay": self.name, "error": str(exc)})
-            return [ActionResult(a, False, False, str(exc), None, ms) for a in actions]
+            return [ActionResult.failed(a, str(exc), duration_ms=ms) for a in actions]
         return [await self._apply_one(action, devices) for action in actions]
 
     async def _apply_one(self, action: Action, devices: list[OverlayDevice]) -> ActionResult:
@@ -137,10 +137,11 @@ class OverlayHub(ABC):
             log.warning(
                 "overlay action failed", extra={"overlay": self.name, "action": action.describe(), "error": str(exc)}
             )
-            return ActionResult(action, False, False, str(exc), None, (time.perf_counter() - started) * 1000)
-        return ActionResult(
-            action, True, outcome.verified, outcome.detail, outcome.restore, (time.perf_counter() - started) * 1000
-        )
+            return ActionResult.failed(action, str(exc), duration_ms=(time.perf_counter() - started) * 1000)
+        return ActionResult.applied(
+            action, verified=outcome.verified, detail=outcome.detail, restore=outcome.restore,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )  # fmt: skip
 
     def _find(self, action: Action, devices: list[OverlayDevice]) -> OverlayDevice | None:
         # With a key, only the key decides: the same address may already belong to a newer device.
@@ -196,9 +197,9 @@ class OverlayHub(ABC):
         try:
             outcome = await self._undo(action, restore)
         except OverlayError as exc:
-            return ActionResult(action, False, False, str(exc), None, (time.perf_counter() - started) * 1000)
-        return ActionResult(
-            action, True, outcome.verified, outcome.detail, None, (time.perf_counter() - started) * 1000
+            return ActionResult.failed(action, str(exc), duration_ms=(time.perf_counter() - started) * 1000)
+        return ActionResult.applied(
+            action, verified=outcome.verified, detail=outcome.detail, duration_ms=(time.perf_counter() - started) * 1000
         )
 
     async def _undo(self, action: Action, restore: dict[str, Any] | None) -> Outcome:

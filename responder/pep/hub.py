@@ -30,6 +30,33 @@ class ActionResult:
     verified_at: float | None = None
     """Wall-clock time the hub's read-back answered (an operation of a batch may answer before the rest)."""
 
+    @classmethod
+    def refused(cls, action: Action, why: str) -> ActionResult:
+        """Not attempted: vetoed, or there is nowhere (or no way) to carry it out."""
+        return cls(action, ok=False, verified=False, detail=why)
+
+    @classmethod
+    def failed(cls, action: Action, why: str, *, duration_ms: float = 0.0) -> ActionResult:
+        """Attempted, and the enforcement point answered with an error (or did not answer)."""
+        return cls(action, ok=False, verified=False, detail=why, duration_ms=duration_ms)
+
+    @classmethod
+    def applied(
+        cls,
+        action: Action,
+        *,
+        verified: bool,
+        detail: str,
+        restore: dict[str, Any] | None = None,
+        duration_ms: float = 0.0,
+        verified_at: float | None = None,
+    ) -> ActionResult:
+        """Carried out; `verified` says whether the state read back shows it."""
+        return cls(
+            action, ok=True, verified=verified, detail=detail, restore=restore, duration_ms=duration_ms,
+            verified_at=verified_at,
+        )  # fmt: skip
+
     def as_dict(self) -> dict[str, Any]:
         from responder.core.decisions import action_to_dict  # noqa: PLC0415 - keeps this module light
 
@@ -95,7 +122,7 @@ class SshHub:
             if isinstance(answer, HubError):
                 span.set_attribute("responder.error", str(answer))
                 span.end()
-                results += [ActionResult(a, False, False, str(answer), None, ms) for a in operation.actions]
+                results += [ActionResult.failed(a, str(answer), duration_ms=ms) for a in operation.actions]
                 continue
             verified = bool(answer.get("verified"))
             span.set_attribute("responder.verified", verified)
@@ -109,7 +136,12 @@ class SshHub:
                     if str(a.peer_key) in answer.get("absent_before", []):
                         detail += " (the peer was already absent)"
                 at = float(answer.get("answered_at", finished))
-                results.append(ActionResult(a, True, verified, detail, restore, ms, at if verified else None))
+                results.append(
+                    ActionResult.applied(
+                        a, verified=verified, detail=detail, restore=restore, duration_ms=ms,
+                        verified_at=at if verified else None,
+                    )
+                )  # fmt: skip
         # The plan reorders (set changes, peers, then flows); callers match results to actions by position.
         by_action = {r.action: r for r in results}
         return [by_action[a] for a in actions]
@@ -127,17 +159,19 @@ class SshHub:
         try:
             operation = undo_operation(self.spec, action, restore)
         except ValueError as exc:
-            return ActionResult(action, False, False, str(exc))
+            return ActionResult.refused(action, str(exc))
         if operation is None:
-            return ActionResult(action, True, True, "nothing to undo: flows re-establish by themselves")
+            return ActionResult.applied(
+                action, verified=True, detail="nothing to undo: flows re-establish by themselves"
+            )
         try:
             answer = await self._backend.call(operation.op, operation.args)
         except HubError as exc:
-            return ActionResult(action, False, False, str(exc), None, (time.perf_counter() - started) * 1000)
+            return ActionResult.failed(action, str(exc), duration_ms=(time.perf_counter() - started) * 1000)
         verified = bool(answer.get("verified"))
-        return ActionResult(
-            action, True, verified, "restored" if verified else "restore not verified", None,
-            (time.perf_counter() - started) * 1000,
+        return ActionResult.applied(
+            action, verified=verified, detail="restored" if verified else "restore not verified",
+            duration_ms=(time.perf_counter() - started) * 1000,
         )  # fmt: skip
 
     async def status(self) -> dict[str, Any]:

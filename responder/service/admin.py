@@ -19,13 +19,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from responder.journal import DecisionState, Journal
+from responder.service.lifecycle import LifecycleError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_LIMIT = 1000  # decisions in one answer
-
-
-class LifecycleError(Exception):
-    """An operator request that cannot be done in the decision's current state (answered 409)."""
 
 
 class Lifecycle(Protocol):

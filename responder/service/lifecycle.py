@@ -12,20 +12,23 @@ from datetime import datetime
 
 from responder.core.decisions import action_from_dict
 from responder.core.engine import Engine
-from responder.enforcement import Enforcer
-from responder.journal import DecisionState, IntentKind, IntentState, Journal
-from responder.service.admin import LifecycleError
+from responder.executor import Executor
+from responder.journal import DecisionState, Intent, IntentKind, IntentState, Journal
 from responder.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
+class LifecycleError(Exception):
+    """An operator request that cannot be done in the decision's current state (answered 409)."""
+
+
 class Lifecycle:
     def __init__(
-        self, journal: Journal, enforcer: Enforcer, engine: Engine, clock: Callable[[], datetime], metrics: Metrics
+        self, journal: Journal, executor: Executor, engine: Engine, clock: Callable[[], datetime], metrics: Metrics
     ) -> None:
         self._journal = journal
-        self._enforcer = enforcer
+        self._executor = executor
         self._engine = engine
         self._clock = clock
         self._metrics = metrics
@@ -44,7 +47,8 @@ class Lifecycle:
         await self._journal.set_intents_state(decision_id, IntentState.AWAITING_APPROVAL, IntentState.PENDING)
         await self._journal.audit(now.isoformat(), actor, "approve", decision_id, {})
         intents = [i for i in await self._journal.intents_for(decision_id) if i.kind is IntentKind.APPLY]
-        await self._enforcer.execute([(i.id, action_from_dict(json.loads(i.action))) for i in intents])
+        # Without the delivery's trace: the approval is a request of its own, maybe hours later.
+        await self._executor.execute([Intent(i.id, action_from_dict(json.loads(i.action))) for i in intents])
 
     async def undo(self, decision_id: str, actor: str) -> None:
         """Take a decision back (or reject it, while it waits for approval)."""
@@ -59,7 +63,7 @@ class Lifecycle:
             raise LifecycleError(f"decision {decision_id} is {decision.state.value}: nothing to undo")
         await self._journal.set_intents_state(decision_id, IntentState.AWAITING_APPROVAL, IntentState.CANCELLED)
         await self._journal.audit(self._clock().isoformat(), actor, target.value, decision_id, {})
-        await self._enforcer.undo_decision(decision_id)
+        await self._executor.undo_decision(decision_id)
         await self._undo_replaced(decision.subject, actor)
         self._engine.release(decision.subject, decision.response)
 
@@ -71,7 +75,7 @@ class Lifecycle:
                 earlier.id, [DecisionState.REPLACED], DecisionState.UNDONE
             ):
                 await self._journal.audit(self._clock().isoformat(), actor, "undone_with_replacement", earlier.id, {})
-                await self._enforcer.undo_decision(earlier.id)
+                await self._executor.undo_decision(earlier.id)
 
     async def expire_due(self) -> int:
         now = self._clock()
@@ -79,7 +83,7 @@ class Lifecycle:
         for decision in await self._journal.expired_decisions(now.timestamp()):
             if await self._journal.transition_decision(decision.id, [DecisionState.ACTIVE], DecisionState.EXPIRED):
                 await self._journal.audit(now.isoformat(), "responder", "expired", decision.id, {})
-                await self._enforcer.undo_decision(decision.id)
+                await self._executor.undo_decision(decision.id)
                 await self._undo_replaced(decision.subject, "responder")
                 self._engine.release(decision.subject, decision.response)
                 log.info(
@@ -92,7 +96,7 @@ class Lifecycle:
         """Finish undoing decisions that ended while a previous run was undoing them."""
         for state in (DecisionState.UNDONE, DecisionState.EXPIRED):
             for decision in await self._journal.decisions(state, 1000):
-                await self._enforcer.undo_decision(decision.id)
+                await self._executor.undo_decision(decision.id)
 
     async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
         while not stop.is_set():

@@ -1,5 +1,5 @@
 """One event's way through the service: journal (pending) → decide → journal (decisions and intents,
-with the event's processed mark, in one transaction) → enforce → verify → journal (results).
+with the event's processed mark, in one transaction) → the executor: enforce → verify → journal (results).
 
 The decision engine keeps risk in memory; on start it is rebuilt by replaying the processed events of the
 longest rule window through it (the engine is deterministic, so this reproduces the same decisions, ids
@@ -21,16 +21,16 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 from pydantic import ValidationError
 
-from responder.core.actions import Action, ActionType
 from responder.core.decisions import Decision, Outcome
 from responder.core.engine import Engine
 from responder.core.events import MAX_CLOCK_SKEW, Event, bounded_by_receipt
-from responder.enforcement import Enforcer, intent_records
+from responder.executor import Executor, intent_records, intents_of
 from responder.ingest.handoff import ParsedEvents
 from responder.journal import (
     DecisionRecord,
     DecisionState,
     EventOutcome,
+    Intent,
     IntentRecord,
     IntentState,
     Journal,
@@ -53,7 +53,7 @@ class Pipeline:
         *,
         journal: Journal,
         engine: Engine,
-        enforcer: Enforcer,
+        executor: Executor,
         radius: BlastRadius,
         clock: Callable[[], datetime],
         owner: str,
@@ -71,7 +71,7 @@ class Pipeline:
         self._traced = not isinstance(self._tracer, trace.NoOpTracer)
         self._journal = journal
         self._engine = engine
-        self._enforcer = enforcer
+        self._executor = executor
         self._radius = radius
         self._clock = clock
         self._owner = owner
@@ -102,7 +102,7 @@ class Pipeline:
         return len(stored)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process pending events until `stop`; then let running enforcement finish."""
+        """Process pending events until `stop`; then let the intents being carried out finish."""
         pause = _PAUSE_S
         try:
             while not stop.is_set():
@@ -154,9 +154,6 @@ class Pipeline:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def process(self, stored: StoredEvent) -> None:
-        await self.process_batch([stored])
-
     async def process_batch(self, batch: list[StoredEvent], kept: Mapping[int, Event] | None = None) -> None:
         """Decide each event in order, write every outcome in one transaction, then start enforcing: a
         burst costs one commit, not one per event, and nothing is enforced before it is journaled.
@@ -185,7 +182,7 @@ class Pipeline:
         for p, ok in zip(planned, written, strict=True):
             # Not written: processed already, by this instance before a crash or by another one.
             if ok and p.to_run:
-                self._start(p.to_run, p.carrier, p.received_at)
+                self._start(p.to_run, p.received_at)
 
     def _count_subjects(self, outcome: Outcome) -> None:
         if outcome.refused:
@@ -236,7 +233,7 @@ class Pipeline:
         records: list[DecisionRecord] = []
         intents: list[IntentRecord] = []
         replaced: list[str] = []
-        to_run: list[tuple[str, Action]] = []
+        to_run: list[Intent] = []
         for d in decisions:
             earlier = in_batch.setdefault(d.subject, [])
             live = [x for x in await self._journal.live_decisions(d.subject) if x.id not in replaced] + earlier
@@ -249,27 +246,27 @@ class Pipeline:
             body = d.to_dict() | ({"dry_run_reason": note} if note else {})
             expires = now.timestamp() + d.ttl_s if d.ttl_s and state is DecisionState.ACTIVE else None
             record = DecisionRecord(
-                d.id, d.subject, d.response, d.level, state, now.isoformat(), expires, json.dumps(body), dict(carrier)
-            )
+                id=d.id, subject=d.subject, response=d.response, level=d.level, state=state,
+                created_at=now.isoformat(), expires_at=expires, body=json.dumps(body), trace=dict(carrier),
+            )  # fmt: skip
             records.append(record)
             if state in LIVE:
                 earlier[:] = [x for x in earlier if x.level >= d.level] + [record]
                 waiting = state is DecisionState.AWAITING_APPROVAL
                 # Intents to run now are written already claimed (running): one transaction fewer before
                 # the hubs are touched. A crash leaves them open, and they are resumed like pending ones.
-                made = intent_records(
-                    d.id, d.actions, now.isoformat(), carrier,
-                    IntentState.AWAITING_APPROVAL if waiting else IntentState.RUNNING,
-                )  # fmt: skip
-                intents += made
+                made = intents_of(d.id, d.actions, carrier)
+                intents += intent_records(
+                    d.id, made, now.isoformat(), IntentState.AWAITING_APPROVAL if waiting else IntentState.RUNNING
+                )
                 if not waiting:
-                    to_run += [(i.id, a) for i, a in zip(made, d.actions, strict=True)]
+                    to_run += made
             self._metrics.decisions.labels(d.response, state.value).inc()
             log.info(
                 "decision %s: %s on %s (score %.0f) -> %s", d.id, d.response, d.subject, d.score, state.value,
                 extra={"decision": d.id, "event_seq": stored.seq},
             )  # fmt: skip
-        return _Planned(EventOutcome(stored.seq, records, intents, replaced), to_run, dict(carrier), stored.received_at)
+        return _Planned(EventOutcome(stored.seq, records, intents, replaced), to_run, stored.received_at)
 
     def _state(self, d: Decision) -> tuple[DecisionState, str | None]:
         if self._dry_run or d.dry_run:
@@ -280,35 +277,22 @@ class Pipeline:
             return DecisionState.AWAITING_APPROVAL, None
         return DecisionState.ACTIVE, None
 
-    def _start(self, intents: list[tuple[str, Action]], carrier: Mapping[str, str], received_at: str) -> None:
-        async def go() -> None:
-            async with self._slots:
-                try:
-                    outcomes = await self._enforcer.execute(
-                        intents, {i: carrier for i, _ in intents}, already_claimed=True
-                    )
-                except Exception:
-                    log.exception("enforcement failed; the intents stay open and are resumed")
-                    return
-                for outcome in outcomes:
-                    r = outcome.result
-                    self._metrics.actions.labels(r.action.type.value, "ok" if r.ok else "failed", str(r.verified)).inc()
-                # Contained when the tiers and tunnels are closed and read back; the flow kill that follows
-                # is not part of it (see responder/pep/plan.py).
-                containing = [o.result for o in outcomes if o.result.action.type is not ActionType.KILL_FLOWS]
-                if received_at and containing and all(r.ok and r.verified_at for r in containing):
-                    contained = max(r.verified_at or 0.0 for r in containing)
-                    detected = datetime.fromisoformat(received_at).timestamp()
-                    self._metrics.containment_seconds.observe(max(0.0, contained - detected))
-
-        task = asyncio.get_running_loop().create_task(go())
+    def _start(self, intents: list[Intent], received_at: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._carry_out(intents, received_at))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+
+    async def _carry_out(self, intents: list[Intent], received_at: str) -> None:
+        """Hand the claimed intents to the executor, at most `max_parallel` events' worth at once."""
+        async with self._slots:
+            try:
+                await self._executor.carry_out(intents, detected_at=received_at)
+            except Exception:
+                log.exception("enforcement failed; the intents stay open and are resumed")
 
 
 @dataclass
 class _Planned:
     outcome: EventOutcome
-    to_run: list[tuple[str, Action]]
-    carrier: dict[str, str]
+    to_run: list[Intent]
     received_at: str

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NamedTuple
 
 from responder.config import Settings
-from responder.service.service import Service
+from responder.pep import Hub
+from responder.service.service import Service, hubs_from, load_inventory
+from responder.telemetry.tracing import tracer
 
 
 class ServiceExited(RuntimeError):
@@ -26,16 +28,25 @@ class RunningService(NamedTuple):
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, *, instance: str, timeout_s: float = 30.0, **options: Any
+    settings: Settings,
+    *,
+    instance: str,
+    hubs: Mapping[str, Hub] | None = None,
+    timeout_s: float = 30.0,
+    **options: Any,
 ) -> AsyncIterator[RunningService]:
     """The service, started and listening for the block, stopped after it.
 
-    `settings.listen.port` is replaced by 0 (a free port). `options` are the `Service`'s own (`clock`,
-    `tracer_provider`, `recorder`). If the service fails while starting, its error is raised here;
-    starting and stopping each take at most `timeout_s` (else `TimeoutError`).
+    `settings.listen.port` is replaced by 0 (a free port). `hubs` are the inventory's, built as `responder
+    run` builds them, unless the caller passes its own (an in-memory hub, say). `options` are the
+    `Service`'s own (`clock`, `tracer_provider`, `recorder`). If the service fails while starting, its
+    error is raised here; starting and stopping each take at most `timeout_s` (else `TimeoutError`).
     """
     settings = settings.model_copy(update={"listen": settings.listen.model_copy(update={"port": 0})})
-    service = Service(settings, instance=instance, **options)
+    if hubs is None:
+        provider = options.get("tracer_provider")
+        hubs = hubs_from(load_inventory(settings), tracer(provider) if provider is not None else None)
+    service = Service(settings, hubs=hubs, instance=instance, **options)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop), name=f"service-{instance}")
     try:

@@ -1,10 +1,11 @@
 """`responder run`: sources → journal → decision → enforcement → verification → journal, in one process.
 
-Start: open the journal, rebuild the engine's risk from recent events, resume unfinished intents and
-undos, then serve. Each long-running part is a task of one TaskGroup. Stop (SIGTERM, SIGINT): close the
-HTTP server first so no delivery is half accepted, stop the Kafka consumer (offsets are committed only
-after hand-off, so nothing is lost), let the pipeline finish its event and running enforcement, then
-close the SSH connections and the journal.
+The hubs are handed in (`hubs_from` builds them from the inventory, in `responder run`). Start: open the
+journal, rebuild the engine's risk from recent events, resume unfinished intents and undos, then serve.
+Each long-running part is a task of one TaskGroup. Stop (SIGTERM, SIGINT): close the HTTP server first so
+no delivery is half accepted, stop the Kafka consumer (offsets are committed only after hand-off, so
+nothing is lost), let the pipeline finish its event and running enforcement, then close the journal and
+the hubs' connections.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from aiohttp import web
 from aiokafka import TopicPartition
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 
 from responder.config import DEFAULT_LAB_INVENTORY, MetricsListen, Settings
 from responder.core.engine import Engine
 from responder.core.identity import IdentityMap
-from responder.enforcement import Enforcer
+from responder.executor import Executor
 from responder.ingest.handoff import Handoff, JournalHandoff, ParsedEvents, Waking
 from responder.ingest.kafka import AlertConsumer
 from responder.ingest.scaleout import KafkaHandoff, Rebalanced, partition_of
@@ -36,6 +38,7 @@ from responder.inventory import Inventory
 from responder.journal import Journal, open_journal
 from responder.monitor import HubMonitor, Thresholds
 from responder.overlays.adapters import open_overlay
+from responder.overlays.base import OverlayHub
 from responder.overlays.discovery import discovered_peers, with_peers
 from responder.pep import Hub, SshHub
 from responder.policy import load_rules
@@ -65,17 +68,31 @@ def load_inventory(settings: Settings) -> Inventory | None:
     return Inventory.load(path) if path is not None else None
 
 
+def hubs_from(inventory: Inventory | None, tracer: Tracer | None = None) -> dict[str, Hub]:
+    """Every enforcement point the inventory lists, by name: its WireGuard hubs (over SSH) and its overlays.
+    Nothing connects before it is first used."""
+    if inventory is None:
+        return {}
+    hubs: dict[str, Hub] = {h.name: SshHub(h, tracer=tracer) for h in inventory.hubs}
+    return hubs | {o.name: open_overlay(o) for o in inventory.overlays}
+
+
 class Service:
+    """`hubs`: every enforcement point by name (`hubs_from` builds them from the inventory; a test may pass
+    others that implement the `Hub` protocol). The service closes them when it stops."""
+
     def __init__(
         self,
         settings: Settings,
         *,
+        hubs: Mapping[str, Hub],
         instance: str | None = None,
         clock: Clock = _wall_clock,
         tracer_provider: TracerProvider | None = None,
         recorder: DeliveryRecorder | None = None,
     ) -> None:
         self.settings = settings
+        self.hubs = hubs
         self.recorder = recorder
         self._provider = tracer_provider or provider_from_environment()
         self._owns_provider = tracer_provider is None and self._provider is not None  # then flush it on stop
@@ -93,6 +110,15 @@ class Service:
         self.reconciler: Reconciler | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self._run(stop)
+        finally:
+            for hub in self.hubs.values():
+                await hub.close()
+            if self._owns_provider and self._provider is not None:
+                self._provider.shutdown()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         s = self.settings
         rules = load_rules(list(s.rules))
         inventory = load_inventory(s)
@@ -102,24 +128,20 @@ class Service:
             log.warning("no hub inventory (no --inventory and no local lab): DRY-RUN, nothing will be enforced")
         elif dry_run:
             log.warning("dry-run is on: decisions are recorded, nothing is enforced")
-        hubs = {h.name: SshHub(h, tracer=self.tracer) for h in inventory.hubs} if inventory else {}
-        adapters = {o.name: open_overlay(o) for o in inventory.overlays} if inventory else {}
-        overlays: dict[str, Hub] = dict(adapters)
+        # The WireGuard hubs are also read back (reconciler, monitor, readiness); overlays list their devices.
+        wireguard = {n: h for n, h in self.hubs.items() if isinstance(h, SshHub)}
+        adapters = {n: h for n, h in self.hubs.items() if isinstance(h, OverlayHub)}
         if inventory is not None and adapters:
             inventory = with_peers(inventory, await discovered_peers(inventory, adapters))
         identity = IdentityMap(inventory)
         journal = await open_journal(s.journal)
         try:
             engine = Engine(rules, identity, max_subjects=s.limits.max_subjects)
-            parts = self._assemble(journal, engine, identity, hubs, overlays, dry_run=dry_run)
+            parts = self._assemble(journal, engine, identity, wireguard, dry_run=dry_run)
             await self._start(parts)
             await self._serve(parts, stop)
         finally:
-            for hub in [*hubs.values(), *overlays.values()]:
-                await hub.close()
             await journal.close()
-            if self._owns_provider and self._provider is not None:
-                self._provider.shutdown()
 
     def _assemble(
         self,
@@ -127,7 +149,6 @@ class Service:
         engine: Engine,
         identity: IdentityMap,
         hubs: Mapping[str, SshHub],
-        overlays: Mapping[str, Hub],
         *,
         dry_run: bool,
     ) -> _Parts:
@@ -139,18 +160,19 @@ class Service:
                 list(hubs.values()), handoff, self.metrics.registry, interval_s=s.monitor_interval_s,
                 thresholds=Thresholds(stale_after_s=s.monitor_stale_after_s),
             )  # fmt: skip
-        enforcer = Enforcer(
-            journal, {**hubs, **overlays}, self.clock, veto=ProtectedTargets(engine.rules.protection, identity),
+        executor = Executor(
+            journal, self.hubs, self.clock, veto=ProtectedTargets(engine.rules.protection, identity),
             peer_change=monitor.own_changes.note if monitor else _ignore_change, tracer=self.tracer,
+            metrics=self.metrics,
         )  # fmt: skip
         radius = BlastRadius(s.limits.actions_per_minute, s.limits.actions_per_minute_per_rule, time.monotonic)
         parsed = ParsedEvents()
         pipeline = Pipeline(
-            journal=journal, engine=engine, enforcer=enforcer, radius=radius, clock=self.clock,
+            journal=journal, engine=engine, executor=executor, radius=radius, clock=self.clock,
             owner=self.instance, metrics=self.metrics, dry_run=dry_run, wake=self.wake, tracer=self.tracer,
             parsed=parsed, max_clock_skew=self._max_clock_skew,
         )  # fmt: skip
-        self.lifecycle = Lifecycle(journal, enforcer, engine, self.clock, self.metrics)
+        self.lifecycle = Lifecycle(journal, executor, engine, self.clock, self.metrics)
         self.reconciler = Reconciler(
             journal, hubs, self.clock, self.metrics, monitor.own_changes.note if monitor else None
         )
@@ -159,13 +181,13 @@ class Service:
             margin_s=s.retention.events_margin_s, decisions_days=s.retention.decisions_days,
         )  # fmt: skip
         return _Parts(
-            journal, engine, enforcer, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run, monitor,
+            journal, engine, executor, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run, monitor,
             parsed, retention,
         )  # fmt: skip
 
     async def _start(self, p: _Parts) -> None:
         replayed = await p.pipeline.rebuild(timedelta(seconds=p.engine.rules.horizon_s))
-        resumed = await p.enforcer.resume()
+        resumed = await p.executor.resume()
         await p.lifecycle.resume()
         log.info("rebuilt risk from %d events; resumed %d unfinished actions", replayed, len(resumed))
 
@@ -309,7 +331,7 @@ class Service:
 class _Parts:
     journal: Journal
     engine: Engine
-    enforcer: Enforcer
+    executor: Executor
     pipeline: Pipeline
     lifecycle: Lifecycle
     reconciler: Reconciler

@@ -292,7 +292,10 @@ def _at(days: float) -> str:
 
 
 async def _decision(journal: Journal, did: str, state: DecisionState, created: float, intent: IntentState) -> None:
-    record = DecisionRecord(did, "user:a@example.com", "cut-off", 2, state, _at(created), None, "{}", {})
+    record = DecisionRecord(
+        id=did, subject="user:a@example.com", response="cut-off", level=2, state=state, created_at=_at(created),
+        expires_at=None, body="{}", trace={},
+    )  # fmt: skip
     await journal.record_manual(
         record, [IntentRecord(f"{did}-i", did, 0, IntentKind.APPLY, "{}", intent, False, _at(created), {})]
     )

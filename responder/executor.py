@@ -1,5 +1,6 @@
-"""Carrying out action intents: claim each in the journal, apply them per hub in one batch, record the
-result, the verification and what is needed to take the action back; and take an action back by its id.
+"""The executor: carries out action intents. Claim each in the journal, apply them on every hub at once in
+one batch per hub, record the result, the verification and what is needed to take the action back; and
+take an action back by its id.
 
 The journal holds every intent before anything runs, so a crash leaves an open intent that `resume`
 carries out. Every hub operation is idempotent ("ensure absent / ensure present"), so running an intent
@@ -18,12 +19,13 @@ from datetime import UTC, datetime
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from responder.core.actions import Action
+from responder.core.actions import Action, ActionType
 from responder.core.decisions import action_from_dict, action_to_dict
 from responder.journal import (
     DecisionRecord,
     DecisionState,
     FinishedIntent,
+    Intent,
     IntentKind,
     IntentRecord,
     IntentState,
@@ -31,6 +33,7 @@ from responder.journal import (
     StoredIntent,
 )
 from responder.pep import ActionResult, Hub
+from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import context_from
 
 Clock = Callable[[], datetime]
@@ -51,28 +54,34 @@ class IntentOutcome:
         return {"id": self.intent_id, **self.result.as_dict()}
 
 
+def intents_of(decision_id: str, actions: Sequence[Action], trace: Mapping[str, str] | None = None) -> list[Intent]:
+    """One intent per action of a decision; its id (`DECISION.N`) is what an operator passes to `act restore`."""
+    context = dict(trace or {})
+    return [Intent(f"{decision_id}.{n}", a, context) for n, a in enumerate(actions, start=1)]
+
+
 def intent_records(
-    decision_id: str,
-    actions: Sequence[Action],
-    at: str,
-    trace: Mapping[str, str],
-    state: IntentState = IntentState.PENDING,
+    decision_id: str, intents: Sequence[Intent], at: str, state: IntentState = IntentState.PENDING
 ) -> list[IntentRecord]:
-    """One intent per action; its id (`DECISION.N`) is what an operator passes to `act restore`."""
+    """The journal's rows for a decision's intents (as `intents_of` numbers them)."""
     return [
         IntentRecord(
-            id=f"{decision_id}.{n}",
+            id=i.id,
             decision_id=decision_id,
             ordinal=n,
             kind=IntentKind.APPLY,
-            action=json.dumps(action_to_dict(a), sort_keys=True),
+            action=json.dumps(action_to_dict(i.action), sort_keys=True),
             state=state,
-            irreversible=not a.reversible,
+            irreversible=not i.action.reversible,
             created_at=at,
-            trace=dict(trace),
+            trace=dict(i.trace),
         )
-        for n, a in enumerate(actions, start=1)
+        for n, i in enumerate(intents, start=1)
     ]
+
+
+def intent_of(stored: StoredIntent) -> Intent:
+    return Intent(stored.id, action_from_dict(json.loads(stored.action)), stored.trace)
 
 
 def _no_veto(_: Action) -> None:
@@ -83,7 +92,11 @@ def _ignore(_hub: str, _key: str) -> None:
     return None
 
 
-class Enforcer:
+class Executor:
+    """The one owner of carrying out intents: claim, apply per hub, record, and take back. Used by the
+    service (with the veto of protected targets, the hub monitor's note of its own changes, metrics) and
+    by `responder act`."""
+
     def __init__(
         self,
         journal: Journal,
@@ -93,6 +106,7 @@ class Enforcer:
         veto: Veto = _no_veto,
         peer_change: PeerChange = _ignore,
         tracer: Tracer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._tracer = tracer or trace.NoOpTracer()
         self._journal = journal
@@ -100,6 +114,7 @@ class Enforcer:
         self._clock = clock
         self._veto = veto
         self._peer_change = peer_change  # the hub monitor must not report our own changes as someone else's
+        self._metrics = metrics
 
     def _note(self, action: Action) -> None:
         if action.peer_key is not None:
@@ -128,66 +143,80 @@ class Enforcer:
             expires_at=None,
             body=json.dumps(body, sort_keys=True),
         )
-        intents = intent_records(decision_id, actions, now, {})
-        await self._journal.record_manual(record, intents)
+        intents = intents_of(decision_id, actions)
+        await self._journal.record_manual(record, intent_records(decision_id, intents, now))
         await self._journal.audit(now, actor, "manual_decision", decision_id, body)
-        return await self.execute([(i.id, a) for i, a in zip(intents, actions, strict=True)])
+        return await self.execute(intents)
 
-    async def execute(
-        self,
-        intents: Sequence[tuple[str, Action]],
-        traces: Mapping[str, Mapping[str, str]] | None = None,
-        *,
-        already_claimed: bool = False,
-    ) -> list[IntentOutcome]:
-        """Claim, apply (all hubs at once, one batch per hub) and record. Intents that are no longer
-        open (done by another instance, or cancelled) are skipped. `traces` holds each intent's trace
-        context, so that its hub operations join the trace of the delivery that caused them."""
-        claimed: dict[str, list[tuple[str, Action]]] = {}
-        if already_claimed:  # written as running by the caller, in the transaction that decided them
-            mine = {i for i, _ in intents}
-        else:
-            mine = await self._journal.start_intents([i for i, _ in intents], self._now()) if intents else set()
-        for intent_id, action in intents:
-            if intent_id in mine:
-                claimed.setdefault(action.hub, []).append((intent_id, action))
-        outcomes: list[IntentOutcome] = []
+    async def execute(self, intents: Sequence[Intent]) -> list[IntentOutcome]:
+        """Claim the intents, then carry out those this call claimed. Intents that are no longer open (done
+        by another instance, or cancelled) are skipped."""
+        mine = await self._journal.start_intents([i.id for i in intents], self._now()) if intents else set()
+        return await self.carry_out([i for i in intents if i.id in mine])
 
-        async def on_hub(hub_name: str, items: list[tuple[str, Action]]) -> None:
-            parent = context_from((traces or {}).get(items[0][0], {}))
-            with self._tracer.start_as_current_span(
-                f"enforce {hub_name}", context=parent,
-                attributes={"responder.hub": hub_name, "responder.intents": [i for i, _ in items]},
-            ) as span:  # fmt: skip
-                await apply_on_hub(hub_name, items)
-                span.set_attribute("responder.verified", all(o.result.verified for o in outcomes if o.intent_id in
-                                                             {i for i, _ in items}))  # fmt: skip
-
-        async def apply_on_hub(hub_name: str, items: list[tuple[str, Action]]) -> None:
-            hub = self._hubs.get(hub_name)
-            allowed: list[tuple[str, Action]] = []
-            results: list[tuple[str, ActionResult]] = []
-            for intent_id, action in items:
-                why = self._veto(action)
-                if why is not None:
-                    results.append((intent_id, ActionResult(action, False, False, f"refused at the executor: {why}")))
-                elif hub is None:
-                    results.append((intent_id, ActionResult(action, False, False, f"hub {hub_name} is not known")))
-                else:
-                    allowed.append((intent_id, action))
-            if allowed and hub is not None:
-                for _, action in allowed:
-                    self._note(action)
-                applied = await hub.apply([a for _, a in allowed])
-                results += [(i, r) for (i, _), r in zip(allowed, applied, strict=True)]
-            await self._journal.finish_intents([_finished(i, r, r.restore) for i, r in results], self._now())
-            outcomes.extend(IntentOutcome(i, r) for i, r in results)
-
+    async def carry_out(self, intents: Sequence[Intent], *, detected_at: str = "") -> list[IntentOutcome]:
+        """Apply intents already claimed (running, by this instance) on all hubs at once, one batch per hub,
+        and record each result; outcomes in the order of `intents`. `detected_at`: when the delivery that
+        caused them arrived, for the containment metric."""
+        batches: dict[str, list[Intent]] = {}
+        for intent in intents:
+            batches.setdefault(intent.action.hub, []).append(intent)
         async with asyncio.TaskGroup() as group:
-            for hub_name, items in claimed.items():
-                group.create_task(on_hub(hub_name, items))
-        order = {intent_id: n for n, (intent_id, _) in enumerate(intents)}
-        return sorted(outcomes, key=lambda o: order[o.intent_id])
+            running = [group.create_task(self._on_hub(hub, batch)) for hub, batch in batches.items()]
+        order = {intent.id: n for n, intent in enumerate(intents)}
+        outcomes = sorted((o for task in running for o in task.result()), key=lambda o: order[o.intent_id])
+        self._measure(outcomes, detected_at)
+        return outcomes
+
+    async def _on_hub(self, hub_name: str, batch: list[Intent]) -> list[IntentOutcome]:
+        """One hub's batch, in the trace of the delivery that caused it."""
+        with self._tracer.start_as_current_span(
+            f"enforce {hub_name}", context=context_from(batch[0].trace),
+            attributes={"responder.hub": hub_name, "responder.intents": [i.id for i in batch]},
+        ) as span:  # fmt: skip
+            outcomes = await self._apply_batch(hub_name, batch)
+            span.set_attribute("responder.verified", all(o.result.verified for o in outcomes))
+        return outcomes
+
+    async def _apply_batch(self, hub_name: str, batch: list[Intent]) -> list[IntentOutcome]:
+        """Refuse what is vetoed or has no hub, apply the rest in one call to the hub, record every result."""
+        hub = self._hubs.get(hub_name)
+        allowed: list[Intent] = []
+        outcomes: list[IntentOutcome] = []
+        for intent in batch:
+            refusal = self._veto(intent.action)
+            if refusal is not None:
+                refusal = f"refused at the executor: {refusal}"
+            elif hub is None:
+                refusal = f"hub {hub_name} is not known"
+            if refusal is None:
+                allowed.append(intent)
+            else:
+                outcomes.append(IntentOutcome(intent.id, ActionResult.refused(intent.action, refusal)))
+        if allowed and hub is not None:
+            for intent in allowed:
+                self._note(intent.action)
+            applied = await hub.apply([i.action for i in allowed])
+            outcomes += [IntentOutcome(i.id, r) for i, r in zip(allowed, applied, strict=True)]
+        await self._journal.finish_intents(
+            [_finished(o.intent_id, o.result, o.result.restore) for o in outcomes], self._now()
+        )
+        return outcomes
+
+    def _measure(self, outcomes: list[IntentOutcome], detected_at: str) -> None:
+        """Count the actions carried out; with `detected_at`, observe detection to containment."""
+        if self._metrics is None:
+            return
+        for outcome in outcomes:
+            r = outcome.result
+            self._metrics.actions.labels(r.action.type.value, "ok" if r.ok else "failed", str(r.verified)).inc()
+        # Contained when the tiers and tunnels are closed and read back; the flow kill that follows is not
+        # part of it (see responder/pep/plan.py).
+        containing = [o.result for o in outcomes if o.result.action.type is not ActionType.KILL_FLOWS]
+        if detected_at and containing and all(r.ok and r.verified_at for r in containing):
+            contained = max(r.verified_at or 0.0 for r in containing)
+            detected = datetime.fromisoformat(detected_at).timestamp()
+            self._metrics.containment_seconds.observe(max(0.0, contained - detected))
 
     async def _finish(self, intent_id: str, result: ActionResult, restore: object = None) -> None:
         await self._journal.finish_intents([_finished(intent_id, result, restore)], self._now())
@@ -195,8 +224,7 @@ class Enforcer:
     async def resume(self) -> list[IntentOutcome]:
         """Carry out the intents a previous run wrote but did not finish, applies and undos alike."""
         open_intents = await self._journal.open_intents()
-        applies = [(i.id, action_from_dict(json.loads(i.action))) for i in open_intents if i.kind is IntentKind.APPLY]
-        outcomes = await self.execute(applies, {i.id: i.trace for i in open_intents})
+        outcomes = await self.execute([intent_of(i) for i in open_intents if i.kind is IntentKind.APPLY])
         for intent in open_intents:
             if intent.kind is IntentKind.UNDO:
                 applied = await self._journal.intent(intent.id.removesuffix(".undo"))
@@ -255,7 +283,7 @@ class Enforcer:
         hub = self._hubs.get(action.hub)
         restore = None if applied.restore is None else json.loads(applied.restore)
         if hub is None:
-            result = ActionResult(action, False, False, f"hub {action.hub} is not known")
+            result = ActionResult.refused(action, f"hub {action.hub} is not known")
         else:
             self._note(action)
             result = await hub.undo(action, restore)

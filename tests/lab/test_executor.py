@@ -12,7 +12,7 @@ import pytest
 
 from responder.core.actions import Action, ActionType
 from responder.core.identifiers import WireGuardKey
-from responder.enforcement import Enforcer, RestoreRefused, intent_records
+from responder.executor import Executor, RestoreRefused, intent_records, intents_of
 from responder.journal import DecisionRecord, DecisionState, IntentState, Journal, open_journal
 from responder.lab import Lab
 from responder.pep import SshHub
@@ -37,22 +37,25 @@ async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
 async def test_open_intents_are_resumed_once_and_restorable(lab: Lab, journal: Journal) -> None:
     app = next(p for p in lab.inventory.peers if p.name == "app1")
     action = Action(ActionType.DELETE_ELEMENT, "hub1", address=app.tunnel_ip, set_name="app_servers")
-    decision = DecisionRecord("d1", "user:x", "cut", 20, DecisionState.ACTIVE, _now().isoformat(), None, "{}")
+    decision = DecisionRecord(
+        id="d1", subject="user:x", response="cut", level=20, state=DecisionState.ACTIVE,
+        created_at=_now().isoformat(), expires_at=None, body="{}",
+    )  # fmt: skip
     # Written, then the process "crashed" before executing.
-    await journal.record_manual(decision, intent_records("d1", [action], _now().isoformat(), {}))
+    await journal.record_manual(decision, intent_records("d1", intents_of("d1", [action]), _now().isoformat()))
     hub = SshHub(lab.inventory.hub("hub1"))
     try:
-        enforcer = Enforcer(journal, {"hub1": hub}, _now)
-        (outcome,) = await enforcer.resume()
+        executor = Executor(journal, {"hub1": hub}, _now)
+        (outcome,) = await executor.resume()
         assert (outcome.intent_id, outcome.result.verified) == ("d1.1", True)
-        assert await enforcer.resume() == []
+        assert await executor.resume() == []
         stored = await journal.intent("d1.1")
         assert stored is not None
         assert (stored.state, stored.verified, stored.attempts) == (IntentState.DONE, True, 1)
         listing = await hub.call("list_set", {"table": "zerotrust", "set": "app_servers"})
         assert listing["elements"] == []
 
-        undone = await enforcer.restore("d1.1", "test")
+        undone = await executor.restore("d1.1", "test")
         assert undone.result.verified
         listing = await hub.call("list_set", {"table": "zerotrust", "set": "app_servers"})
         assert listing["elements"] == [str(app.tunnel_ip)]
@@ -63,13 +66,16 @@ async def test_open_intents_are_resumed_once_and_restorable(lab: Lab, journal: J
 async def test_an_irreversible_action_cannot_be_restored(journal: Journal) -> None:
     key = "hYDUM3RyOvlOg1cpJ5kZEyDf4I75JdM1gP7SoghRVnY="
     action = Action(ActionType.ROTATE_KEY, "hub1", peer_key=WireGuardKey(key))
-    decision = DecisionRecord("d2", "user:x", "rotate", 30, DecisionState.ACTIVE, _now().isoformat(), None, "{}")
-    (intent,) = intent_records("d2", [action], _now().isoformat(), {})
+    decision = DecisionRecord(
+        id="d2", subject="user:x", response="rotate", level=30, state=DecisionState.ACTIVE,
+        created_at=_now().isoformat(), expires_at=None, body="{}",
+    )  # fmt: skip
+    (intent,) = intent_records("d2", intents_of("d2", [action]), _now().isoformat())
     assert intent.irreversible and json.loads(intent.action)["peer_key"] == key
     await journal.record_manual(decision, [intent])
     await journal.start_intent("d2.1", _now().isoformat())
     await finish_intent(journal, "d2.1", _now().isoformat(), state=IntentState.DONE, result="ok", verified=True)
     with pytest.raises(RestoreRefused, match="irreversible"):
-        await Enforcer(journal, {}, _now).restore("d2.1", "test")
+        await Executor(journal, {}, _now).restore("d2.1", "test")
     with pytest.raises(RestoreRefused, match="no applied action"):
-        await Enforcer(journal, {}, _now).restore("d9.1", "test")
+        await Executor(journal, {}, _now).restore("d9.1", "test")

@@ -1,0 +1,309 @@
+"""A decision's whole life through the real service (Okta webhook in, SQLite journal, admin API) against an
+in-memory hub: decided, enforced and verified; held for approval, then approved; undone; expired by its
+TTL; replaced by a stronger one; resumed after a crash. Fast tests of the logic, beside the lab tests that
+prove the same with packets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from responder.config import Settings
+from responder.core.actions import ActionType
+from responder.inventory import Inventory
+from responder.journal import open_journal
+from responder.service.service import Service
+from tests.support.memory_hub import MemoryHub
+from tests.support.service import running
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORY = ROOT / "rules" / "tests" / "inventory.yaml"  # hub1: alice's admin1, app1, bob-laptop, breakglass1
+OKTA_SECRET = "Basic bGlmZWN5Y2xlOnNlY3JldC12YWx1ZQ=="
+TOKEN = "admin-token-for-lifecycle-tests"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+ALICE = "alice@example.com"
+ALICE_KEY = "JfQ7FIatlaE5jj7rPYO8QBABX8yb7bNbQy4AKY1QIfc="  # admin1, in admin_devices
+ALICE_IP = "10.100.0.10"
+# What the shipped rules make of these for alice alone:
+REPORT = "user.account.report_suspicious_activity_by_enduser"  # 80 points: cut-off (4 h)
+THREAT = "security.threat.detected"  # 45 points: quarantine (1 h)
+BREACH = "security.breached_credential.detected"  # 60 points: key rotation, approval for admins
+SETTLED = ("done", "failed", "cancelled", "awaiting_approval")
+
+
+class _Clock:
+    """The service's wall clock, which a test moves forward."""
+
+    def __init__(self) -> None:
+        self.ahead = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.ahead
+
+
+class _Responder:
+    """The service as an IdP and an operator see it: Okta deliveries in, the admin API."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http, self.base = http, base
+
+    async def okta(self, event_type: str, user: str = ALICE) -> None:
+        party = {"type": "User", "alternateId": user, "id": f"00u-{user}"}
+        event = {
+            "uuid": str(uuid.uuid4()), "published": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "eventType": event_type, "version": "0", "severity": "WARN", "actor": party, "target": [party],
+            "outcome": {"result": "SUCCESS", "reason": "lifecycle test"},
+        }  # fmt: skip
+        body = {"eventType": "com.okta.event_hook", "eventId": str(uuid.uuid4()), "data": {"events": [event]}}
+        headers = {"Authorization": OKTA_SECRET, "Content-Type": "application/json"}
+        async with self.http.post(f"{self.base}/hooks/okta", data=json.dumps(body), headers=headers) as r:
+            assert r.status == 200, await r.text()
+
+    async def decision(self, response: str) -> dict[str, Any]:
+        """The decision of that response once it exists and its actions are settled, with them."""
+        found: dict[str, Any] = {}
+
+        async def settled() -> bool:
+            async with self.http.get(f"{self.base}/api/decisions", headers=ADMIN) as r:
+                ids = [d["id"] for d in (await r.json())["decisions"] if d["response"] == response]
+            if not ids:
+                return False
+            found.update(await self.show(ids[0]))
+            return all(a["state"] in SETTLED for a in found["actions"])
+
+        await _until(settled)
+        return found
+
+    async def show(self, decision_id: str) -> dict[str, Any]:
+        async with self.http.get(f"{self.base}/api/decisions/{decision_id}", headers=ADMIN) as r:
+            assert r.status == 200, await r.text()
+            view: dict[str, Any] = await r.json()
+            return view
+
+    async def operate(self, decision_id: str, verb: str) -> None:
+        url = f"{self.base}/api/decisions/{decision_id}/{verb}"
+        async with self.http.post(url, json={"actor": "oncall"}, headers=ADMIN) as r:
+            assert r.status == 202, await r.text()
+
+    async def state_of(self, decision_id: str) -> str:
+        state: str = (await self.show(decision_id))["state"]
+        return state
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+def _applies(decision: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    return sorted((a["action"]["type"], a["state"], a["verified"]) for a in decision["actions"] if a["kind"] == "apply")
+
+
+def _undos(decision: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    return sorted((a["action"]["type"], a["state"], a["verified"]) for a in decision["actions"] if a["kind"] == "undo")
+
+
+CUT_OFF_DONE = [("delete_element", "done", True), ("kill_flows", "done", True), ("remove_peer", "done", True)]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        journal=f"sqlite:///{tmp_path}/journal.db", inventory=INVENTORY, rules=(ROOT / "rules",),
+        okta_secret=OKTA_SECRET, admin_token=TOKEN,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def hub() -> MemoryHub:
+    return MemoryHub.of(Inventory.load(INVENTORY), "hub1")
+
+
+@pytest.fixture
+def clock() -> _Clock:
+    return _Clock()
+
+
+@pytest.fixture
+async def responder(settings: Settings, hub: MemoryHub, clock: _Clock) -> AsyncIterator[_Responder]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        running(settings, hubs={"hub1": hub}, clock=clock) as (_, base),
+    ):
+        yield _Responder(http, base)
+
+
+def _cut_off(hub: MemoryHub) -> bool:
+    return ALICE_KEY not in hub.peers and ALICE_IP not in hub.elements("admin_devices") and ALICE_IP not in hub.flows
+
+
+def _untouched_but_alice(hub: MemoryHub) -> bool:
+    return (
+        {"10.100.0.20", "10.100.0.30", "10.100.0.40"} <= hub.flows
+        and "10.100.0.40" in hub.elements("admin_devices")
+        and hub.elements("app_servers") == {"10.100.0.20"}
+        and len(hub.peers) >= 3
+    )
+
+
+async def test_a_decision_is_enforced_in_one_batch_and_verified_by_reading_the_hub_back(
+    responder: _Responder, hub: MemoryHub
+) -> None:
+    await responder.okta(REPORT)
+    decision = await responder.decision("cut-off")
+    assert decision["subject"] == f"user:{ALICE}" and decision["state"] == "active"
+    assert _applies(decision) == CUT_OFF_DONE
+    assert _cut_off(hub) and _untouched_but_alice(hub)
+    assert [sorted(a.type.value for a in batch) for batch in hub.batches] == [
+        ["delete_element", "kill_flows", "remove_peer"]
+    ]
+
+
+async def test_an_action_the_hub_does_not_show_is_recorded_as_not_verified(
+    responder: _Responder, hub: MemoryHub
+) -> None:
+    hub.ignoring.add(ActionType.REMOVE_PEER)
+    await responder.okta(REPORT)
+    decision = await responder.decision("cut-off")
+    assert ("remove_peer", "done", False) in _applies(decision)
+    assert ALICE_KEY in hub.peers
+
+
+async def test_an_unreachable_hub_fails_the_actions_and_the_decision_says_so(
+    responder: _Responder, hub: MemoryHub
+) -> None:
+    hub.unreachable = True
+    await responder.okta(REPORT)
+    decision = await responder.decision("cut-off")
+    assert _applies(decision) == [("delete_element", "failed", False), ("kill_flows", "failed", False),
+                                  ("remove_peer", "failed", False)]  # fmt: skip
+    assert all("unreachable" in a["result"] for a in decision["actions"])
+    assert ALICE_KEY in hub.peers
+
+
+async def test_a_response_that_needs_approval_waits_and_is_enforced_once_approved(
+    responder: _Responder, hub: MemoryHub
+) -> None:
+    await responder.okta(BREACH)
+    decision = await responder.decision("rotate-key")
+    assert decision["state"] == "awaiting_approval"
+    assert {a["state"] for a in decision["actions"]} == {"awaiting_approval"}
+    assert hub.batches == [] and ALICE_KEY in hub.peers
+
+    await responder.operate(decision["id"], "approve")
+    approved = await responder.decision("rotate-key")
+    assert approved["state"] == "active"
+    assert _applies(approved) == [("kill_flows", "done", True), ("rotate_key", "done", True)]
+    assert ALICE_KEY in hub.revoked and ALICE_KEY not in hub.peers and ALICE_IP not in hub.flows
+    assert [a["kind"] for a in approved["audit"]] == ["approve"]
+
+
+async def test_undo_puts_back_what_the_decision_took_and_verifies_it(responder: _Responder, hub: MemoryHub) -> None:
+    await responder.okta(REPORT)
+    decision = await responder.decision("cut-off")
+    assert _cut_off(hub)
+
+    await responder.operate(decision["id"], "undo")
+    undone = await responder.decision("cut-off")
+    assert undone["state"] == "undone"
+    assert _undos(undone) == [("delete_element", "done", True), ("remove_peer", "done", True)]  # flows: nothing
+    assert hub.peers[ALICE_KEY].allowed_ips == [f"{ALICE_IP}/32"]
+    assert ALICE_IP in hub.elements("admin_devices")
+
+
+async def test_a_decision_whose_ttl_runs_out_is_expired_and_undone(
+    responder: _Responder, hub: MemoryHub, clock: _Clock
+) -> None:
+    await responder.okta(THREAT)
+    decision = await responder.decision("quarantine")
+    assert _applies(decision) == [("quarantine", "done", True)]
+    assert ALICE_IP in hub.elements("quarantine")
+
+    clock.ahead = timedelta(hours=1, minutes=1)  # the hub's own clock has not moved: the kernel timeout has not
+    await _until(lambda: _is(responder, decision["id"], "expired"))
+    expired = await responder.decision("quarantine")
+    assert _undos(expired) == [("quarantine", "done", True)]
+    assert ALICE_IP not in hub.elements("quarantine")
+    assert [a.type.value for a in hub.undone] == ["quarantine"]
+
+
+async def _is(responder: _Responder, decision_id: str, state: str) -> bool:
+    return await responder.state_of(decision_id) == state
+
+
+async def test_an_escalation_replaces_the_weaker_response_and_undoing_it_takes_back_both(
+    responder: _Responder, hub: MemoryHub
+) -> None:
+    await responder.okta(THREAT)
+    quarantine = await responder.decision("quarantine")
+    assert ALICE_IP in hub.elements("quarantine")
+
+    await responder.okta(REPORT)
+    cut_off = await responder.decision("cut-off")
+    assert cut_off["state"] == "active" and await responder.state_of(quarantine["id"]) == "replaced"
+    assert _applies(cut_off) == CUT_OFF_DONE
+    assert _cut_off(hub) and ALICE_IP in hub.elements("quarantine")  # replaced, not undone
+
+    await responder.operate(cut_off["id"], "undo")
+    await _until(lambda: _is(responder, quarantine["id"], "undone"))
+    await responder.decision("cut-off")
+    assert _undos(await responder.decision("quarantine")) == [("quarantine", "done", True)]
+    assert ALICE_KEY in hub.peers and ALICE_IP in hub.elements("admin_devices")
+    assert ALICE_IP not in hub.elements("quarantine")
+
+
+async def test_intents_claimed_when_the_service_died_are_carried_out_when_it_starts_again(
+    settings: Settings, hub: MemoryHub, clock: _Clock
+) -> None:
+    hub.hold()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with _dies_while_enforcing(settings, hub, clock) as base:
+            await _Responder(http, base).okta(REPORT)
+            await asyncio.wait_for(hub.waiting.wait(), 10)
+        assert ALICE_KEY in hub.peers  # the batch never reached the hub's state
+        journal = await open_journal(settings.journal)
+        try:  # claimed (the pipeline writes them running), not carried out
+            assert sorted(i.state.value for i in await journal.open_intents()) == ["running"] * 3
+        finally:
+            await journal.close()
+        hub.release()
+
+        async with running(settings, hubs={"hub1": hub}, clock=clock) as (_, base):
+            decision = await _Responder(http, base).decision("cut-off")
+    assert _applies(decision) == CUT_OFF_DONE
+    assert _cut_off(hub) and _untouched_but_alice(hub)
+    assert len(hub.batches) == 2  # the lost one, and the one after the restart
+
+
+@contextlib.asynccontextmanager
+async def _dies_while_enforcing(settings: Settings, hub: MemoryHub, clock: _Clock) -> AsyncIterator[str]:
+    """The service, until the body is done and a batch is at the hub; then it is gone at once: the batch
+    in flight is cancelled and nothing after it runs, as when the process is killed."""
+    service = Service(
+        settings.model_copy(update={"listen": settings.listen.model_copy(update={"port": 0})}),
+        hubs={"hub1": hub}, instance="test", clock=clock,
+    )  # fmt: skip
+    task = asyncio.create_task(service.run(asyncio.Event()))
+    async with asyncio.timeout(10):
+        while service.address is None or not service.started.is_set():
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.01)
+    host, port = service.address
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        hub.crash()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
