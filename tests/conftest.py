@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from responder.journal import Journal, open_journal
 from responder.lab import Lab
 from responder.lab.lab import STATE_ROOT
 
@@ -74,6 +75,33 @@ def postgres_dsn() -> Iterator[str]:
 
     with postgres_server() as dsn:
         yield dsn
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A journal's URL on each engine: a new SQLite file, or the session's PostgreSQL with an empty schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/journal.db"
+        return
+    import asyncpg
+
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
+    yield dsn
+
+
+@pytest.fixture
+async def journal(journal_url: str) -> AsyncIterator[Journal]:
+    """An open journal on each engine (`journal_url`), closed after the test."""
+    j = await open_journal(journal_url)
+    try:
+        yield j
+    finally:
+        await j.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,11 @@ import asyncio
 import copy
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -184,20 +182,6 @@ async def _journal_with_an_unreadable_event(url: str) -> None:
         await journal.record_outcomes([EventOutcome(s) for s in accepted.seqs if s is not None], now)
     finally:
         await journal.close()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/journal.db"
-        return
-    dsn: str = request.getfixturevalue("postgres_dsn")
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
-    yield dsn
 
 
 async def test_an_unreadable_stored_event_is_quarantined_and_the_start_goes_on(

@@ -274,19 +274,6 @@ def test_engine_at_its_limit_refuses_new_subjects_and_keeps_the_tracked_ones() -
 # --- journal retention, on both engines ----------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Journal]:
-    sqlite = request.param == "sqlite"
-    j = await open_journal(f"sqlite:///{tmp_path}/journal.db" if sqlite else request.getfixturevalue("postgres_dsn"))
-    if request.param == "postgresql":  # the session's cluster is shared: start from empty tables
-        async with j.transaction() as tx:
-            await tx.execute("TRUNCATE audit, intents, decisions, events, deliveries")
-    try:
-        yield j
-    finally:
-        await j.close()
-
-
 def _at(days: float) -> str:
     return (T0 + timedelta(days=days)).isoformat()
 

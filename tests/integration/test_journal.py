@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import asyncpg
 import pytest
 
 from responder.journal import (
@@ -23,29 +20,6 @@ from responder.journal import (
 from tests.support.journal import accept, finish_intent, record_outcome
 
 T0 = "2026-03-02T10:15:29.000000Z"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/journal.db"
-        return
-    dsn: str = request.getfixturevalue("postgres_dsn")
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
-    yield dsn
-
-
-@pytest.fixture
-async def journal(journal_url: str) -> AsyncIterator[Journal]:
-    j = await open_journal(journal_url)
-    try:
-        yield j
-    finally:
-        await j.close()
 
 
 def _delivery(n: int) -> DeliveryRecord:
