@@ -238,12 +238,20 @@ class Webhooks:
         # Okta does not retry a 4xx: one malformed event must not cost the rest of the batch. The body
         # is kept with the delivery, so a skipped event is not lost either.
         events = []
+        skipped: list[tuple[int, str]] = []
         for n, raw in enumerate(raw_events):
             try:
                 events.append(okta.normalise(raw))
             except PayloadError as exc:
-                self._count("okta", "invalid_event")
-                log.warning("okta delivery %s: event %d skipped: %s", delivery_id, n, exc)
+                skipped.append((n, str(exc)))
+        if skipped:
+            # One line a delivery, not one an event: a delivery of 1,000 bad events must not write 1,000.
+            self._metrics.deliveries.labels("okta", "invalid_event").inc(len(skipped))
+            first, reason = skipped[0]
+            log.warning(
+                "okta delivery %s: %d of %d events skipped; the first, event %d: %s",
+                delivery_id, len(skipped), len(raw_events), first, reason,
+            )  # fmt: skip
         await self._hand_off(request, "okta", delivery_id or uuid.uuid4().hex, body, events)
         return web.Response(status=200)
 
