@@ -53,7 +53,8 @@ def decisions(
     config: ConfigOption = None,
     url: UrlOption = None,
 ) -> None:
-    """List the service's recent decisions: who, which response, its state."""
+    """List the service's recent decisions: who, which response, its state, and whether its effect is verified
+    on the hubs (a decision in force whose actions a hub has not verified yet says how many)."""
     base, headers = _client(config, url)
     query = f"?limit={limit}" + (f"&state={state}" if state else "")
     answer = _request("GET", f"{base}/api/decisions{query}", headers)
@@ -61,7 +62,9 @@ def decisions(
         typer.echo(json.dumps(answer, indent=2))
         return
     for d in answer["decisions"]:
-        typer.echo(f"{d['id']}  {d['created_at'][:19]}  {d['state']:<17} {d['response']:<12} {d['subject']}")
+        waiting = d.get("unverified_actions", 0)
+        note = f"  NOT VERIFIED: {waiting} action(s) pending on a hub" if waiting else ""
+        typer.echo(f"{d['id']}  {d['created_at'][:19]}  {d['state']:<17} {d['response']:<12} {d['subject']}{note}")
 
 
 def approve(

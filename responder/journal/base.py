@@ -511,6 +511,21 @@ class SqlJournal(ABC):
                 claimed += [_intent(r) for r in rows]
         return claimed
 
+    async def outstanding_of(self, decision_ids: Sequence[str]) -> dict[str, int]:
+        """Per decision, how many of its actions (and undos) wait for a hub to verify them; absent: none."""
+        out: dict[str, int] = {}
+        async with self.read() as tx:
+            for ids in _chunks(list(decision_ids), 400):
+                rows = await tx.fetch(
+                    "SELECT decision_id, COUNT(*) AS n FROM intents"  # noqa: S608 - '?' only
+                    f" WHERE decision_id IN ({_marks(len(ids))}) AND state IN (?, ?) GROUP BY decision_id",
+                    *ids,
+                    IntentState.PENDING.value,
+                    IntentState.FAILED.value,
+                )
+                out.update({str(r["decision_id"]): int(r["n"]) for r in rows})
+        return out
+
     async def arrivals(self, decision_ids: Sequence[str]) -> dict[str, str]:
         """When the delivery behind each decision arrived; the decision's own time when the event is no
         longer kept (retention) or there was none (an operator's)."""

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from responder.journal import DecisionState, Journal
+from responder.journal import DecisionState, IntentState, Journal
 from responder.service.lifecycle import LifecycleError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -107,7 +107,9 @@ def admin_routes(
         if not (limit_text.isascii() and limit_text.isdigit() and 1 <= int(limit_text) <= MAX_LIMIT):
             return _error(400, f"limit must be an integer from 1 to {MAX_LIMIT}, not {limit_text[:32]!r}")
         decisions = await journal.decisions(state, int(limit_text))
-        return web.json_response({"decisions": [_decision_view(asdict(d)) for d in decisions]})
+        outstanding = await journal.outstanding_of([d.id for d in decisions])
+        views = [_decision_view(asdict(d)) | {"unverified_actions": outstanding.get(d.id, 0)} for d in decisions]
+        return web.json_response({"decisions": views})
 
     async def show_decision(request: web.Request) -> web.Response:
         decision = await journal.decision(request.match_info["id"])
@@ -116,6 +118,7 @@ def admin_routes(
         intents = await journal.intents_for(decision.id)
         view = _decision_view(asdict(decision))
         view["actions"] = [_intent_view(asdict(i)) for i in intents]
+        view["unverified_actions"] = sum(i.state in (IntentState.PENDING, IntentState.FAILED) for i in intents)
         view["audit"] = [asdict(a) for a in await journal.audit_trail(decision.id)]
         return web.json_response(view)
 

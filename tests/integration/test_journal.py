@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ from responder.journal import (
     DecisionState,
     DeliveryRecord,
     EventRecord,
+    FinishedIntent,
     IntentKind,
     IntentRecord,
     IntentState,
@@ -177,3 +180,97 @@ async def test_everything_survives_closing_and_reopening(journal_url: str) -> No
 async def test_unknown_journal_url_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="journal URL"):
         await open_journal(url)
+
+
+# -- convergence: what is in force, claims for another try, an undo's cancellations ---------------------
+
+T1, T2, LATER = "2026-03-02T10:16:00+00:00", "2026-03-02T10:17:00+00:00", "2026-03-02T11:00:00+00:00"
+
+
+async def _decided(journal: Journal, did: str, n: int, state: DecisionState = DecisionState.ACTIVE) -> None:
+    await accept(journal, _delivery(n), [_event(f"k:{n}")], owner="i1")
+    (event,) = await journal.pending_events("i1")
+    intents = [_intent(f"{did}.{k}", did, k) for k in (1, 2, 3)]
+    assert await record_outcome(journal, event.seq, T0, [_decision(did, state)], intents)
+
+
+async def test_an_outstanding_intent_keeps_the_start_of_its_outage_until_it_is_verified(journal: Journal) -> None:
+    await _decided(journal, "dec1", 1)
+    verified = [FinishedIntent(f"dec1.{k}", IntentState.DONE, "verified", True) for k in (2, 3)]
+    await journal.finish_intents(verified, T1)
+    pending = FinishedIntent("dec1.1", IntentState.PENDING, "no answer", False, next_try_at=T2)
+    await journal.finish_intents([pending], T1)
+    await journal.finish_intents([FinishedIntent("dec1.1", IntentState.FAILED, "refused", False)], T2)
+    failed = await journal.intent("dec1.1")
+    assert failed is not None
+    assert (failed.state, failed.result, failed.pending_since, failed.next_try_at) == (
+        IntentState.FAILED, "refused", T1, None
+    )  # fmt: skip
+    await journal.plan_next_try(["dec1.1", "dec1.2"], LATER)  # dec1.2 is not outstanding: left alone
+    assert (await journal.intent("dec1.1")).next_try_at == LATER  # type: ignore[union-attr]
+    assert (await journal.intent("dec1.2")).next_try_at is None  # type: ignore[union-attr]
+    assert await journal.outstanding_of(["dec1", "dec9"]) == {"dec1": 1}
+    await journal.finish_intents([FinishedIntent("dec1.1", IntentState.DONE, "verified", True)], LATER)
+    done = await journal.intent("dec1.1")
+    assert done is not None
+    assert (done.state, done.pending_since, done.next_try_at, done.updated_at) == (IntentState.DONE, None, None, LATER)
+    assert await journal.outstanding_of(["dec1"]) == {}
+
+
+async def test_what_is_in_force_is_every_action_of_an_active_decision_and_every_open_undo(journal: Journal) -> None:
+    await _decided(journal, "dec1", 1)
+    await _decided(journal, "dec2", 2, DecisionState.ACTIVE)
+    await journal.finish_intents([FinishedIntent("dec1.1", IntentState.DONE, "verified", True)], T1)
+    await journal.finish_intents([FinishedIntent("dec1.2", IntentState.REFUSED, "protected", False)], T1)
+    assert await journal.transition_decision("dec2", [DecisionState.ACTIVE], DecisionState.UNDONE)
+    undo = IntentRecord("dec2.1.undo", "dec2", 1, IntentKind.UNDO, "{}", IntentState.PENDING, False, T1)
+    await journal.add_intents([undo])
+    in_force = [i.id for i in await journal.intents_in_force()]
+    assert sorted(in_force) == ["dec1.1", "dec1.3", "dec2.1.undo"]  # not the refused one, nor dec2's applies
+
+
+async def test_a_claim_for_another_try_takes_only_what_is_still_to_converge(journal: Journal) -> None:
+    await _decided(journal, "dec1", 1)
+    await _decided(journal, "dec2", 2)
+    assert await journal.start_intents(["dec1.2"], T1) == {"dec1.2"}  # being carried out since T1
+    await journal.finish_intents([FinishedIntent("dec1.3", IntentState.DONE, "verified", True)], T1)
+    assert await journal.transition_decision("dec2", [DecisionState.ACTIVE], DecisionState.UNDONE)
+    ids = ["dec1.1", "dec1.2", "dec1.3", "dec2.1"]
+    claimed = await journal.claim_intents(ids, T2, stale_before=T1)
+    # dec1.2 is running and not stale; dec2 has ended. A verified one is claimed (a drift re-applies it).
+    assert sorted((i.id, i.state, i.attempts) for i in claimed) == [
+        ("dec1.1", IntentState.RUNNING, 1), ("dec1.3", IntentState.RUNNING, 1)
+    ]  # fmt: skip
+    stale = await journal.claim_intents(["dec1.2"], LATER, stale_before=LATER, attempt=False)
+    assert [(i.id, i.attempts) for i in stale] == [("dec1.2", 1)]  # a try that never ended, not counted again
+
+
+async def test_an_ended_decision_cancels_what_was_not_carried_out_and_says_what_was_tried(journal: Journal) -> None:
+    await _decided(journal, "dec1", 1)
+    assert await journal.start_intents(["dec1.1"], T1) == {"dec1.1"}
+    await journal.finish_intents([FinishedIntent("dec1.1", IntentState.PENDING, "no answer", False)], T1)
+    await journal.finish_intents([FinishedIntent("dec1.2", IntentState.DONE, "verified", True)], T1)
+    cancelled = await journal.cancel_unapplied("dec1", T2)
+    assert sorted((i.id, i.attempts) for i in cancelled) == [("dec1.1", 1), ("dec1.3", 0)]
+    states = {i.id: i.state for i in await journal.intents_for("dec1")}
+    assert states == {"dec1.1": IntentState.CANCELLED, "dec1.2": IntentState.DONE, "dec1.3": IntentState.CANCELLED}
+
+
+async def test_a_journal_written_before_the_outage_columns_gets_them_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    # The intents table as the first release wrote it, with one row.
+    old.executescript(
+        "CREATE TABLE intents (id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, ordinal INTEGER NOT NULL,"
+        " kind TEXT NOT NULL, action TEXT NOT NULL, state TEXT NOT NULL, irreversible BOOLEAN NOT NULL,"
+        " attempts INTEGER NOT NULL DEFAULT 0, result TEXT, verified BOOLEAN, restore TEXT,"
+        " created_at TEXT NOT NULL, updated_at TEXT NOT NULL, trace TEXT NOT NULL);"
+        "INSERT INTO intents VALUES ('a.1', 'a', 1, 'apply', '{}', 'done', 0, 1, 'verified', 1, NULL, 't', 't', '{}');"
+    )
+    old.close()
+    journal = await open_journal(f"sqlite:///{path}")
+    try:
+        kept = await journal.intent("a.1")
+        assert kept is not None and kept.state is IntentState.DONE and kept.pending_since is None
+    finally:
+        await journal.close()

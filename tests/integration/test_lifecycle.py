@@ -204,6 +204,7 @@ async def test_an_unreachable_hub_leaves_the_actions_pending_and_they_converge_w
                                   ("remove_peer", "pending", False)]  # fmt: skip
     assert all("hub1 does not answer (since " in a["result"] for a in decision["actions"])
     assert ALICE_KEY in hub.peers
+    assert decision["unverified_actions"] == 3  # what `responder decisions` shows beside it
 
     async def planned() -> bool:  # probed every second while down; the next try is shown
         return all(a["next_try_at"] for a in (await responder.show(decision["id"]))["actions"])
