@@ -431,8 +431,12 @@ class Executor:
             )
             outcomes.append(IntentOutcome(undo.id, result))
         outcomes += [IntentOutcome(i.id, _unknown(actions[i.id])) for i in plan.unknown]
+        # The first removal's record of a peer is how it was before the responder touched it; a removal
+        # again after a drift sees whatever brought it back (often without its endpoint), so it is kept.
+        kept = {i.id for i in todo if i.restore is not None}
         await self._journal.finish_intents(
-            [_finished(o.intent_id, o.result, o.result.restore) for o in outcomes], self._now()
+            [_finished(o.intent_id, o.result, None if o.intent_id in kept else o.result.restore) for o in outcomes],
+            self._now(),
         )
         drifted = [(i, why) for i, why in plan.drifted if i.id in mine]
         return Converged(hub.name, outcomes, drifted)
