@@ -98,6 +98,11 @@ class _Responder:
         async with self.http.post(url, json={"actor": "oncall"}, headers=ADMIN) as r:
             assert r.status == 202, await r.text()
 
+    async def metric(self, name: str) -> float:
+        async with self.http.get(f"{self.base}/metrics", headers=ADMIN) as r:
+            text = await r.text()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} "))
+
     async def state_of(self, decision_id: str) -> str:
         state: str = (await self.show(decision_id))["state"]
         return state
@@ -210,6 +215,8 @@ async def test_an_unreachable_hub_leaves_the_actions_pending_and_they_converge_w
         return all(a["next_try_at"] for a in (await responder.show(decision["id"]))["actions"])
 
     await _until(planned)
+    await asyncio.sleep(1.0)  # the outage lasts a while longer
+    outage_s = (datetime.now(UTC) - datetime.fromisoformat(decision["created_at"])).total_seconds()
     hub.unreachable = False  # it answers again: everything outstanding there is tried at once
 
     async def converged() -> bool:
@@ -217,6 +224,12 @@ async def test_an_unreachable_hub_leaves_the_actions_pending_and_they_converge_w
 
     await _until(converged, timeout=5)
     assert _cut_off(hub)
+    # Containment is measured from the delivery's arrival to verification, the outage included.
+    count, total = (
+        await responder.metric("responder_containment_seconds_count"),
+        await responder.metric("responder_containment_seconds_sum"),
+    )
+    assert count == 1 and total >= outage_s
 
 
 async def test_a_response_that_needs_approval_waits_and_is_enforced_once_approved(
