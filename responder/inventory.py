@@ -136,6 +136,11 @@ class Inventory(_Model):
     def peers_on(self, hub: str) -> tuple[PeerSpec, ...]:
         return tuple(p for p in self.peers if p.hub == hub)
 
+    def allowed_ips(self, hub: str) -> dict[str, list[str]]:
+        """The hub's peers' tunnel addresses by key: what a removed peer is put back with when the record of
+        its removal was lost with the answer."""
+        return {str(p.public_key): [f"{p.tunnel_ip}/{p.tunnel_ip.max_prefixlen}"] for p in self.peers_on(hub)}
+
     def peer_by_ip(self, address: IPAddress) -> tuple[PeerSpec, ...]:
         return tuple(p for p in self.peers if p.tunnel_ip == address)
 

@@ -182,7 +182,7 @@ def _run(
 
     async def go() -> list[IntentOutcome]:
         journal = await open_journal(journal_url)
-        hubs = {a.hub: SshHub(inv.hub(a.hub)) for a in actions}
+        hubs = {a.hub: SshHub(inv.hub(a.hub), peers=inv.allowed_ips(a.hub)) for a in actions}
         try:
             executor = Executor(journal, hubs, lambda: datetime.now(UTC))
             return await executor.manual(actions, _actor(), reason, override=override)
@@ -318,7 +318,7 @@ def restore(
 
     async def go() -> IntentOutcome:
         j = await open_journal(url)
-        hubs = {h.name: SshHub(h) for h in inv.hubs}
+        hubs = {h.name: SshHub(h, peers=inv.allowed_ips(h.name)) for h in inv.hubs}
         try:
             return await Executor(j, hubs, lambda: datetime.now(UTC)).restore(action_id, _actor())
         finally:

@@ -64,7 +64,7 @@ class Restorer:
                 if action.type.value != "kill_flows":
                     self._report.fail(f"! cleanup: {d['id']} was replaced; cannot take back {what}")
                 continue
-            hub = SshHub(self._inventory.hub(action.hub))
+            hub = SshHub(self._inventory.hub(action.hub), peers=self._inventory.allowed_ips(action.hub))
             try:
                 result = await hub.undo(action, None)
             finally:

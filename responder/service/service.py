@@ -82,15 +82,9 @@ def hubs_from(
         connect_timeout=e.connect_timeout_s, operation_timeout=e.operation_timeout_s, retries=0
     )
     hubs: dict[str, Hub] = {
-        h.name: SshHub(h, transport, tracer, peers=_allowed_ips(inventory, h.name)) for h in inventory.hubs
+        h.name: SshHub(h, transport, tracer, peers=inventory.allowed_ips(h.name)) for h in inventory.hubs
     }
     return hubs | {o.name: open_overlay(o) for o in inventory.overlays}
-
-
-def _allowed_ips(inventory: Inventory, hub: str) -> dict[str, list[str]]:
-    """The hub's peers' tunnel addresses, by key: what a peer is put back with when its removal's own
-    record was lost with the answer."""
-    return {str(p.public_key): [f"{p.tunnel_ip}/{p.tunnel_ip.max_prefixlen}"] for p in inventory.peers if p.hub == hub}
 
 
 class Service:
