@@ -195,9 +195,19 @@ class Service:
 
     async def _start(self, p: _Parts) -> None:
         replayed = await p.pipeline.rebuild(timedelta(seconds=p.engine.rules.horizon_s))
-        resumed = await p.executor.resume()
-        await p.lifecycle.resume()
-        log.info("rebuilt risk from %d events; resumed %d unfinished actions", replayed, len(resumed))
+        log.info("rebuilt risk from %d events", replayed)
+
+    @staticmethod
+    async def _resume(p: _Parts) -> None:
+        """What a previous run left unfinished, carried out beside the serving: a hub that is down must not
+        hold the webhooks closed (its actions go pending, and the reconciler takes them from there)."""
+        try:
+            resumed = await p.executor.resume()
+            await p.lifecycle.resume()
+        except Exception:
+            log.exception("resuming unfinished actions failed; the reconciler takes them over")
+            return
+        log.info("resumed %d unfinished actions", len(resumed))
 
     @property
     def _max_clock_skew(self) -> timedelta:
@@ -319,6 +329,7 @@ class Service:
                 self.metrics_address = await self._metrics_listener(stack, s.metrics.listen)
             async with asyncio.TaskGroup() as group:
                 workers = [group.create_task(c.run(), name="kafka") for c in consumers]
+                group.create_task(self._resume(p), name="resume")
                 group.create_task(p.pipeline.run(intake), name="pipeline")
                 group.create_task(p.lifecycle.run(intake), name="lifecycle")
                 if self.hubs and not p.dry_run:
