@@ -454,6 +454,8 @@ class SqlJournal(ABC):
 
     async def finish_intents(self, finished: Sequence[FinishedIntent], now: str) -> None:
         """Record how intents ended, in one transaction (one hub's batch: one fsync, not one each)."""
+        if not finished:
+            return
         async with self.transaction() as tx:
             for f in finished:
                 tx.defer(
@@ -495,6 +497,8 @@ class SqlJournal(ABC):
         converge (an apply of a decision still active, or an undo) that nobody is carrying out. One left
         running since before `stale_before` was a try that never ended (a crash) and is claimed too."""
         claimed: list[StoredIntent] = []
+        if not intent_ids:
+            return claimed
         async with self.transaction() as tx:
             for ids in _chunks(list(intent_ids), 400):
                 sql = (
@@ -543,6 +547,8 @@ class SqlJournal(ABC):
 
     async def plan_next_try(self, intent_ids: Sequence[str], at: str) -> None:
         """Record when outstanding intents are tried next (shown to operators)."""
+        if not intent_ids:
+            return
         async with self.transaction() as tx:
             for ids in _chunks(list(intent_ids), 400):
                 tx.defer(
