@@ -30,17 +30,18 @@ _AGENT_NAMES = ("responder_hub_agent.py", "responder-hub-agent")
 _SSHD_ANSWERS_S = 10.0
 
 
-def _partition_ruleset() -> str:
+def _partition_ruleset(*, answers_only: bool) -> str:
+    requests = f"""
+    chain input {{
+        type filter hook input priority {_FAULT_PRIORITY}; policy accept;
+        ip saddr {MANAGEMENT_ADDRESS} tcp dport 22 drop comment "partition: management path"
+    }}"""
     # `table` then `delete table` first: one atomic transaction that replaces the table if it exists, so
     # partitioning twice is the same as once.
     return f"""\
 table inet {FAULT_TABLE}
 delete table inet {FAULT_TABLE}
-table inet {FAULT_TABLE} {{
-    chain input {{
-        type filter hook input priority {_FAULT_PRIORITY}; policy accept;
-        ip saddr {MANAGEMENT_ADDRESS} tcp dport 22 drop comment "partition: management path"
-    }}
+table inet {FAULT_TABLE} {{{"" if answers_only else requests}
     chain output {{
         type filter hook output priority {_FAULT_PRIORITY}; policy accept;
         ip daddr {MANAGEMENT_ADDRESS} tcp sport 22 drop comment "partition: management path"
@@ -55,11 +56,15 @@ def _hub(lab: Lab, hub: str) -> str:
     return hub
 
 
-async def partition(lab: Lab, hub: str) -> None:
+async def partition(lab: Lab, hub: str, *, answers_only: bool = False) -> None:
     """Cut the hub's SSH management path in both directions: packets from the management address to
     port 22 and from port 22 back to it vanish (dropped, not rejected), established connections included.
-    The hub's tunnels keep working. Idempotent."""
-    await lab.exec(_hub(lab, hub), "nft", "-f", "-", stdin=_partition_ruleset(), check=True)
+    The hub's tunnels keep working. Idempotent.
+
+    `answers_only`: drop only what the hub sends back. Requests on an established connection still arrive
+    and run; their answers never come: the outcome the responder cannot know without reading back."""
+    ruleset = _partition_ruleset(answers_only=answers_only)
+    await lab.exec(_hub(lab, hub), "nft", "-f", "-", stdin=ruleset, check=True)
 
 
 async def heal(lab: Lab, hub: str) -> None:
@@ -69,9 +74,9 @@ async def heal(lab: Lab, hub: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def partitioned(lab: Lab, hub: str) -> AsyncIterator[None]:
+async def partitioned(lab: Lab, hub: str, *, answers_only: bool = False) -> AsyncIterator[None]:
     """The hub partitioned for the block, healed after it whatever happens."""
-    await partition(lab, hub)
+    await partition(lab, hub, answers_only=answers_only)
     try:
         yield
     finally:
