@@ -161,13 +161,19 @@ async def _wait_answers(lab: Lab, hub: str) -> None:
                 return
 
 
+def agents(lab: Lab, hub: str) -> set[int]:
+    """The pids of the hub agents running on the hub (the forced command of the responder's SSH key, or
+    the agent run through sudo)."""
+    return {pid for pid, argv in _processes(lab, _hub(lab, hub)) if _is_agent(argv)}
+
+
 async def kill_agents(lab: Lab, hub: str) -> int:
-    """SIGKILL every hub agent running on the hub (the forced command of the responder's SSH key, or the
-    agent run through sudo); returns how many there were. Their SSH channels close without an answer."""
-    agents = {pid for pid, argv in _processes(lab, _hub(lab, hub)) if _is_agent(argv)}
-    _signal(agents, signal.SIGKILL)
-    await _wait_gone(agents)
-    return len(agents)
+    """SIGKILL every hub agent running on the hub; returns how many there were. Their SSH channels close
+    without an answer."""
+    agents_now = agents(lab, hub)
+    _signal(agents_now, signal.SIGKILL)
+    await _wait_gone(agents_now)
+    return len(agents_now)
 
 
 async def reboot(lab: Lab, hub: str) -> None:
@@ -225,6 +231,7 @@ async def agent_changes(lab: Lab, hub: str) -> list[dict[str, Any]]:
 __all__ = [
     "FAULT_TABLE",
     "agent_changes",
+    "agents",
     "heal",
     "hub_peers",
     "hub_set",
