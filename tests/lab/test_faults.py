@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 
 import pytest
 
@@ -115,3 +116,22 @@ async def test_a_reboot_brings_back_removed_peers_and_deleted_elements(lab: Lab)
 
     await eventually(reachable, 10, "admin1 reaches app1 through the rebooted hub")
     assert (await lab.status()).healthy
+
+
+async def test_the_cli_partitions_and_heals_a_hub(lab: Lab) -> None:
+    async def cli(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "responder", "lab", "fault", *args, "hub1", "--prefix", lab.prefix,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    try:
+        assert "both ways" in await cli("partition")
+        assert not await _ssh_answers(lab)
+        assert "restored" in await cli("heal")
+        assert await _ssh_answers(lab)
+    finally:
+        await faults.heal(lab, "hub1")
