@@ -153,6 +153,30 @@ class Retention(_Section):
     interval_s: float | None = Field(default=3600.0, gt=0, description="How often to prune; null turns it off")
 
 
+class Enforcement(_Section):
+    """How the hubs are driven, and how enforcement converges through hub outages."""
+
+    operation_timeout_s: float = Field(
+        default=5.0, gt=0, le=300,
+        description="No answer in this time: the connection is reset (nothing queued runs later) and the hub read back",
+    )  # fmt: skip
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120, description="TCP and SSH handshake to a hub")
+    probe_interval_s: float = Field(
+        default=1.0, gt=0, le=60,
+        description="While a hub with actions outstanding does not answer, its SSH port is tried this often",
+    )  # fmt: skip
+    retry_min_s: float = Field(
+        default=0.5, gt=0, description="First wait before trying again an action a hub answered but did not verify"
+    )
+    retry_max_s: float = Field(default=30.0, gt=0, description="Longest wait between such tries (back-off, jitter)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Enforcement:
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError("retry_max_s must not be below retry_min_s")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RESPONDER_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -182,7 +206,10 @@ class Settings(BaseSettings):
         default=MAX_CLOCK_SKEW.total_seconds(), ge=0,
         description="How far ahead of its receipt an event's time may lie; a later one counts as received then",
     )  # fmt: skip
-    reconcile_interval_s: float = Field(default=30.0, gt=0)
+    enforcement: Enforcement = Enforcement()
+    reconcile_interval_s: float = Field(
+        default=30.0, gt=0, description="How often every hub is read back and what is in force re-asserted"
+    )
     monitor_interval_s: float | None = Field(
         default=10.0, gt=0, description="How often the hub monitor reads each hub; null turns it off"
     )

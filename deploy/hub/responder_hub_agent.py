@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-VERSION = 1
+VERSION = 2  # 2: the `revoked` operation
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 INTERFACE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
 COMMENT = re.compile(r"^[A-Za-z0-9 _.:@/-]{0,120}$")
@@ -401,6 +401,12 @@ def op_revoke_keys(req: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def op_revoked(req: dict[str, Any]) -> dict[str, Any]:
+    """The keys revoked for good on an interface: how the responder tells, before it tries a rotation
+    again after an unknown outcome, whether the first try happened."""
+    return {"keys": sorted(revoked(name(req.get("interface"), INTERFACE, "interface")))}
+
+
 def record_change(op: str, detail: dict[str, Any]) -> None:
     """The hub's own record of irreversible changes, one JSON line each: evidence independent of the
     responder's journal that a revocation happened once."""
@@ -720,6 +726,7 @@ OPS = {
     "peers": op_peers,
     "remove_peers": op_remove_peers,
     "revoke_keys": op_revoke_keys,
+    "revoked": op_revoked,
     "add_peers": op_add_peers,
     "elements": op_elements,
     "list_set": op_list_set,
@@ -770,6 +777,7 @@ def handle(line: str) -> dict[str, Any]:
 LANES = {
     "elements": "nftables", "list_set": "nftables",
     "peers": "wireguard", "remove_peers": "wireguard", "revoke_keys": "wireguard", "add_peers": "wireguard",
+    "revoked": "wireguard",
     "kill_flows": "conntrack",
 }  # fmt: skip
 

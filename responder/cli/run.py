@@ -70,7 +70,7 @@ def run(
         # The wiring: the hubs are built from the inventory here and handed to the service, which closes
         # them; they trace into the service's provider.
         provider = provider_from_environment()
-        hubs = hubs_from(load_inventory(s), tracer(provider) if provider is not None else None)
+        hubs = hubs_from(load_inventory(s), tracer(provider) if provider is not None else None, s.enforcement)
         try:
             await Service(s, hubs=hubs, tracer_provider=provider, recorder=recorder).run(stop)
         finally:

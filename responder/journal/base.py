@@ -94,7 +94,9 @@ CREATE TABLE IF NOT EXISTS intents (
     restore TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    trace TEXT NOT NULL
+    trace TEXT NOT NULL,
+    pending_since TEXT,
+    next_try_at TEXT
 );
 CREATE INDEX IF NOT EXISTS intents_open ON intents (state, created_at);
 CREATE INDEX IF NOT EXISTS intents_decision ON intents (decision_id, ordinal);
@@ -107,6 +109,9 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 """
+
+# Columns added after the first release: a journal written before gets them on open (each engine's `open`).
+ADDED_COLUMNS = (("intents", "pending_since", "TEXT"), ("intents", "next_try_at", "TEXT"))
 
 _OPEN = (IntentState.PENDING, IntentState.RUNNING)
 # Decisions retention may delete: over, with nothing left on a hub. A replaced one is not (its actions stay
@@ -155,6 +160,8 @@ def _intent(row: Row) -> StoredIntent:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         trace=json.loads(row["trace"]),
+        pending_since=row["pending_since"],
+        next_try_at=row["next_try_at"],
     )
 
 
@@ -401,8 +408,8 @@ class SqlJournal(ABC):
     def _insert_intents(self, tx: Tx, intents: Sequence[IntentRecord]) -> None:
         for i in intents:
             tx.defer(
-                "INSERT INTO intents (id, decision_id, ordinal, kind, action, state, irreversible, created_at,"
-                " updated_at, trace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO intents (id, decision_id, ordinal, kind, action, state, irreversible, attempts,"
+                " created_at, updated_at, trace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 i.id,
                 i.decision_id,
                 i.ordinal,
@@ -410,6 +417,7 @@ class SqlJournal(ABC):
                 i.action,
                 i.state.value,
                 i.irreversible,
+                1 if i.state is IntentState.RUNNING else 0,  # written claimed: its first try starts now
                 i.created_at,
                 i.created_at,
                 json.dumps(i.trace),
@@ -450,14 +458,98 @@ class SqlJournal(ABC):
             for f in finished:
                 tx.defer(
                     "UPDATE intents SET state = ?, result = ?, verified = ?, restore = COALESCE(?, restore),"
-                    " updated_at = ? WHERE id = ?",
+                    " updated_at = ?, pending_since = CASE WHEN ? THEN COALESCE(pending_since, ?) ELSE NULL END,"
+                    " next_try_at = ? WHERE id = ?",
                     f.state.value,
                     f.result,
                     f.verified,
                     f.restore,
                     f.at or now,
+                    f.outstanding,
+                    now,
+                    f.next_try_at,
                     f.intent_id,
                 )
+
+    async def intents_in_force(self) -> list[StoredIntent]:
+        """What the hubs must show, in the order written: every apply intent of an active decision that
+        is not cancelled or refused (verified or not), and every undo not yet verified."""
+        async with self.read() as tx:
+            rows = await tx.fetch(
+                "SELECT i.* FROM intents i JOIN decisions d ON d.id = i.decision_id"
+                " WHERE (i.kind = ? AND d.state = ? AND i.state IN (?, ?, ?, ?))"
+                " OR (i.kind = ? AND i.state IN (?, ?, ?))"
+                " ORDER BY i.created_at, i.decision_id, i.ordinal",
+                IntentKind.APPLY.value,
+                DecisionState.ACTIVE.value,
+                *[s.value for s in (IntentState.PENDING, IntentState.RUNNING, IntentState.DONE, IntentState.FAILED)],
+                IntentKind.UNDO.value,
+                *[s.value for s in (IntentState.PENDING, IntentState.RUNNING, IntentState.FAILED)],
+            )
+        return [_intent(r) for r in rows]
+
+    async def claim_intents(
+        self, intent_ids: Sequence[str], now: str, *, stale_before: str, attempt: bool = True
+    ) -> list[StoredIntent]:
+        """Claim intents for another try, as they are now (with `attempt`, attempts + 1): those still to
+        converge (an apply of a decision still active, or an undo) that nobody is carrying out. One left
+        running since before `stale_before` was a try that never ended (a crash) and is claimed too."""
+        claimed: list[StoredIntent] = []
+        async with self.transaction() as tx:
+            for ids in _chunks(list(intent_ids), 400):
+                sql = (
+                    "UPDATE intents SET state = ?, attempts = attempts + ?, updated_at = ?"  # noqa: S608 - '?' only
+                    f" WHERE id IN ({_marks(len(ids))})"
+                    " AND (state IN (?, ?, ?) OR (state = ? AND updated_at < ?))"
+                    " AND (kind = ? OR decision_id IN (SELECT id FROM decisions WHERE state = ?)) RETURNING *"
+                )
+                rows = await tx.fetch(
+                    sql, IntentState.RUNNING.value, 1 if attempt else 0, now, *ids,
+                    IntentState.PENDING.value, IntentState.FAILED.value, IntentState.DONE.value,
+                    IntentState.RUNNING.value, stale_before, IntentKind.UNDO.value, DecisionState.ACTIVE.value,
+                )  # fmt: skip
+                claimed += [_intent(r) for r in rows]
+        return claimed
+
+    async def arrivals(self, decision_ids: Sequence[str]) -> dict[str, str]:
+        """When the delivery behind each decision arrived; the decision's own time when the event is no
+        longer kept (retention) or there was none (an operator's)."""
+        out: dict[str, str] = {}
+        async with self.read() as tx:
+            for ids in _chunks(list(decision_ids), 400):
+                rows = await tx.fetch(
+                    "SELECT d.id, COALESCE(dl.received_at, d.created_at) AS arrived FROM decisions d"  # noqa: S608
+                    " LEFT JOIN events e ON e.seq = d.event_seq LEFT JOIN deliveries dl ON dl.id = e.delivery_id"
+                    f" WHERE d.id IN ({_marks(len(ids))})",
+                    *ids,
+                )
+                out.update({str(r["id"]): str(r["arrived"]) for r in rows})
+        return out
+
+    async def plan_next_try(self, intent_ids: Sequence[str], at: str) -> None:
+        """Record when outstanding intents are tried next (shown to operators)."""
+        async with self.transaction() as tx:
+            for ids in _chunks(list(intent_ids), 400):
+                tx.defer(
+                    f"UPDATE intents SET next_try_at = ? WHERE id IN ({_marks(len(ids))}) AND state IN (?, ?)",  # noqa: S608
+                    at, *ids, IntentState.PENDING.value, IntentState.FAILED.value,
+                )  # fmt: skip
+
+    async def cancel_unapplied(self, decision_id: str, now: str) -> list[StoredIntent]:
+        """A decision ended: its apply intents not carried out (waiting, outstanding) will never be. Returns
+        them (attempts and restore unchanged), so that the caller can take back those that were tried (a try
+        whose answer was lost may have taken effect)."""
+        async with self.transaction() as tx:
+            rows = await tx.fetch(
+                "UPDATE intents SET state = ?, next_try_at = NULL, pending_since = NULL, updated_at = ?"
+                " WHERE decision_id = ? AND kind = ? AND state IN (?, ?, ?) RETURNING *",
+                IntentState.CANCELLED.value,
+                now,
+                decision_id,
+                IntentKind.APPLY.value,
+                *[s.value for s in (IntentState.PENDING, IntentState.FAILED, IntentState.AWAITING_APPROVAL)],
+            )
+        return [_intent(r) for r in rows]
 
     async def set_intents_state(self, decision_id: str, from_state: IntentState, to_state: IntentState) -> int:
         async with self.transaction() as tx:

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from responder.journal.base import SCHEMA, Row, SqlJournal, Tx
+from responder.journal.base import ADDED_COLUMNS, SCHEMA, Row, SqlJournal, Tx
 from responder.journal.errors import Availability, JournalUnavailable
 
 # The server cannot store now (disk full, read-only standby, going down) or cannot be reached: retry later.
@@ -77,6 +77,8 @@ class PostgresJournal(SqlJournal):
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
             await conn.execute(SCHEMA.format(serial="BIGSERIAL PRIMARY KEY", blob="BYTEA"))
+            for table, column, kind in ADDED_COLUMNS:
+                await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
         return cls(pool, _where(dsn))
 
     @asynccontextmanager

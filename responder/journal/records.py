@@ -37,8 +37,9 @@ class IntentState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     DONE = "done"
-    FAILED = "failed"
+    FAILED = "failed"  # the hub answered with an error; retried while the decision is in force
     CANCELLED = "cancelled"
+    REFUSED = "refused"  # never attempted and never will be: a protected target, or no such hub
 
 
 class IntentKind(StrEnum):
@@ -142,6 +143,10 @@ class StoredIntent:
     created_at: str
     updated_at: str
     trace: dict[str, str]
+    pending_since: str | None = None
+    """Since when its effect has been outstanding (first attempt not verified); None once verified."""
+    next_try_at: str | None = None
+    """When the next try is planned, while it is outstanding."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,12 @@ class FinishedIntent:
     verified: bool | None
     restore: str | None = None
     at: str | None = None  # when it was verified, if not now
+    next_try_at: str | None = None  # while outstanding: when the next try is planned
+
+    @property
+    def outstanding(self) -> bool:
+        """Still to converge: its effect is not verified, and it will be tried again."""
+        return self.state in (IntentState.PENDING, IntentState.FAILED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from responder.journal.base import SCHEMA, Row, SqlJournal, Tx
+from responder.journal.base import ADDED_COLUMNS, SCHEMA, Row, SqlJournal, Tx
 from responder.journal.errors import Availability, JournalUnavailable
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,9 @@ class SqliteJournal(SqlJournal):
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(ddl)
+            for table, column, kind in ADDED_COLUMNS:
+                if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
         try:
             await conn.run(prepare)

@@ -1,6 +1,6 @@
 """The enforcement point adapters: WireGuard hubs over SSH, in agent or agentless mode."""
 
-from responder.pep.errors import CircuitOpen, HostKeyMismatch, HubError, HubRefused, HubUnreachable
+from responder.pep.errors import CircuitOpen, HostKeyMismatch, HubError, HubRefused, HubUnreachable, NotDelivered
 from responder.pep.hub import ActionResult, Hub, SshHub
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "HubError",
     "HubRefused",
     "HubUnreachable",
+    "NotDelivered",
     "SshHub",
 ]

@@ -145,6 +145,10 @@ class CommandBackend:
         await self._run("tee", "-a", f"{REVOKED_DIR}/{a['interface']}.revoked", stdin=lines)
         return result
 
+    async def _op_revoked(self, a: dict[str, Any]) -> dict[str, Any]:
+        listing = await self._run("cat", f"{REVOKED_DIR}/{a['interface']}.revoked", ok=(0, 1))
+        return {"keys": sorted(set(listing.split()))}
+
     async def _op_add_peers(self, a: dict[str, Any]) -> dict[str, Any]:
         interface = a["interface"]
         denied = set((await self._run("cat", f"{REVOKED_DIR}/{interface}.revoked", ok=(0, 1))).split())

@@ -13,6 +13,10 @@ class HubUnreachable(HubError):
     """No SSH connection: down, filtered, or timed out. Retried with backoff."""
 
 
+class NotDelivered(HubUnreachable):
+    """The request never left: no connection could be made, or no channel opened. Safe to try again."""
+
+
 class HostKeyMismatch(HubError):
     """The hub's host key is not the pinned one. Never retried: it may be an impostor."""
 

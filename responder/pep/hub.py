@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,16 +30,20 @@ class ActionResult:
     duration_ms: float = 0.0
     verified_at: float | None = None
     """Wall-clock time the hub's read-back answered (an operation of a batch may answer before the rest)."""
+    attempted: bool = True
+    """False when it was refused before reaching the hub (vetoed, no such hub, no way to carry it out)."""
+    answered: bool = True
+    """False when the hub did not answer: unreachable, or no answer in time. Its outcome is unknown."""
 
     @classmethod
     def refused(cls, action: Action, why: str) -> ActionResult:
         """Not attempted: vetoed, or there is nowhere (or no way) to carry it out."""
-        return cls(action, ok=False, verified=False, detail=why)
+        return cls(action, ok=False, verified=False, detail=why, attempted=False)
 
     @classmethod
-    def failed(cls, action: Action, why: str, *, duration_ms: float = 0.0) -> ActionResult:
-        """Attempted, and the enforcement point answered with an error (or did not answer)."""
-        return cls(action, ok=False, verified=False, detail=why, duration_ms=duration_ms)
+    def failed(cls, action: Action, why: str, *, duration_ms: float = 0.0, answered: bool = True) -> ActionResult:
+        """Attempted, and the enforcement point answered with an error, or (`answered=False`) did not answer."""
+        return cls(action, ok=False, verified=False, detail=why, duration_ms=duration_ms, answered=answered)
 
     @classmethod
     def applied(
@@ -79,13 +84,41 @@ class Hub(Protocol):
     async def status(self) -> dict[str, Any]: ...
     async def close(self) -> None: ...
 
+    async def in_effect(self, actions: list[Action]) -> list[bool | None]:
+        """Whether the hub shows each action's effect now, read back without changing anything; None where
+        it cannot tell (a flow kill leaves no state). Raises HubError when the hub cannot be read."""
+        ...
+
+    @property
+    def down_since(self) -> float | None:
+        """Wall-clock start of the current outage (the hub does not answer); None while it answers."""
+        ...
+
+    async def probe(self, timeout: float) -> bool:
+        """Whether the hub looks reachable now, sending nothing that changes it: worth another try."""
+        ...
+
+    def when_answering_again(self, callback: Callable[[str], None]) -> None:
+        """Have `callback(name)` called whenever the hub answers after an outage."""
+        ...
+
 
 class SshHub:
-    def __init__(self, spec: HubSpec, settings: TransportSettings | None = None, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        spec: HubSpec,
+        settings: TransportSettings | None = None,
+        tracer: Tracer | None = None,
+        *,
+        peers: Mapping[str, list[str]] | None = None,
+    ) -> None:
+        """`peers`: the inventory's allowed IPs of this hub's peers, by key: what a removed peer is put back
+        with when no record of the removal came back (its answer was lost)."""
         self.spec = spec
         self.name = spec.name
         self._tracer = tracer or trace.NoOpTracer()
         self.transport = HubTransport(spec, settings)
+        self._known_peers = dict(peers or {})
         self._backend: Backend
         if spec.mode is HubMode.AGENT:
             self._backend = AgentBackend(self.transport)
@@ -122,7 +155,10 @@ class SshHub:
             if isinstance(answer, HubError):
                 span.set_attribute("responder.error", str(answer))
                 span.end()
-                results += [ActionResult.failed(a, str(answer), duration_ms=ms) for a in operation.actions]
+                answered = isinstance(answer, HubRefused)
+                results += [
+                    ActionResult.failed(a, str(answer), duration_ms=ms, answered=answered) for a in operation.actions
+                ]
                 continue
             verified = bool(answer.get("verified"))
             span.set_attribute("responder.verified", verified)
@@ -156,6 +192,8 @@ class SshHub:
 
     async def undo(self, action: Action, restore: dict[str, Any] | None) -> ActionResult:
         started = time.perf_counter()
+        if restore is None and action.peer_key is not None and str(action.peer_key) in self._known_peers:
+            restore = {"allowed_ips": self._known_peers[str(action.peer_key)]}
         try:
             operation = undo_operation(self.spec, action, restore)
         except ValueError as exc:
@@ -167,12 +205,66 @@ class SshHub:
         try:
             answer = await self._backend.call(operation.op, operation.args)
         except HubError as exc:
-            return ActionResult.failed(action, str(exc), duration_ms=(time.perf_counter() - started) * 1000)
+            return ActionResult.failed(
+                action, str(exc), duration_ms=(time.perf_counter() - started) * 1000,
+                answered=isinstance(exc, HubRefused),
+            )  # fmt: skip
         verified = bool(answer.get("verified"))
         return ActionResult.applied(
             action, verified=verified, detail="restored" if verified else "restore not verified",
             duration_ms=(time.perf_counter() - started) * 1000,
         )  # fmt: skip
+
+    async def in_effect(self, actions: list[Action]) -> list[bool | None]:
+        """Read the hub back for these actions: its peers once, each set once, and its revoked keys when
+        a rotation is asked about (a rotation is in effect only if the key is gone *and* revoked)."""
+        peers: set[str] | None = None
+        sets: dict[str, set[str]] = {}
+        revoked: set[str] | None = None
+        out: list[bool | None] = []
+        for action in actions:
+            if action.type is ActionType.KILL_FLOWS:
+                out.append(None)
+                continue
+            if action.peer_key is not None:
+                if peers is None:
+                    listing = await self.call("peers", {"interface": self.spec.interface})
+                    peers = {str(p["key"]) for p in listing["peers"]}
+                key = str(action.peer_key)
+                if action.type is ActionType.ROTATE_KEY and key not in peers:
+                    if revoked is None:
+                        revoked = await self._revoked()
+                    out.append(None if revoked is None else key in revoked)
+                else:
+                    out.append(key not in peers)
+                continue
+            name = str(action.set_name)
+            if name not in sets:
+                listing = await self.call("list_set", {"table": self.spec.table, "set": name})
+                sets[name] = set(listing["elements"])
+            present = str(action.address) in sets[name]
+            out.append(not present if action.type is ActionType.DELETE_ELEMENT else present)
+        return out
+
+    async def _revoked(self) -> set[str] | None:
+        """The keys the hub denies for good; None when its agent predates the `revoked` operation."""
+        try:
+            answer = await self.call("revoked", {"interface": self.spec.interface})
+        except HubRefused as exc:
+            if "unknown op" in str(exc):
+                return None
+            raise
+        return {str(k) for k in answer.get("keys", [])}
+
+    @property
+    def down_since(self) -> float | None:
+        return self.transport.down_since
+
+    async def probe(self, timeout: float) -> bool:
+        return await self.transport.probe(timeout)
+
+    def when_answering_again(self, callback: Callable[[str], None]) -> None:
+        self.transport.when_answering_again(callback)
 
     async def status(self) -> dict[str, Any]:
         """Reachability, peers with handshake age (stale after 300 s), and set sizes."""

@@ -1,5 +1,10 @@
-"""One long-lived SSH connection per hub: pinned host key, keepalives, reconnect with backoff and jitter,
-a bound on concurrent channels (below sshd's MaxSessions), and a circuit breaker."""
+"""One long-lived SSH connection per hub: pinned host key, keepalives, a bound on concurrent channels (below
+sshd's MaxSessions), a circuit breaker, and what is known of the hub's reachability.
+
+Nothing runs behind the responder's back: an operation whose answer does not come in time aborts its
+connection with a reset, which discards whatever is still queued to the hub (a plain close would let the
+kernel deliver it when a partition heals, and the hub would run it unobserved). Its outcome is then
+established by reading the hub back, never assumed (see responder/service/convergence.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import contextlib
 import json
 import random
 import shlex
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +24,7 @@ import asyncssh
 
 from responder.inventory import HubSpec
 from responder.netns import Namespace
-from responder.pep.errors import CircuitOpen, HostKeyMismatch, HubRefused, HubUnreachable
+from responder.pep.errors import CircuitOpen, HostKeyMismatch, HubRefused, HubUnreachable, NotDelivered
 
 T = TypeVar("T")
 
@@ -39,6 +46,8 @@ class TransportSettings:
     keepalive_interval: float = 10.0
     max_channels: int = 4  # OpenSSH refuses the 11th session on a connection by default
     retries: int = 3
+    """Further tries when the connection cannot be made (nothing was sent, so a try is safe). The service
+    sets 0: its convergence loop retries, and a caller does not wait for a hub that is down."""
     backoff_base: float = 0.2
     backoff_max: float = 3.0
     breaker_threshold: int = 5
@@ -116,7 +125,7 @@ class AgentChannel:
         runs requests on different state (nftables, WireGuard, conntrack) at once and those on the same state
         in the order written; an order across them is the caller's, by waiting for answers (see plan.steps)."""
         if not self.open:
-            raise HubUnreachable(self._hub, "the agent channel is closed")
+            raise NotDelivered(self._hub, "the agent channel is closed")
         loop = asyncio.get_running_loop()
         sent: list[tuple[int, str, asyncio.Future[dict[str, Any]]]] = []
         lines = []
@@ -147,6 +156,15 @@ class AgentChannel:
         await asyncio.gather(self._reader, return_exceptions=True)
 
 
+def _reset(conn: asyncssh.SSHClientConnection) -> None:
+    """Close with a TCP reset: the kernel drops what is still queued instead of retrying it for minutes."""
+    sock = conn.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.abort()
+
+
 class HubTransport:
     def __init__(self, spec: HubSpec, settings: TransportSettings | None = None) -> None:
         self.spec = spec
@@ -157,6 +175,10 @@ class HubTransport:
         self._channels = asyncio.Semaphore(self.settings.max_channels)
         self._breaker = _Breaker(self.settings.breaker_threshold, self.settings.breaker_cooldown)
         self._namespace = Namespace(spec.ssh.netns) if spec.ssh.netns else None
+        self.down_since: float | None = None
+        """Wall-clock time of the first failure of the current outage; None while the hub answers."""
+        self.last_error = ""
+        self._answering: list[Callable[[str], None]] = []
 
     @property
     def name(self) -> str:
@@ -165,6 +187,43 @@ class HubTransport:
     @property
     def breaker_state(self) -> str:
         return self._breaker.state
+
+    def when_answering_again(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(hub name)` each time the hub answers after an outage."""
+        self._answering.append(callback)
+
+    def _answered(self) -> None:
+        self._breaker.success()
+        if self.down_since is not None:
+            self.down_since = None
+            for callback in self._answering:
+                callback(self.name)
+
+    def _failed(self, error: str) -> None:
+        self._breaker.failure()
+        self.last_error = error
+        if self.down_since is None:
+            self.down_since = time.time()
+
+    async def probe(self, timeout: float) -> bool:
+        """Whether the hub's SSH port accepts a TCP connection now: the cheap test, while it is down, of
+        whether to try again. Sends nothing; the breaker is closed when it answers, so the next call goes
+        through."""
+        ssh = self.spec.ssh
+        try:
+            async with asyncio.timeout(timeout):
+                if self._namespace is not None:
+                    sock = await self._namespace.connect(ssh.host, ssh.port)
+                else:
+                    _, writer = await asyncio.open_connection(ssh.host, ssh.port)
+                    sock = None
+                    writer.close()
+        except (TimeoutError, OSError):
+            return False
+        if sock is not None:
+            sock.close()
+        self._breaker.success()
+        return True
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         ssh = self.spec.ssh
@@ -191,7 +250,7 @@ class HubTransport:
         except (TimeoutError, OSError, asyncssh.Error) as exc:
             if sock is not None:
                 sock.close()
-            raise HubUnreachable(
+            raise NotDelivered(
                 self.name, f"cannot connect to {ssh.host}:{ssh.port}: {exc or type(exc).__name__}"
             ) from None
 
@@ -206,44 +265,67 @@ class HubTransport:
         conn = await self.connection()
         async with self._connecting:
             if self._agent is None or not self._agent.open:
-                process = await conn.create_process(AGENT_COMMAND, encoding="utf-8")
+                try:
+                    process = await conn.create_process(AGENT_COMMAND, encoding="utf-8")
+                except (asyncssh.Error, OSError) as exc:
+                    why = f"cannot open the agent channel: {type(exc).__name__}: {exc}"
+                    raise NotDelivered(self.name, why) from None
                 self._agent = AgentChannel(self.name, process)
             return self._agent
 
     async def _with_retries(self, attempt: Callable[[], Awaitable[T]], slot: asyncio.Semaphore | None = None) -> T:
-        """Run `attempt` with the breaker, a timeout and retries on connection failures. Operations are
-        idempotent, so a retry after an unknown outcome is safe.
+        """Run `attempt` with the breaker and a timeout on the hub.
 
-        The timeout bounds the time on the hub, not the wait for a free channel (`slot`): a burst of
-        operations queues behind the channel bound instead of timing out and tearing down the connection
-        the others are using. Only a connection-level failure drops the connection; a slow command does not.
+        A try is repeated only when the request never left (`NotDelivered`): no connection could be made
+        (`settings.retries` more times, with back-off and jitter), or a connection that had been idle
+        turned out dead when a channel was opened on it (sshd restarted: once, at once). A request that
+        left and got no answer in time resets the connection (nothing still queued runs later) and is
+        reported, not repeated: its outcome is unknown until the hub is read back. The timeout bounds the
+        time on the hub, not the wait for a free channel (`slot`).
         """
         s = self.settings
-        for n in range(s.retries + 1):
+        failures = 0
+        while True:
             self._breaker.check(self.name)
+            reused = self._conn is not None and not self._conn.is_closed()
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     if slot is not None:
                         await stack.enter_async_context(slot)
                     async with asyncio.timeout(s.operation_timeout):
                         result = await attempt()
-            except HostKeyMismatch:
-                self._breaker.failure()
+            except HostKeyMismatch as exc:
+                self._failed(str(exc))
                 raise
-            except (HubUnreachable, TimeoutError, asyncssh.Error, OSError) as exc:
-                self._breaker.failure()
+            except HubRefused:
+                self._answered()  # it answered: reachable, and this request is its own failure
+                raise
+            except TimeoutError:
+                await self._drop()
+                error = f"no answer within {s.operation_timeout:g} s (connection reset; outcome unknown)"
+                self._failed(error)
+                raise HubUnreachable(self.name, error) from None
+            except NotDelivered as exc:
+                await self._drop()
+                if reused:
+                    continue  # a dead idle connection: the next try connects afresh
+                self._failed(str(exc))
+                failures += 1
+                if failures > s.retries:
+                    raise
+                delay = min(s.backoff_max, s.backoff_base * 2 ** (failures - 1))
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not a secret
+            except (HubUnreachable, asyncssh.Error, OSError) as exc:
                 if self._conn is None or self._conn.is_closed() or _connection_level(exc):
                     await self._drop()
-                if n == s.retries:
-                    if isinstance(exc, HubUnreachable):
-                        raise
-                    raise HubUnreachable(self.name, f"{type(exc).__name__}: {exc}") from None
-                delay = min(s.backoff_max, s.backoff_base * 2**n)
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not a secret
+                error = str(exc) if isinstance(exc, HubUnreachable) else f"{type(exc).__name__}: {exc}"
+                self._failed(error)
+                if isinstance(exc, HubUnreachable):
+                    raise
+                raise HubUnreachable(self.name, error) from None
             else:
-                self._breaker.success()
+                self._answered()
                 return result
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def call_agent(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         async def attempt() -> dict[str, Any]:
@@ -268,20 +350,27 @@ class HubTransport:
 
         async def attempt() -> tuple[int, str, str]:
             conn = await self.connection()
-            async with conn.create_process(command, encoding="utf-8") as process:
+            try:
+                opened = await conn.create_process(command, encoding="utf-8")
+            except (asyncssh.Error, OSError) as exc:
+                raise NotDelivered(self.name, f"cannot open a channel: {type(exc).__name__}: {exc}") from None
+            try:
                 if stdin is not None:
-                    process.stdin.write(stdin)
-                process.stdin.write_eof()
-                out, err = await process.stdout.read(), await process.stderr.read()
-                status = await process.wait()
-                return (status.exit_status if status.exit_status is not None else 255), out, err
+                    opened.stdin.write(stdin)
+                opened.stdin.write_eof()
+                out, err = await opened.stdout.read(), await opened.stderr.read()
+                status = await opened.wait()
+            finally:
+                opened.close()
+                await opened.wait_closed()
+            return (status.exit_status if status.exit_status is not None else 255), out, err
 
         return await self._with_retries(attempt, slot=self._channels)
 
     async def _drop(self) -> None:
         conn, self._conn, self._agent = self._conn, None, None
         if conn is not None:
-            conn.abort()
+            _reset(conn)
 
     async def close(self) -> None:
         if self._agent is not None:

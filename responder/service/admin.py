@@ -68,6 +68,7 @@ def admin_routes(
     token: SecretStr | None,
     *,
     subject_state: Callable[[str], Mapping[str, object]] | None = None,
+    unenforced: Callable[[], Mapping[str, object]] | None = None,
 ) -> list[web.RouteDef]:
     """The admin routes; /metrics among them, behind the token, unless `registry` is None (served elsewhere)."""
     auth = _authenticated(token)
@@ -86,7 +87,11 @@ def admin_routes(
     async def readyz(_: web.Request) -> web.Response:
         checks = dict(await readiness())
         ready = all(checks.values())
-        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+        body: dict[str, object] = {"ready": ready, "checks": checks}
+        if unenforced is not None:
+            # By hub: actions in force that the hub has not verified (yet), the oldest, and any outage.
+            body["unenforced"] = dict(unenforced())
+        return web.json_response(body, status=200 if ready else 503)
 
     async def list_decisions(request: web.Request) -> web.Response:
         unknown = sorted(set(request.query) - {"state", "limit"})

@@ -278,6 +278,7 @@ class Pipeline:
         return DecisionState.ACTIVE, None
 
     def _start(self, intents: list[Intent], received_at: str) -> None:
+        self._executor.reserve([i.id for i in intents])  # before any await: an undo now waits for them
         task = asyncio.get_running_loop().create_task(self._carry_out(intents, received_at))
         self._running.add(task)
         task.add_done_callback(self._running.discard)

@@ -45,7 +45,8 @@ async def running(
     settings = settings.model_copy(update={"listen": settings.listen.model_copy(update={"port": 0})})
     if hubs is None:
         provider = options.get("tracer_provider")
-        hubs = hubs_from(load_inventory(settings), tracer(provider) if provider is not None else None)
+        traced = tracer(provider) if provider is not None else None
+        hubs = hubs_from(load_inventory(settings), traced, settings.enforcement)
     service = Service(settings, hubs=hubs, instance=instance, **options)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop), name=f"service-{instance}")

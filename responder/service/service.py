@@ -26,7 +26,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
-from responder.config import DEFAULT_LAB_INVENTORY, MetricsListen, Settings
+from responder.config import DEFAULT_LAB_INVENTORY, Enforcement, MetricsListen, Settings
 from responder.core.engine import Engine
 from responder.core.identity import IdentityMap
 from responder.executor import Executor
@@ -41,6 +41,7 @@ from responder.overlays.adapters import open_overlay
 from responder.overlays.base import OverlayHub
 from responder.overlays.discovery import discovered_peers, with_peers
 from responder.pep import Hub, SshHub
+from responder.pep.transport import TransportSettings
 from responder.policy import load_rules
 from responder.service import sources
 from responder.service.admin import admin_routes, metrics_routes
@@ -68,13 +69,28 @@ def load_inventory(settings: Settings) -> Inventory | None:
     return Inventory.load(path) if path is not None else None
 
 
-def hubs_from(inventory: Inventory | None, tracer: Tracer | None = None) -> dict[str, Hub]:
+def hubs_from(
+    inventory: Inventory | None, tracer: Tracer | None = None, enforcement: Enforcement | None = None
+) -> dict[str, Hub]:
     """Every enforcement point the inventory lists, by name: its WireGuard hubs (over SSH) and its overlays.
-    Nothing connects before it is first used."""
+    Nothing connects before it is first used. A hub that cannot be reached is not waited for: it is tried
+    once, and the convergence loop (responder/service/reconciler.py) tries again."""
     if inventory is None:
         return {}
-    hubs: dict[str, Hub] = {h.name: SshHub(h, tracer=tracer) for h in inventory.hubs}
+    e = enforcement or Enforcement()
+    transport = TransportSettings(
+        connect_timeout=e.connect_timeout_s, operation_timeout=e.operation_timeout_s, retries=0
+    )
+    hubs: dict[str, Hub] = {
+        h.name: SshHub(h, transport, tracer, peers=_allowed_ips(inventory, h.name)) for h in inventory.hubs
+    }
     return hubs | {o.name: open_overlay(o) for o in inventory.overlays}
+
+
+def _allowed_ips(inventory: Inventory, hub: str) -> dict[str, list[str]]:
+    """The hub's peers' tunnel addresses, by key: what a peer is put back with when its removal's own
+    record was lost with the answer."""
+    return {str(p.public_key): [f"{p.tunnel_ip}/{p.tunnel_ip.max_prefixlen}"] for p in inventory.peers if p.hub == hub}
 
 
 class Service:
@@ -173,9 +189,7 @@ class Service:
             parsed=parsed, max_clock_skew=self._max_clock_skew,
         )  # fmt: skip
         self.lifecycle = Lifecycle(journal, executor, engine, self.clock, self.metrics)
-        self.reconciler = Reconciler(
-            journal, hubs, self.clock, self.metrics, monitor.own_changes.note if monitor else None
-        )
+        self.reconciler = Reconciler(journal, executor, self.hubs, self.clock, self.metrics, settings=s.enforcement)
         retention = Retention(
             journal, self.clock, self.metrics, horizon_s=lambda: engine.rules.horizon_s,
             margin_s=s.retention.events_margin_s, decisions_days=s.retention.decisions_days,
@@ -209,7 +223,7 @@ class Service:
             except Exception:
                 checks["journal"] = False
             for name, hub in p.hubs.items():
-                checks[f"hub:{name}"] = hub.transport.breaker_state != "open"
+                checks[f"hub:{name}"] = hub.down_since is None
             checks["enforcing"] = not (p.dry_run or p.radius.tripped)
             return checks
 
@@ -222,7 +236,12 @@ class Service:
 
         # /metrics names every peer's key and traffic: behind the admin token here, unless it has its own listener.
         registry = None if s.metrics.listen else self.metrics.registry
-        app.add_routes(admin_routes(p.journal, p.lifecycle, ready, registry, s.admin_token, subject_state=subject))
+        app.add_routes(
+            admin_routes(
+                p.journal, p.lifecycle, ready, registry, s.admin_token, subject_state=subject,
+                unenforced=p.reconciler.readiness_detail,
+            )
+        )  # fmt: skip
         return app
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
@@ -308,7 +327,7 @@ class Service:
                 workers = [group.create_task(c.run(), name="kafka") for c in consumers]
                 group.create_task(p.pipeline.run(intake), name="pipeline")
                 group.create_task(p.lifecycle.run(intake), name="lifecycle")
-                if p.hubs:
+                if self.hubs and not p.dry_run:
                     group.create_task(p.reconciler.run(intake, s.reconcile_interval_s), name="reconciler")
                 if p.monitor is not None:
                     group.create_task(p.monitor.run(intake), name="hub-monitor")

@@ -83,7 +83,27 @@ class Metrics:
         self.containment_seconds = Histogram(
             "responder_containment_seconds",
             "From a delivery's arrival to every action of its decision verified on the hubs",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
+            registry=r,
+        )
+        self.unenforced = Gauge(
+            "responder_unenforced_actions",
+            "Actions in force (and undos) whose effect the hub has not verified yet, by hub",
+            ["hub"],
+            registry=r,
+        )
+        self.unenforced_oldest = Gauge(
+            "responder_unenforced_oldest_seconds",
+            "How long the oldest of them has been outstanding, by hub (0 when none is)",
+            ["hub"],
+            registry=r,
+        )
+        self.hub_down = Gauge("responder_hub_down", "1 while a hub does not answer", ["hub"], registry=r)
+        self.convergence_tries = Counter(
+            "responder_convergence_tries",
+            "Tries at bringing a hub to what is in force, by hub and outcome"
+            " (converged, outstanding, unreadable, not answering)",
+            ["hub", "outcome"],
             registry=r,
         )
         self.hub_seconds = Histogram(

@@ -38,7 +38,7 @@ ALICE_IP = "10.100.0.10"
 REPORT = "user.account.report_suspicious_activity_by_enduser"  # 80 points: cut-off (4 h)
 THREAT = "security.threat.detected"  # 45 points: quarantine (1 h)
 BREACH = "security.breached_credential.detected"  # 60 points: key rotation, approval for admins
-SETTLED = ("done", "failed", "cancelled", "awaiting_approval")
+SETTLED = ("done", "failed", "cancelled", "awaiting_approval", "refused")
 
 
 class _Clock:
@@ -79,7 +79,10 @@ class _Responder:
             if not ids:
                 return False
             found.update(await self.show(ids[0]))
-            return all(a["state"] in SETTLED for a in found["actions"])
+            # Pending after a try: outstanding, with the reason (the convergence loop tries it again).
+            return all(
+                a["state"] in SETTLED or (a["state"] == "pending" and a["attempts"] > 0) for a in found["actions"]
+            )
 
         await _until(settled)
         return found
@@ -170,26 +173,49 @@ async def test_a_decision_is_enforced_in_one_batch_and_verified_by_reading_the_h
     ]
 
 
-async def test_an_action_the_hub_does_not_show_is_recorded_as_not_verified(
+async def test_an_action_the_hub_does_not_show_stays_pending_and_converges_once_the_hub_shows_it(
     responder: _Responder, hub: MemoryHub
 ) -> None:
     hub.ignoring.add(ActionType.REMOVE_PEER)
     await responder.okta(REPORT)
     decision = await responder.decision("cut-off")
-    assert ("remove_peer", "done", False) in _applies(decision)
+    assert ("remove_peer", "pending", False) in _applies(decision)
+    pending = next(a for a in decision["actions"] if a["action"]["type"] == "remove_peer")
+    assert "does not show it" in pending["result"] and pending["pending_since"] and pending["attempts"] == 1
     assert ALICE_KEY in hub.peers
+    hub.ignoring.clear()  # the hub now does what it is asked: the next try (back-off from 0.5 s) verifies it
+
+    async def converged() -> bool:
+        return _applies(await responder.show(decision["id"])) == CUT_OFF_DONE
+
+    await _until(converged)
+    assert ALICE_KEY not in hub.peers
+    remove = next(a for a in (await responder.show(decision["id"]))["actions"] if a["action"]["type"] == "remove_peer")
+    assert remove["attempts"] >= 2 and remove["pending_since"] is None and remove["next_try_at"] is None
 
 
-async def test_an_unreachable_hub_fails_the_actions_and_the_decision_says_so(
+async def test_an_unreachable_hub_leaves_the_actions_pending_and_they_converge_when_it_answers(
     responder: _Responder, hub: MemoryHub
 ) -> None:
     hub.unreachable = True
     await responder.okta(REPORT)
     decision = await responder.decision("cut-off")
-    assert _applies(decision) == [("delete_element", "failed", False), ("kill_flows", "failed", False),
-                                  ("remove_peer", "failed", False)]  # fmt: skip
-    assert all("unreachable" in a["result"] for a in decision["actions"])
+    assert _applies(decision) == [("delete_element", "pending", False), ("kill_flows", "pending", False),
+                                  ("remove_peer", "pending", False)]  # fmt: skip
+    assert all("hub1 does not answer (since " in a["result"] for a in decision["actions"])
     assert ALICE_KEY in hub.peers
+
+    async def planned() -> bool:  # probed every second while down; the next try is shown
+        return all(a["next_try_at"] for a in (await responder.show(decision["id"]))["actions"])
+
+    await _until(planned)
+    hub.unreachable = False  # it answers again: everything outstanding there is tried at once
+
+    async def converged() -> bool:
+        return _applies(await responder.show(decision["id"])) == CUT_OFF_DONE
+
+    await _until(converged, timeout=5)
+    assert _cut_off(hub)
 
 
 async def test_a_response_that_needs_approval_waits_and_is_enforced_once_approved(
@@ -307,3 +333,101 @@ async def _dies_while_enforcing(settings: Settings, hub: MemoryHub, clock: _Cloc
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+# -- through outages: what is in force converges, and the journal says what is true ---------------------
+
+
+async def test_an_answer_lost_after_the_hub_acted_is_verified_by_reading_back_not_by_acting_again(
+    responder: _Responder, hub: MemoryHub
+) -> None:
+    hub.losing_answers = True
+    await responder.okta(REPORT)
+    decision = await responder.decision("cut-off")
+    assert _applies(decision) == [("delete_element", "pending", False), ("kill_flows", "pending", False),
+                                  ("remove_peer", "pending", False)]  # fmt: skip
+    assert _cut_off(hub)  # it happened; the responder does not know yet
+    hub.losing_answers = False
+
+    async def converged() -> bool:
+        return _applies(await responder.show(decision["id"])) == CUT_OFF_DONE
+
+    await _until(converged)
+    remove = next(a for a in (await responder.show(decision["id"]))["actions"] if a["action"]["type"] == "remove_peer")
+    assert remove["result"].startswith("verified by reading hub1 back, after: no answer in time")
+    # The state changes were not sent again; the flow kill, which leaves no state to read, was.
+    assert [sorted(a.type.value for a in batch) for batch in hub.batches[1:]] == [["kill_flows"]]
+
+
+async def test_an_undo_during_an_outage_cancels_the_cut_off_and_access_is_whole_when_the_hub_answers(
+    responder: _Responder, hub: MemoryHub
+) -> None:
+    hub.unreachable = True
+    await responder.okta(REPORT)
+    decision = await responder.decision("cut-off")
+    await responder.operate(decision["id"], "undo")
+    undone = await responder.decision("cut-off")
+    assert undone["state"] == "undone"
+    assert {a[1] for a in _applies(undone)} == {"cancelled"}
+    # Each was tried once without an answer: it may have happened, so each is taken back too.
+    assert _undos(undone) == [("delete_element", "pending", False), ("remove_peer", "pending", False)]
+    batches = len(hub.batches)
+    hub.unreachable = False
+
+    async def restored() -> bool:
+        return _undos(await responder.show(decision["id"])) == [
+            ("delete_element", "done", True), ("remove_peer", "done", True)
+        ]  # fmt: skip
+
+    await _until(restored, timeout=5)
+    assert len(hub.batches) == batches  # the cancelled cut-off was never carried out
+    assert ALICE_KEY in hub.peers and ALICE_IP in hub.elements("admin_devices") and _untouched_but_alice(hub)
+
+
+async def test_a_rotation_whose_answer_was_lost_is_not_done_a_second_time(
+    responder: _Responder, hub: MemoryHub
+) -> None:
+    await responder.okta(BREACH)
+    decision = await responder.decision("rotate-key")
+    hub.losing_answers = True
+    await responder.operate(decision["id"], "approve")
+    await _until(lambda: _rotation_is(responder, decision["id"], "pending"))
+    assert ALICE_KEY in hub.revoked  # it happened
+    hub.losing_answers = False
+    await _until(lambda: _rotation_is(responder, decision["id"], "done"))
+    rotations = [a for batch in hub.batches for a in batch if a.type is ActionType.ROTATE_KEY]
+    assert len(rotations) == 1
+
+
+async def _rotation_is(responder: _Responder, decision_id: str, state: str) -> bool:
+    actions = (await responder.show(decision_id))["actions"]
+    return any(a["action"]["type"] == "rotate_key" and a["state"] == state for a in actions)
+
+
+async def test_a_hub_back_from_a_reboot_is_brought_back_to_what_is_in_force_and_it_is_reported_as_drift(
+    settings: Settings, hub: MemoryHub, clock: _Clock
+) -> None:
+    baseline = MemoryHub.of(Inventory.load(INVENTORY), "hub1")
+    fast = settings.model_copy(update={"reconcile_interval_s": 0.5})
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        running(fast, hubs={"hub1": hub}, clock=clock) as (service, base),
+    ):
+        responder = _Responder(http, base)
+        await responder.okta(REPORT)
+        decision = await responder.decision("cut-off")
+        assert _cut_off(hub)
+        hub.reboot(baseline)
+        assert ALICE_KEY in hub.peers and ALICE_IP in hub.elements("admin_devices")
+
+        async def reasserted() -> bool:
+            return ALICE_KEY not in hub.peers and ALICE_IP not in hub.elements("admin_devices")
+
+        await _until(reasserted, timeout=5)
+        shown = await responder.show(decision["id"])
+    drift = [a for a in shown["audit"] if a["kind"] == "drift"]
+    assert {json.loads(a["detail"])["action"].split()[0] for a in drift} >= {"remove_peer", "delete_element"}
+    assert all(json.loads(a["detail"])["repaired"] for a in drift)
+    remove = next(a for a in shown["actions"] if a["action"]["type"] == "remove_peer")
+    assert remove["state"] == "done" and remove["verified"] and remove["attempts"] == 2
+    assert service.metrics.drift.labels("hub1", "remove_peer")._value.get() >= 1

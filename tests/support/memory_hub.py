@@ -17,7 +17,7 @@ from typing import Any
 
 from responder.core.actions import Action, ActionType
 from responder.inventory import Inventory
-from responder.pep import ActionResult
+from responder.pep import ActionResult, HubUnreachable
 
 _ELEMENT_ADDS = {ActionType.QUARANTINE, ActionType.ADD_ELEMENT}
 
@@ -47,9 +47,12 @@ class MemoryHub:
         self.flows: set[str] = set(flows or ())  # addresses with established connections
         self.revoked: set[str] = set()
         self._clock = clock
-        self.unreachable = False
+        self._down_since: float | None = None
+        self._answering: list[Callable[[str], None]] = []
+        self.probes = 0
         self.refusing: dict[ActionType, str] = {}  # answered with an error, nothing changed
         self.ignoring: set[ActionType] = set()  # accepted, nothing changed (the read-back shows it)
+        self.losing_answers = False  # carried out, and the answer lost on the way back (no answer in time)
         self.batches: list[list[Action]] = []  # what `apply` was asked, call by call
         self.undone: list[Action] = []
         self.closed = 0
@@ -84,6 +87,26 @@ class MemoryHub:
             del members[address]
         return set(members)
 
+    @property
+    def unreachable(self) -> bool:
+        return self._down_since is not None
+
+    @unreachable.setter
+    def unreachable(self, down: bool) -> None:
+        """Down: every call fails unanswered. Up again: the hub tells whoever asked (as a real one's
+        connection does when it answers after an outage)."""
+        if down and self._down_since is None:
+            self._down_since = self._clock()
+        elif not down and self._down_since is not None:
+            self._down_since = None
+            for callback in self._answering:
+                callback(self.name)
+
+    def reboot(self, baseline: MemoryHub) -> None:
+        """Come back from a reboot as its configuration files say: `baseline`'s peers and set elements."""
+        self.peers = dict(baseline.peers)
+        self._elements = {name: dict(members) for name, members in baseline._elements.items()}
+
     def hold(self) -> None:
         """Every batch from now on waits (having set `waiting`) until `release`."""
         self._open.clear()
@@ -108,8 +131,11 @@ class MemoryHub:
             finally:
                 self._held.discard(task)
         if self.unreachable:
-            return [ActionResult.failed(a, f"hub {self.name} is unreachable") for a in actions]
-        return [self._apply_one(a) for a in actions]
+            return [ActionResult.failed(a, f"hub {self.name} is unreachable", answered=False) for a in actions]
+        results = [self._apply_one(a) for a in actions]
+        if self.losing_answers:
+            return [ActionResult.failed(a, "no answer in time (outcome unknown)", answered=False) for a in actions]
+        return results
 
     def _apply_one(self, action: Action) -> ActionResult:
         if action.hub != self.name:
@@ -153,7 +179,7 @@ class MemoryHub:
     async def undo(self, action: Action, restore: dict[str, Any] | None) -> ActionResult:
         self.undone.append(action)
         if self.unreachable:
-            return ActionResult.failed(action, f"hub {self.name} is unreachable")
+            return ActionResult.failed(action, f"hub {self.name} is unreachable", answered=False)
         key, address = str(action.peer_key), str(action.address)
         if action.type is ActionType.ROTATE_KEY:
             return ActionResult.refused(action, "key rotation is irreversible: the device must enroll a new key")
@@ -167,6 +193,8 @@ class MemoryHub:
         elif action.type is ActionType.DELETE_ELEMENT:
             self._elements.setdefault(str(action.set_name), {})[address] = None
             verified = address in self.elements(str(action.set_name))
+        elif restore is None and key in self.peers and key not in self.revoked:
+            verified = True  # never removed (its removal's answer was lost before it ran): nothing to put back
         else:  # remove_peer: put it back as it was, never a revoked key
             if restore is None or "allowed_ips" not in restore:
                 return ActionResult.refused(action, "cannot restore the peer: no record of its allowed IPs")
@@ -179,6 +207,30 @@ class MemoryHub:
         return ActionResult.applied(
             action, verified=verified, detail="restored" if verified else "restore not verified"
         )
+
+    async def in_effect(self, actions: list[Action]) -> list[bool | None]:
+        if self.unreachable:
+            raise HubUnreachable(self.name, "unreachable")
+        out: list[bool | None] = []
+        for a in actions:
+            if a.type is ActionType.KILL_FLOWS:
+                out.append(None)
+            elif a.type is ActionType.ROTATE_KEY:
+                out.append(str(a.peer_key) not in self.peers and str(a.peer_key) in self.revoked)
+            else:
+                out.append(self._shows(a))
+        return out
+
+    @property
+    def down_since(self) -> float | None:
+        return self._down_since
+
+    async def probe(self, timeout: float) -> bool:
+        self.probes += 1
+        return not self.unreachable
+
+    def when_answering_again(self, callback: Callable[[str], None]) -> None:
+        self._answering.append(callback)
 
     async def status(self) -> dict[str, Any]:
         if self.unreachable:
