@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -348,7 +348,7 @@ async def _undo_all(
 
 @pytest.mark.timeout(240)
 async def test_a_partitioned_hub_converges_within_seconds_of_the_heal_and_never_delays_the_others(
-    outages: Outages, tmp_path: Path, record_property: Callable[[str, object], None]
+    outages: Outages, tmp_path: Path
 ) -> None:
     lab = outages.lab
     people = [_admin(i) for i in range(1, HUBS + 1)] + [p["owner"] for p in outages.groups["a"]]
@@ -400,8 +400,6 @@ async def test_a_partitioned_hub_converges_within_seconds_of_the_heal_and_never_
 
         await eventually(lambda: _all_settled(journal, mine), 3 * HEAL_TO_VERIFIED_S, "hub1 converged", every=0.2)
         after_heal = [_at(i.updated_at) - healed_at for i in await _intents(journal, mine, IntentKind.APPLY)]
-        record_property("heal_to_verified_s", {"p50": statistics.median(after_heal), "p99": _p99(after_heal)})
-        record_property("other_hubs_arrival_to_verified_s", {"p50": statistics.median(waited), "max": max(waited)})
         assert _p99(after_heal) <= HEAL_TO_VERIFIED_S, sorted(after_heal)[-5:]
         assert not await _reaches(lab, 1)
         every = [d.id for d in decided.values()]
@@ -418,7 +416,7 @@ async def test_a_partitioned_hub_converges_within_seconds_of_the_heal_and_never_
 
 @pytest.mark.timeout(180)
 async def test_a_responder_killed_during_a_partition_converges_within_seconds_of_its_restart(
-    outages: Outages, tmp_path: Path, record_property: Callable[[str, object], None]
+    outages: Outages, tmp_path: Path
 ) -> None:
     lab = outages.lab
     hub_of = _hub_of(outages.groups["b"])
@@ -441,11 +439,11 @@ async def test_a_responder_killed_during_a_partition_converges_within_seconds_of
                 assert await _reaches(lab, 1) and not await _reaches(lab, 2)
                 await service.kill()
                 await faults.heal(lab, "hub1")
+                healed_at = time.time()
             await service.start()
-            restarted_at = time.time()
             await eventually(lambda: _all_settled(journal, mine), 15, "hub1 converged after the restart", every=0.2)
-            after = [_at(i.updated_at) - restarted_at for i in await _intents(journal, mine, IntentKind.APPLY)]
-            record_property("restart_to_verified_s", {"p50": statistics.median(after), "p99": _p99(after)})
+            # From the heal, the responder's start included: it resumes what was outstanding at once.
+            after = [_at(i.updated_at) - healed_at for i in await _intents(journal, mine, IntentKind.APPLY)]
             assert _p99(after) <= HEAL_TO_VERIFIED_S, sorted(after)[-5:]
             assert not await _reaches(lab, 1)
             every = [d.id for d in decided.values()]
