@@ -1,5 +1,6 @@
 """Enforcement through hub outages (issue 17), on a lab of four hubs with real faults: a partition made with
-nft on the hub, the responder SIGKILLed, sshd restarted, the hub agent killed, a hub rebooted.
+nft on the hub, the responder SIGKILLed, sshd restarted, the hub agent killed, a hub rebooted; and a
+request that timed out in a partition never runs after the heal.
 
 Each scenario proves its outcome twice: with packets (a TCP connection through the hub that worked before
 fails after the cut-off and works again after the undo) and with the hubs' own read-back, taken inside the
