@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -39,6 +38,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from responder.lab import Lab
 from responder.lab.kafka import kafka_broker  # the same Tansu broker the tests use
+from responder.lab.peers import enroll, extra_peers
 
 ROOT = Path(__file__).resolve().parents[1]
 RESPONDER = str(Path(sys.executable).with_name("responder"))
@@ -59,29 +59,6 @@ def percentiles(samples: list[float]) -> dict[str, float]:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
     return {"p50": round(statistics.median(ordered), 2), "p90": at(0.90), "p99": at(0.99), "n": len(ordered)}
-
-
-async def add_peers(lab: Lab, count: int, hubs: int) -> list[dict[str, Any]]:
-    """`count` real WireGuard peers spread over the hubs (generated keys), each in admin_devices and owned
-    by its own person."""
-    peers = [
-        {
-            "name": f"bench{n}", "hub": f"hub{1 + n % hubs}", "public_key": base64.b64encode(os.urandom(32)).decode(),
-            "tunnel_ip": f"10.100.{n % hubs}.{30 + n // hubs}", "sets": ["admin_devices"],
-            "owner": f"user{n}@bench.example",
-        }
-        for n in range(count)
-    ]  # fmt: skip
-    assert count <= 220 * hubs, "each hub's /24 holds 220 extra peers"
-    for h in range(1, hubs + 1):
-        mine = [p for p in peers if p["hub"] == f"hub{h}"]
-        argv = ["wg", "set", "wg0"]
-        for p in mine:
-            argv += ["peer", p["public_key"], "allowed-ips", f"{p['tunnel_ip']}/32"]
-        assert (await lab.exec(f"hub{h}", *argv)).ok
-        elements = ", ".join(p["tunnel_ip"] for p in mine)
-        assert (await lab.exec(f"hub{h}", "nft", f"add element inet zerotrust admin_devices {{ {elements} }}")).ok
-    return peers
 
 
 @contextlib.asynccontextmanager
@@ -260,7 +237,7 @@ async def run(incidents: int, naive: int, kafka_incidents: int, bootstrap: str) 
     report: dict[str, Any] = {}
     try:
         await lab.up()
-        peers = await add_peers(lab, incidents + naive + kafka_incidents, hubs)
+        peers = await enroll(lab, extra_peers(hubs, incidents + naive + kafka_incidents))
         fast, slow, via_kafka = (
             peers[:incidents], peers[incidents : incidents + naive], peers[incidents + naive :]
         )  # fmt: skip

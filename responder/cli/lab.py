@@ -6,12 +6,13 @@ import asyncio
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from responder.lab import Lab, LabError, LabStatus
+from responder.lab import Lab, LabError, LabStatus, faults
 from responder.lab.lab import STATE_ROOT
 from responder.lab.process import CommandError
 
@@ -120,3 +121,50 @@ def exec_(
         raise _fail(exc) from exc
     sys.stdout.flush()
     os.execvp(argv[0], argv)  # noqa: S606 - fixed argv, replaces this process so the command is interactive
+
+
+class Fault(StrEnum):
+    PARTITION = "partition"
+    HEAL = "heal"
+    RESTART_SSHD = "restart-sshd"
+    KILL_AGENT = "kill-agent"
+    REBOOT = "reboot"
+
+
+async def _inflict(lab: Lab, fault: Fault, hub: str, answers_only: bool) -> str:
+    match fault:
+        case Fault.PARTITION:
+            await faults.partition(lab, hub, answers_only=answers_only)
+            return f"{hub}: management path dropped ({'answers only' if answers_only else 'both ways'})"
+        case Fault.HEAL:
+            await faults.heal(lab, hub)
+            return f"{hub}: management path restored"
+        case Fault.RESTART_SSHD:
+            await faults.restart_sshd(lab, hub)
+            return f"{hub}: sshd restarted; its connections ended"
+        case Fault.KILL_AGENT:
+            return f"{hub}: {await faults.kill_agents(lab, hub)} hub agents killed"
+        case Fault.REBOOT:
+            await faults.reboot(lab, hub)
+            return f"{hub}: wg0 and the zerotrust table rebuilt from the boot configuration"
+
+
+@app.command()
+def fault(
+    kind: Annotated[Fault, typer.Argument(help="What happens to the hub.")],
+    hub: Annotated[str, typer.Argument(help="The hub: hub1, hub2, ...")],
+    prefix: Prefix = "rsp",
+    state_root: StateRoot = STATE_ROOT,
+    answers_only: Annotated[
+        bool, typer.Option("--answers-only", help="partition: drop only what the hub sends back.")
+    ] = False,
+) -> None:
+    """A real fault on a hub, to watch the responder through it: a partition of its management path (nft
+    in the hub), its heal, an sshd restart, the hub agents killed, a reboot (wg0 and ruleset from boot)."""
+    if os.geteuid() != 0:
+        raise _fail(LabError("the lab needs root"))
+    try:
+        lab = Lab.existing(prefix, state_root)
+        typer.echo(asyncio.run(_inflict(lab, kind, hub, answers_only)))
+    except (LabError, CommandError, KeyError, OSError) as exc:
+        raise _fail(exc) from exc

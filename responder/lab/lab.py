@@ -249,6 +249,9 @@ class Lab:
         )
         self._write_inventory(keys)
         await self._wait_ready()
+        # After the handshakes, so the peers' endpoints are in it: a rebooted hub reaches its peers at
+        # once instead of waiting for them to time out their sessions and handshake again.
+        await self._gather(self.save_boot_config(n.name) for n in topo.nodes if n.role is Role.HUB)
 
     async def _gather(self, jobs: Iterable[Awaitable[None]]) -> None:
         # Bounded: each job runs a handful of short commands; more at once only contends on the lock
@@ -304,18 +307,10 @@ class Lab:
 
     async def _wireguard(self, node: Node, keys: dict[str, tuple[str, str]]) -> None:
         name, topo = node.name, self.topology
-        ns = topo.netns(name)
         key_file = self.node_dir(name) / "wg.key"
         _write_secret(key_file, keys[name][0] + "\n")
-        kernel = await run("ip", "-n", ns, "link", "add", "wg0", "type", "wireguard", check=False)
-        if not kernel.ok:
-            await self._spawn(name, "wireguard-go", "wireguard-go", "-f", "wg0")
-            sock = self.node_dir(name) / "wireguard" / "wg0.sock"
-            await _wait_for(sock.exists, 5.0, f"wireguard-go on {name} did not start")
+        await self.create_interface(name)
         net = tunnel_network(node.index)
-        assert node.tunnel is not None  # noqa: S101 - every non-soc node has a tunnel address
-        await run("ip", "-n", ns, "addr", "add", f"{node.tunnel}/{net.prefixlen}", "dev", "wg0")
-        await run("ip", "-n", ns, "link", "set", "wg0", "up")
         argv = ["wg", "set", "wg0", "private-key", str(key_file)]
         if node.role is Role.HUB:
             argv += ["listen-port", str(WG_PORT)]
@@ -327,6 +322,30 @@ class Lab:
             argv += ["peer", keys[hub.name][1], "endpoint", f"{hub.underlay}:{WG_PORT}"]
             argv += ["allowed-ips", str(net), "persistent-keepalive", str(KEEPALIVE_S)]
         await self.exec(name, *argv, check=True)
+
+    async def create_interface(self, name: str) -> None:
+        """Create the node's `wg0` (kernel WireGuard, else a wireguard-go process) with its tunnel address,
+        up and still without keys or peers: as at boot, before its configuration is loaded."""
+        node, ns = self.topology.node(name), self.topology.netns(name)
+        kernel = await run("ip", "-n", ns, "link", "add", "wg0", "type", "wireguard", check=False)
+        if not kernel.ok:
+            await self._spawn(name, "wireguard-go", "wireguard-go", "-f", "wg0")
+            sock = self.node_dir(name) / "wireguard" / "wg0.sock"
+            await _wait_for(sock.exists, 5.0, f"wireguard-go on {name} did not start")
+        assert node.tunnel is not None  # noqa: S101 - every non-soc node has a tunnel address
+        prefixlen = tunnel_network(node.index).prefixlen
+        await run("ip", "-n", ns, "addr", "add", f"{node.tunnel}/{prefixlen}", "dev", "wg0")
+        await run("ip", "-n", ns, "link", "set", "wg0", "up")
+
+    def boot_config(self, hub: str) -> Path:
+        """The hub's WireGuard configuration as a reboot loads it (`wg setconf`); it holds the private key."""
+        return self.node_dir(hub) / "wg0.conf"
+
+    async def save_boot_config(self, hub: str) -> None:
+        """Persist the hub's running WireGuard configuration as its boot configuration (`wg showconf`), as
+        an operator does after enrolling peers."""
+        conf = await self.exec(hub, "wg", "showconf", "wg0", check=True)
+        _write_secret(self.boot_config(hub), conf.stdout)
 
     async def _hub_services(self, hub: Node) -> None:
         name, topo = hub.name, self.topology
@@ -362,10 +381,13 @@ class Lab:
                 account_keys={SUDO_ACCOUNT: sudo_keys},
             )
         )
-        sshd = shutil.which("sshd", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/sshd"
-        await self.exec(name, sshd, "-t", "-f", str(config), check=True)
-        await self._spawn(name, "sshd", sshd, "-D", "-e", "-f", str(config))
+        await self.exec(name, _sshd(), "-t", "-f", str(config), check=True)
+        await self.start_sshd(name)
         await self._spawn(name, "echo", *_python_module("responder.lab.echo"), *map(str, hub.listens))
+
+    async def start_sshd(self, hub: str) -> None:
+        """Start the hub's sshd with the configuration the build wrote (at build, and after a restart)."""
+        await self._spawn(hub, "sshd", _sshd(), "-D", "-e", "-f", str(self.node_dir(hub) / "sshd_config"))
 
     async def _sudo_account(self, name: str, plain_key: str) -> Path:
         """Agentless mode with a non-root account, set up as deploy/hub/README.md says: a `responder`
@@ -430,6 +452,21 @@ class Lab:
         await asyncio.sleep(0)
         if proc.poll() is not None:
             raise LabError(f"{name} on {node} exited at once; see {self.node_dir(node) / f'{name}.log'}")
+
+    async def stop(self, node: str, name: str) -> bool:
+        """Stop the long-running process `name` started in the node (SIGTERM, SIGKILL if it lingers) and
+        wait for it to exit. False when none was running."""
+        try:
+            pid = int((self.node_dir(node) / f"{name}.pid").read_text().strip())
+        except (OSError, ValueError):
+            return False
+        if not _belongs_to_lab(pid, self.state_dir) or not _alive(pid):
+            return False
+        await _terminate({pid})
+        for proc in [p for p in self._daemons if p.pid == pid]:
+            proc.poll()  # reap it: ours, started by this Lab
+            self._daemons.remove(proc)
+        return True
 
     def _write_inventory(self, keys: dict[str, tuple[str, str]]) -> None:
         inventory = topology_inventory(
@@ -580,6 +617,10 @@ class Lab:
                 if _belongs_to_lab(pid, self.state_dir):
                     pids.add(pid)
         return pids
+
+
+def _sshd() -> str:
+    return shutil.which("sshd", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/sshd"
 
 
 def _python_module(module: str) -> tuple[str, ...]:
