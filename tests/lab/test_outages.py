@@ -520,7 +520,8 @@ async def test_after_an_sshd_restart_an_agent_kill_and_a_reboot_everything_in_fo
         # takes them away again within a reconcile interval, and reports the drift.
         await faults.reboot(lab, "hub4")
         rebooted_at = time.monotonic()
-        assert str(next(p["public_key"] for p in group if p["hub"] == "hub4")) in await faults.hub_peers(lab, "hub4")
+        # (Whether the peers came back is not read here: the reconciler may already have removed them
+        # again. The drift it reports below says they did; tests/lab/test_faults.py proves the reboot.)
 
         async def reasserted() -> bool:
             hubs = await HubState.read(lab)
