@@ -14,9 +14,6 @@ import contextlib
 import json
 import os
 import random
-import signal
-import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -30,9 +27,9 @@ import yaml
 from responder.journal import DecisionState, IntentKind, IntentState, Journal, open_journal
 from responder.lab import Lab
 from tests.support.postgres import new_database
+from tests.support.process import ServiceProcess, free_port
 
 pytestmark = pytest.mark.lab
-RESPONDER = str(Path(sys.executable).with_name("responder"))
 RULES = Path(__file__).resolve().parents[2] / "rules"
 SECRET = "okta-crash-secret"
 ADMINS, APPS = 30, 10  # extra peers: admins get cut off, app owners' keys are rotated
@@ -41,12 +38,6 @@ KILLS = 50
 
 def _key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _delivery(event_type: str, user: str) -> dict[str, Any]:
@@ -98,40 +89,6 @@ async def extra_peers(lab: Lab) -> AsyncIterator[list[dict[str, Any]]]:
         await lab.exec("hub1", *argv)
 
 
-class Crasher:
-    """Starts the service, kills it (SIGKILL) at random moments, starts it again."""
-
-    def __init__(self, config: Path, log: Path, port: int) -> None:
-        self.config, self.log, self.port = config, log, port
-        self.process: asyncio.subprocess.Process | None = None
-        self.kills = 0
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                RESPONDER, "run", "--config", str(self.config), stdout=out, stderr=out
-            )
-        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as r:
-                        if r.status == 200:
-                            return
-                assert self.process.returncode is None, self.log.read_text()[-3000:]
-                await asyncio.sleep(0.05)
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-        self.kills += 1
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(self.process.wait(), 30) == 0, self.log.read_text()[-3000:]
-
-
 async def _send_until_acknowledged(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> None:
     """As Okta would, but more stubborn: retry until the delivery is acknowledged."""
     while True:
@@ -157,7 +114,7 @@ async def test_fifty_kills_lose_nothing_and_repeat_nothing(
     lab: Lab, tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     url = await _journal_url(backend, tmp_path, request)
-    port = _free_port()
+    port = free_port()
     async with extra_peers(lab) as peers:
         inventory = yaml.safe_load(lab.inventory_path.read_text())
         inventory["peers"] = peers  # only the extra peers: admin1 and app1 stay untouched
@@ -179,7 +136,7 @@ async def test_fifty_kills_lose_nothing_and_repeat_nothing(
         rng = random.Random(20261125)  # noqa: S311 - a reproducible schedule, not a secret
         rng.shuffle(deliveries)
 
-        crasher = Crasher(config, tmp_path / "service.log", port)
+        crasher = ServiceProcess(config, tmp_path / "service.log", f"http://127.0.0.1:{port}")
         await crasher.start()
         sent = asyncio.Event()
 

@@ -18,10 +18,7 @@ import contextlib
 import json
 import os
 import random
-import signal
-import socket
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -41,9 +38,9 @@ from responder.lab.peers import enroll, extra_peers, inventory_with
 from responder.pep import SshHub
 from responder.pep.transport import TransportSettings
 from tests.support.probes import eventually, tcp
+from tests.support.process import ServiceProcess, free_port
 
 pytestmark = pytest.mark.lab
-RESPONDER = str(Path(sys.executable).with_name("responder"))
 RULES = Path(__file__).resolve().parents[2] / "rules"
 SECRET, ADMIN = "okta-outage-secret", "admin-outage-token"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
@@ -87,24 +84,16 @@ async def outages() -> AsyncIterator[Outages]:
 # -- the service, as a process ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Responder:
+class Responder(ServiceProcess):
     """`responder run` on the lab, started, killed and stopped by the test."""
 
     def __init__(self, outages: Outages, workdir: Path) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.port = free_port()
         self.journal_url = f"sqlite:///{workdir}/journal.db"
-        self.log = workdir / "service.log"
         inventory = workdir / "inventory.yaml"
         inventory.write_text(inventory_with(outages.lab, outages.extra))
-        self.config = workdir / "responder.yaml"
-        self.config.write_text(
+        config = workdir / "responder.yaml"
+        config.write_text(
             json.dumps(
                 {
                     "listen": {"host": "127.0.0.1", "port": self.port},
@@ -121,37 +110,7 @@ class Responder:
                 }
             )
         )  # fmt: skip  (JSON is YAML)
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                RESPONDER, "run", "--config", str(self.config), stdout=out, stderr=out
-            )
-        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{self.base}/healthz") as r:
-                        if r.status == 200:
-                            return
-                assert self.process.returncode is None, self.log.read_text()[-3000:]
-                await asyncio.sleep(0.05)
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                code = await asyncio.wait_for(self.process.wait(), 30)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-                raise
-            assert code == 0, self.log.read_text()[-3000:]
+        super().__init__(config, workdir / "service.log", f"http://127.0.0.1:{self.port}")
 
 
 @contextlib.asynccontextmanager
