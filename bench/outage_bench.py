@@ -42,6 +42,7 @@ import yaml
 
 from bench.service_bench import ROOT, SECRET, _okta, percentiles, service
 from responder.lab import Lab, faults
+from responder.lab.faults import HubState
 from responder.lab.peers import enroll, extra_peers
 
 ADMIN_TOKEN = "bench-admin-token"  # noqa: S105 - a bench value
@@ -115,31 +116,6 @@ def containment_ms(rows: Iterable[IntentRow], sent: Mapping[str, float]) -> list
         else:
             open_.add(r.subject)
     return [(at - sent[s]) * 1000 for s, at in verified.items() if s not in open_]
-
-
-@dataclass(frozen=True, slots=True)
-class HubState:
-    """The hubs as they are, read inside each hub (not over SSH)."""
-
-    peers: dict[str, set[str]]
-    sets: dict[tuple[str, str], set[str]]
-
-    @classmethod
-    async def read(cls, lab: Lab, hubs: Sequence[str], set_names: Iterable[tuple[str, str]]) -> HubState:
-        peers = {h: await faults.hub_peers(lab, h) for h in hubs}
-        sets = {(h, s): await faults.hub_set(lab, h, s) for h, s in sorted(set(set_names))}
-        return cls(peers, sets)
-
-    def in_effect(self, action: Mapping[str, Any]) -> bool | None:
-        """Whether the hub shows the action's effect; None for one that leaves no state (kill_flows)."""
-        kind, hub = action["type"], action["hub"]
-        if kind in {"remove_peer", "rotate_key"}:
-            return action["peer_key"] not in self.peers[hub]
-        if kind == "delete_element":
-            return action["address"] not in self.sets[(hub, action["set"])]
-        if kind in {"quarantine", "add_element"}:
-            return action["address"] in self.sets[(hub, action["set"])]
-        return None
 
 
 def disagreements(rows: Sequence[IntentRow], hubs: HubState) -> list[str]:

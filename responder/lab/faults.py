@@ -15,7 +15,8 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,33 @@ async def hub_set(lab: Lab, hub: str, set_name: str) -> set[str]:
             value = element["elem"]["val"] if isinstance(element, dict) else element
             elements.add(str(value))
     return elements
+
+
+@dataclass(frozen=True, slots=True)
+class HubState:
+    """The hubs as they are, read inside each hub (not over SSH): their peers, and the sets asked for."""
+
+    peers: dict[str, set[str]]
+    sets: dict[tuple[str, str], set[str]]
+
+    @classmethod
+    async def read(cls, lab: Lab, hubs: Sequence[str], set_names: Iterable[tuple[str, str]]) -> HubState:
+        """`set_names`: (hub, set) pairs."""
+        peers = {h: await hub_peers(lab, h) for h in hubs}
+        sets = {(h, s): await hub_set(lab, h, s) for h, s in sorted(set(set_names))}
+        return cls(peers, sets)
+
+    def in_effect(self, action: Mapping[str, Any]) -> bool | None:
+        """Whether the hub shows a journaled action's effect (its JSON form); None for one that leaves no
+        state (kill_flows)."""
+        kind, hub = action["type"], action["hub"]
+        if kind in {"remove_peer", "rotate_key"}:
+            return action["peer_key"] not in self.peers[hub]
+        if kind == "delete_element":
+            return action["address"] not in self.sets[(hub, action["set"])]
+        if kind in {"quarantine", "add_element"}:
+            return action["address"] in self.sets[(hub, action["set"])]
+        return None
 
 
 async def agent_changes(lab: Lab, hub: str) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from responder.core.actions import Action, ActionType
 from responder.core.identifiers import WireGuardKey
 from responder.journal import DecisionState, IntentKind, IntentState, Journal, StoredIntent, open_journal
 from responder.lab import Lab, faults
+from responder.lab.faults import HubState
 from responder.lab.peers import enroll, extra_peers, inventory_with
 from responder.pep import SshHub
 from responder.pep.transport import TransportSettings
@@ -214,35 +215,17 @@ def _p99(samples: Sequence[float]) -> float:
 # -- the hubs, read back inside them, against the journal -----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HubState:
-    peers: dict[str, set[str]]
-    sets: dict[tuple[str, str], set[str]]
-
-    @classmethod
-    async def read(cls, lab: Lab) -> HubState:
-        hubs = [f"hub{i}" for i in range(1, HUBS + 1)]
-        peers = {h: await faults.hub_peers(lab, h) for h in hubs}
-        sets = {(h, s): await faults.hub_set(lab, h, s) for h in hubs for s in ("admin_devices", "app_servers")}
-        sets |= {(h, "quarantine"): await faults.hub_set(lab, h, "quarantine") for h in hubs}
-        return cls(peers, sets)
-
-    def in_effect(self, action: dict[str, Any]) -> bool | None:
-        """Whether the hub shows the action's effect; None for an action that leaves no state (kill_flows)."""
-        kind, hub = action["type"], action["hub"]
-        if kind in {"remove_peer", "rotate_key"}:
-            return action["peer_key"] not in self.peers[hub]
-        if kind == "delete_element":
-            return action["address"] not in self.sets[(hub, action["set"])]
-        if kind in {"quarantine", "add_element"}:
-            return action["address"] in self.sets[(hub, action["set"])]
-        return None
+async def _hub_state(lab: Lab) -> HubState:
+    hubs = [f"hub{i}" for i in range(1, HUBS + 1)]
+    return await HubState.read(
+        lab, hubs, [(h, s) for h in hubs for s in ("admin_devices", "app_servers", "quarantine")]
+    )
 
 
 async def assert_journal_matches_hubs(lab: Lab, journal: Journal, decision_ids: Sequence[str]) -> None:
     """Every action of a decision in force: done, verified, in effect on its hub. Every undone one: its
     undo done, verified, and the hub restored."""
-    hubs = await HubState.read(lab)
+    hubs = await _hub_state(lab)
     wrong = []
     for decision_id in decision_ids:
         decision = await journal.decision(decision_id)
@@ -483,7 +466,7 @@ async def test_after_an_sshd_restart_an_agent_kill_and_a_reboot_everything_in_fo
         # again. The drift it reports below says they did; tests/lab/test_faults.py proves the reboot.)
 
         async def reasserted() -> bool:
-            hubs = await HubState.read(lab)
+            hubs = await _hub_state(lab)
             for intent in await _intents(journal, ids, IntentKind.APPLY):
                 action = _action(intent)
                 if action["hub"] == "hub4" and hubs.in_effect(action) is False:

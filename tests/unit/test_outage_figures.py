@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.outage_bench import HubState, IntentRow, containment_ms, disagreements, heal_to_verified
+from bench.outage_bench import IntentRow, containment_ms, disagreements, heal_to_verified
+from responder.lab.faults import HubState
 
 KEY, ADDRESS = "k" * 43 + "=", "10.100.0.30"
 
