@@ -125,6 +125,15 @@ def _undos(decision: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
 CUT_OFF_DONE = [("delete_element", "done", True), ("kill_flows", "done", True), ("remove_peer", "done", True)]
 
 
+async def _cut_off_verified(responder: _Responder, decision_id: str, timeout: float = 10.0) -> None:
+    """Wait until the convergence loop has every action of the cut-off done and verified."""
+
+    async def converged() -> bool:
+        return _applies(await responder.show(decision_id)) == CUT_OFF_DONE
+
+    await _until(converged, timeout)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(
@@ -190,10 +199,7 @@ async def test_an_action_the_hub_does_not_show_stays_pending_and_converges_once_
     assert ALICE_KEY in hub.peers
     hub.ignoring.clear()  # the hub now does what it is asked: the next try (back-off from 0.5 s) verifies it
 
-    async def converged() -> bool:
-        return _applies(await responder.show(decision["id"])) == CUT_OFF_DONE
-
-    await _until(converged)
+    await _cut_off_verified(responder, decision["id"])
     assert ALICE_KEY not in hub.peers
     remove = next(a for a in (await responder.show(decision["id"]))["actions"] if a["action"]["type"] == "remove_peer")
     assert remove["attempts"] >= 2 and remove["pending_since"] is None and remove["next_try_at"] is None
@@ -219,10 +225,7 @@ async def test_an_unreachable_hub_leaves_the_actions_pending_and_they_converge_w
     outage_s = (datetime.now(UTC) - datetime.fromisoformat(decision["created_at"])).total_seconds()
     hub.unreachable = False  # it answers again: everything outstanding there is tried at once
 
-    async def converged() -> bool:
-        return _applies(await responder.show(decision["id"])) == CUT_OFF_DONE
-
-    await _until(converged, timeout=5)
+    await _cut_off_verified(responder, decision["id"], timeout=5)
     assert _cut_off(hub)
     # Containment is measured from the delivery's arrival to verification, the outage included.
     count, total = (
@@ -363,10 +366,7 @@ async def test_an_answer_lost_after_the_hub_acted_is_verified_by_reading_back_no
     assert _cut_off(hub)  # it happened; the responder does not know yet
     hub.losing_answers = False
 
-    async def converged() -> bool:
-        return _applies(await responder.show(decision["id"])) == CUT_OFF_DONE
-
-    await _until(converged)
+    await _cut_off_verified(responder, decision["id"])
     remove = next(a for a in (await responder.show(decision["id"]))["actions"] if a["action"]["type"] == "remove_peer")
     assert remove["result"].startswith("verified by reading hub1 back, after: no answer in time")
     # The state changes were not sent again; the flow kill, which leaves no state to read, was.
