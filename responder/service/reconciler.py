@@ -32,7 +32,7 @@ from responder.config import Enforcement
 from responder.core.actions import Action, ActionType
 from responder.core.decisions import action_from_dict
 from responder.executor import Converged, Executor, IntentOutcome
-from responder.journal import IntentKind, IntentState, Journal, StoredIntent
+from responder.journal import IntentKind, IntentState, Journal, JournalUnavailable, StoredIntent
 from responder.pep import Hub
 from responder.telemetry.metrics import Metrics
 
@@ -129,6 +129,8 @@ class Reconciler:
                     next_full = now + interval_s
                 try:
                     await self._round(full)
+                except JournalUnavailable:
+                    pass  # the journal says why, once a minute; the next round reads it again
                 except Exception:
                     log.exception("reconcile round failed; trying again shortly")
                 await self._sleep(stop, next_full)
@@ -217,6 +219,8 @@ class Reconciler:
             await self._reschedule(name, todo, answering=converged.unreadable is None, converged=converged)
         except asyncio.CancelledError:
             raise
+        except JournalUnavailable:
+            await self._reschedule(name, todo, answering=True)
         except Exception:
             log.exception("converging %s failed; trying again later", name)
             await self._reschedule(name, todo, answering=True)
