@@ -141,6 +141,12 @@ def _is_number(value: Any) -> bool:
 
 
 def _text_time(s: str) -> datetime:
+    try:  # the common case, strict ISO 8601, at a fortieth of the cost of the patterns below
+        parsed = datetime.fromisoformat(s)
+    except ValueError:
+        pass
+    else:
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if m := _ISO.fullmatch(s):
         parts = m.groupdict()
     elif m := _US.fullmatch(s):
