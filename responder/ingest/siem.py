@@ -82,6 +82,7 @@ class Connector(_Spec):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     description: str = ""
     match: dict[str, Literal["any"] | list[str | int]] = {}
+    any_of: Paths = Field(default=(), description="At least one of these paths is present (one format, two shapes)")
     id: tuple[str | tuple[str, ...], ...] = Field(
         default=(),
         description="Paths to the alert's own id, first found wins; a list of paths is one id made of all of them",
@@ -116,6 +117,8 @@ class Connector(_Spec):
                 raise PayloadError(f"{self.name}: {path} is missing")
             if wanted != "any" and not {str(v) for v in found} & {str(w) for w in wanted}:
                 raise PayloadError(f"{self.name}: {path} is {found[0]!r}, expected one of {wanted}")
+        if self.any_of and not any(lookup(message, p) for p in self.any_of):
+            raise PayloadError(f"{self.name}: none of {list(self.any_of)} is present")
         alert_id = self._alert_id(message) or hashlib.sha256(raw).hexdigest()
         kind = text(message, *self.type) or self.type_default
         if kind is None:

@@ -83,6 +83,9 @@ CORPUS = [
     Expected("ocsf/okta-authentication-not-a-finding.json", 0, rejected=("class_uid is 3002",)),
     # Splunk: a stats row without a time and a null search_name is read, dated by its receipt.
     Expected("splunk/webhook-stats-search.json", 1),
+    # Splunk ES notables as the notable index returns them: read, informational (no urgency extracted).
+    Expected("splunk/notable-excessive-failed-logins.json", 1),
+    Expected("splunk/notable-crowdstrike-detection.json", 1),
     # Entra through Event Hubs: alice at high risk (one-digit hour and all) is cut off; bob's medium risk
     # alone does nothing, his high anonymised-IP detection cuts him off.
     Expected("entra/eventhubs-riskyusers.json", 2, (CUT_OFF_ALICE,)),
@@ -168,7 +171,7 @@ def test_a_splunk_stats_row_without_time_or_search_name_is_dated_by_its_receipt(
     assert event.dedup_key.startswith("siem:splunk:") and "scheduler_admin_search" not in event.dedup_key
     # Without the receipt (no broker timestamp) there is no time to give it: refused, with the reason.
     assert (
-        "none of ['result._time', 'result.orig_time']"
+        "none of ['result._time', 'result.orig_time'"
         in parse_message(_raw("splunk/webhook-stats-search.json"), FORMATS["splunk"]).rejected[0].reason
     )
 
