@@ -4,7 +4,10 @@ Protection objects — risk detections, risky users, sign-ins — as they come f
 
 Canonical types: a risk detection is typed by its `riskEventType` (`leakedCredentials`, `unlikelyTravel`,
 ...), a risky user is `riskyUser`, a sign-in is `signIn`, a change notification is `graph.<changeType>` of
-its resource. Severity comes from the risk level (low/medium/high; `hidden` counts as medium).
+its resource; the product says which object it was (`entra-riskDetection`, `entra-riskyUser`,
+`entra-signIn`). Severity comes from the risk level (low/medium/high; `hidden` counts as medium, `none`
+as info), apart from the type: a risk dismissed, remediated or confirmed safe is info, one confirmed
+compromised critical.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from responder.core.events import Event, Severity, Source, Subjects
 from responder.ingest.errors import PayloadError
-from responder.ingest.paths import parse_time, text
+from responder.ingest.paths import first_time, parse_time, text
 
 _LEVEL = {"low": Severity.LOW, "medium": Severity.MEDIUM, "high": Severity.HIGH, "hidden": Severity.MEDIUM}
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
@@ -81,6 +84,24 @@ def notification_event(n: ChangeNotification, received_at: str) -> Event:
     )
 
 
+# Every `riskEventType` Microsoft documents for riskDetection (Graph v1.0 resource page), for riskUserActivity
+# (beta), and in "What are risk detections?" (Entra ID Protection). A detection is typed by its kind; the
+# default policy scores any kind by its level and some kinds on their own (rules/identity.yaml), and
+# tests/integration/test_real_payloads_siem.py checks that a high-level detection of each one scores.
+RISK_EVENT_TYPES = frozenset({
+    "adminConfirmedUserCompromised", "anomalousToken", "anomalousUserActivity", "anonymizedIPAddress",
+    "attackerinTheMiddle", "attemptedPrtAccess", "generic", "impossibleTravel", "investigationsThreatIntelligence",
+    "investigationsThreatIntelligenceSigninLinked", "leakedCredentials", "maliciousIPAddress",
+    "maliciousIPAddressValidCredentialsBlockedIP", "malwareInfectedIPAddress", "mcasImpossibleTravel",
+    "mcasSuspiciousInboxManipulationRules", "nationStateIP", "newCountry", "passwordSpray", "riskyIPAddress",
+    "suspiciousAPITraffic", "suspiciousBrowser", "suspiciousInboxForwarding", "suspiciousIPAddress",
+    "suspiciousSendingPatterns", "tokenIssuerAnomaly", "unfamiliarFeatures", "unlikelyTravel",
+    "userReportedSuspiciousActivity",
+})  # fmt: skip
+# A risk an administrator or the user closed is no longer a threat; one confirmed is the worst there is.
+_CLOSED = frozenset({"dismissed", "remediated", "confirmedSafe"})
+
+
 def _kind(obj: dict[str, Any]) -> str:
     """Which Identity Protection object this is, by its shape."""
     if "riskEventType" in obj:
@@ -92,11 +113,16 @@ def _kind(obj: dict[str, Any]) -> str:
     raise PayloadError("not an Entra riskDetection, riskyUser or signIn object")
 
 
-def identity_protection_event(obj: Any) -> Event:
-    """One riskDetection, riskyUser or signIn object (Graph's shape) → one canonical event."""
+def identity_protection_event(obj: Any, fallback_times: tuple[Any, ...] = (), kind: str | None = None) -> Event:
+    """One riskDetection, riskyUser or signIn object (Graph's shape) → one canonical event.
+
+    The event's `type` is the detection's kind (its `riskEventType`; `riskyUser`, `signIn` for the others)
+    and its `severity` the risk level, apart: rules score by either. Its time is the first of the object's
+    own times that parses, then `fallback_times` (an Event Hubs record's `time`). `kind`, when the
+    envelope says it, is trusted over the object's shape."""
     if not isinstance(obj, dict):
         raise PayloadError("expected a JSON object")
-    kind = _kind(obj)
+    kind = kind or _kind(obj)
     object_id = text(obj, "id")
     if object_id is None:
         raise PayloadError(f"{kind}: id is missing")
@@ -105,17 +131,18 @@ def identity_protection_event(obj: Any) -> Event:
     if kind == "riskDetection":
         etype = text(obj, "riskEventType") or "riskDetection"
         level = text(obj, "riskLevel")
-        when = obj.get("detectedDateTime") or obj.get("activityDateTime")
+        times = [obj.get(k) for k in ("detectedDateTime", "activityDateTime", "lastUpdatedDateTime")]
     elif kind == "riskyUser":
-        etype, level, when = "riskyUser", text(obj, "riskLevel"), obj.get("riskLastUpdatedDateTime")
+        etype, level, times = "riskyUser", text(obj, "riskLevel"), [obj.get("riskLastUpdatedDateTime")]
     else:
         etype = "signIn"
         level = text(obj, "riskLevelDuringSignIn") or text(obj, "riskLevelAggregated")
-        when = obj.get("createdDateTime")
+        times = [obj.get("createdDateTime")]
     severity = _LEVEL.get((level or "").lower(), Severity.INFO)
-    if kind == "riskyUser" and text(obj, "riskState") in {"dismissed", "remediated", "confirmedSafe"}:
+    state = text(obj, "riskState")
+    if state in _CLOSED:
         severity = Severity.INFO
-    if kind == "riskyUser" and text(obj, "riskState") == "confirmedCompromised":
+    if state == "confirmedCompromised" or text(obj, "riskDetail") == "adminConfirmedUserCompromised":
         severity = Severity.CRITICAL
     devices = tuple(d for d in [text(obj, "deviceDetail.deviceId")] if d)
     stamp = text(obj, "riskLastUpdatedDateTime", "lastUpdatedDateTime") or ""
@@ -124,8 +151,8 @@ def identity_protection_event(obj: Any) -> Event:
             id=object_id[:256],
             source=Source.ENTRA,
             product=f"entra-{kind}",
-            type=etype,
-            time=parse_time(when, field=f"{kind} time"),
+            type=etype[:512],
+            time=first_time([*times, *fallback_times], field=f"{kind} time"),
             subjects=Subjects(users=users, devices=devices),
             severity=severity,
             attributes=obj,
@@ -137,19 +164,26 @@ def identity_protection_event(obj: Any) -> Event:
         raise PayloadError(f"{kind}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
 
 
-_CATEGORY_KIND = {"UserRiskEvents": "riskDetection", "RiskyUsers": "riskyUser"}
-
-
 def event_hubs_records(body: Any) -> list[Any]:
-    """The Identity Protection objects inside an Event Hubs diagnostic-settings message."""
+    """The records of an Event Hubs diagnostic-settings message, each still in its envelope (`time`,
+    `category`, `properties`): each is read on its own (`event_hubs_event`)."""
     if not isinstance(body, dict) or not isinstance(body.get("records"), list):
         raise PayloadError('expected {"records": [...]} (Event Hubs diagnostic settings)')
-    out: list[Any] = []
-    for record in body["records"]:
-        if not isinstance(record, dict) or not isinstance(record.get("properties"), dict):
-            raise PayloadError("records[]: each record needs a properties object")
-        props = dict(record["properties"])
-        if str(record.get("category") or "").endswith("SignInLogs"):
-            props.setdefault("createdDateTime", record.get("time"))
-        out.append(props)
-    return out
+    return list(body["records"])
+
+
+def is_event_hubs_record(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("properties"), dict) and "category" in obj
+
+
+def event_hubs_event(record: Any) -> Event:
+    """One Event Hubs diagnostic record (UserRiskEvents, RiskyUsers, the sign-in log categories) → its
+    event; the record's own `time` is the fallback for the object's."""
+    if not is_event_hubs_record(record):
+        raise PayloadError("a diagnostic record needs a category and a properties object")
+    category = str(record["category"])
+    kind = "signIn" if category.endswith("SignInLogs") else _CATEGORY_KIND.get(category)
+    return identity_protection_event(record["properties"], fallback_times=(record.get("time"),), kind=kind)
+
+
+_CATEGORY_KIND = {"UserRiskEvents": "riskDetection", "RiskyUsers": "riskyUser"}

@@ -1,9 +1,10 @@
 """SIEM alerts from Kafka: a consumer group with manual commits.
 
 A batch (bounded by `max_in_flight`: backpressure, bounded memory) is parsed, its events handed off
-durably in one journal transaction, the unusable messages written to the dead-letter topic with the reason
-in a header, and only then are its offsets committed. A crash at any point redelivers, never loses: the
-journal's de-duplication keys turn redelivery into a no-op.
+durably in one journal transaction, the unusable messages (and the unusable records of messages that carry
+several, each on its own) written to the dead-letter topic with the reason in a header, and only then are
+its offsets committed. A crash at any point redelivers, never loses: the journal's de-duplication keys
+turn redelivery into a no-op.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 
 from responder.core.events import Event
 from responder.ingest.handoff import Handoff
-from responder.ingest.parsers import Parsed, ParserPool, events_of, parse_all
+from responder.ingest.parsers import Parsed, ParserPool, Rejected, events_of, parse_all
 from responder.ingest.siem import Format
 from responder.ingest.webhooks import DeliveryRecorder
 from responder.journal import Accepted, DeliveryRecord, JournalUnavailable
@@ -55,8 +56,15 @@ def _headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
 
 
 def parse(record: ConsumerRecord[bytes, bytes], fmt: Format) -> list[Event]:
-    """The events of one message, or PayloadError saying why there are none."""
-    return events_of(record.value, fmt)
+    """The events of one message, or PayloadError saying why one of its records (or the message) has none."""
+    return events_of(record.value, fmt, _received(record))
+
+
+def _received(record: ConsumerRecord[bytes, bytes]) -> datetime | None:
+    """When the broker got the message (its timestamp, in milliseconds), if it says."""
+    if not isinstance(record.timestamp, int) or record.timestamp <= 0:
+        return None
+    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
 class AlertConsumer:
@@ -146,7 +154,7 @@ class AlertConsumer:
     ) -> None:
         items: list[tuple[DeliveryRecord, Sequence[Event]]] = []
         recorded: list[tuple[str, ConsumerRecord[bytes, bytes]]] = []
-        dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        dead: list[tuple[ConsumerRecord[bytes, bytes], Rejected]] = []
         now = datetime.now(UTC).isoformat()
         for (tp, records), results in zip(batch.items(), parsed, strict=True):
             fmt = self.config.topics[tp.topic]
@@ -154,12 +162,13 @@ class AlertConsumer:
             prefix = f"{source}:{tp.partition}:"
             for record, result in zip(records, results, strict=True):
                 with self._span(tp, record, fmt) as span:
-                    if isinstance(result, str):
-                        span.set_attribute("responder.dead_letter", result)
-                        dead.append((record, result))
+                    dead += [(record, rejected) for rejected in result.rejected]
+                    if result.rejected:
+                        span.set_attribute("responder.dead_letter", result.rejected[0].reason)
+                    if result.whole_message_refused:
                         continue
                     carrier = carrier_of_current() if self._traced else {}
-                items.append((DeliveryRecord(f"{prefix}{record.offset}", source, now, carrier), result))
+                items.append((DeliveryRecord(f"{prefix}{record.offset}", source, now, carrier), result.events))
                 recorded.append((fmt.name, record))
         if items:
             accepted = await self._stored(items)
@@ -177,8 +186,8 @@ class AlertConsumer:
                 for name, rec in recorded:
                     headers = {k: v.decode("utf-8", "replace") for k, v in rec.headers or () if isinstance(v, bytes)}
                     self._recorder.delivery(f"kafka:{name}", headers, rec.value or b"", key=rec.key)
-        for record, reason in dead:
-            await self._dead_letter(producer, record, reason)
+        for record, rejected in dead:
+            await self._dead_letter(producer, record, rejected)
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         await consumer.commit(offsets)
         self.committed += sum(len(r) for r in batch.values())
@@ -201,9 +210,10 @@ class AlertConsumer:
 
     async def _parse_part(self, topic: str, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Parsed]:
         values = [r.value for r in records]
+        received = [_received(r) for r in records]
         if self._parsers is None:
-            return parse_all(values, self.config.topics[topic])
-        return await self._parsers.parse(topic, values)
+            return parse_all(values, self.config.topics[topic], received)
+        return await self._parsers.parse(topic, values, received)
 
     def _span(
         self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], fmt: Format
@@ -218,16 +228,18 @@ class AlertConsumer:
                         "messaging.kafka.offset": record.offset, "responder.format": fmt.name},
         )  # fmt: skip
 
-    async def _dead_letter(self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+    async def _dead_letter(
+        self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], rejected: Rejected
+    ) -> None:
+        """The message (or one record of it, `x-responder-record` saying which) to the dead-letter topic."""
         self._metrics.dead_letters.labels(record.topic).inc()
         self._metrics.deliveries.labels(f"kafka:{record.topic}", "dead_letter").inc()
         headers = [
-            ("x-responder-error", reason[:1000].encode()),
+            ("x-responder-error", rejected.reason[:1000].encode()),
             ("x-responder-topic", record.topic.encode()),
             ("x-responder-partition", str(record.partition).encode()),
             ("x-responder-offset", str(record.offset).encode()),
+            *([("x-responder-record", str(rejected.record).encode())] if rejected.record is not None else []),
             *[(k, v) for k, v in (record.headers or ()) if k.lower() in TRACE_HEADERS],
         ]
-        await producer.send_and_wait(
-            self.config.dead_letter_topic, record.value or b"", key=record.key, headers=headers
-        )
+        await producer.send_and_wait(self.config.dead_letter_topic, rejected.value, key=record.key, headers=headers)

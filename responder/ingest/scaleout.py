@@ -9,6 +9,7 @@ instance scored) and takes over the pending events of the subjects its new parti
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -56,8 +57,11 @@ class CanonicalFormat:
 
     name = "canonical"
 
-    def events(self, message: Any, raw: bytes) -> list[Event]:
-        del raw
+    def records(self, message: Any) -> list[Any]:
+        return [message]
+
+    def events(self, message: Any, raw: bytes, received: datetime | None = None) -> list[Event]:
+        del raw, received
         try:
             return [Event.model_validate(message)]
         except ValueError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -15,7 +16,7 @@ from responder.core.events import Event, Severity, Source, Subjects
 from responder.core.identifiers import IPAddress, parse_address
 from responder.ingest import entra
 from responder.ingest.errors import PayloadError
-from responder.ingest.paths import lookup, parse_time, text
+from responder.ingest.paths import first_time, lookup, text
 
 SeverityName = Literal["info", "low", "medium", "high", "critical"]
 Paths = tuple[str, ...]
@@ -25,7 +26,15 @@ class Format(Protocol):
     @property
     def name(self) -> str: ...
 
-    def events(self, message: Any, raw: bytes) -> list[Event]: ...
+    def records(self, message: Any) -> list[Any]:
+        """The records a message carries, each read on its own by `events` (a message of one alert: the
+        message itself, `[message]`); PayloadError when the message is not this format at all."""
+        ...
+
+    def events(self, message: Any, raw: bytes, received: datetime | None = None) -> list[Event]:
+        """The events of one record (`raw`: its bytes); `received`: when the broker got it, the time of an
+        alert that carries none where the format says so. PayloadError says why the record gives none."""
+        ...
 
 
 class _Spec(BaseModel):
@@ -35,6 +44,10 @@ class _Spec(BaseModel):
 class TimeSpec(_Spec):
     paths: Paths = Field(min_length=1)
     format: Literal["iso", "epoch_s", "epoch_ms", "auto"] = "auto"
+    missing: Literal["reject", "received"] = Field(
+        default="reject",
+        description="An alert with none of `paths`: refused, or dated when the broker received it",
+    )
 
 
 class SeveritySpec(_Spec):
@@ -69,7 +82,11 @@ class Connector(_Spec):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     description: str = ""
     match: dict[str, Literal["any"] | list[str | int]] = {}
-    id: Paths = ()
+    any_of: Paths = Field(default=(), description="At least one of these paths is present (one format, two shapes)")
+    id: tuple[str | tuple[str, ...], ...] = Field(
+        default=(),
+        description="Paths to the alert's own id, first found wins; a list of paths is one id made of all of them",
+    )
     type: Paths = ()
     type_default: str | None = None
     title: Paths = ()
@@ -80,7 +97,18 @@ class Connector(_Spec):
     devices: Paths = ()
     host: HostSpec = HostSpec()
 
-    def events(self, message: Any, raw: bytes) -> list[Event]:
+    def records(self, message: Any) -> list[Any]:
+        """A JSON array is a batch of alerts (an integrator that ships several at once), each its own
+        record; an object is one alert."""
+        if isinstance(message, list):
+            if not message:
+                raise PayloadError(f"{self.name}: an empty array holds no alert")
+            return message
+        if not isinstance(message, dict):
+            raise PayloadError(f"{self.name}: expected a JSON object (one alert) or an array of them")
+        return [message]
+
+    def events(self, message: Any, raw: bytes, received: datetime | None = None) -> list[Event]:
         if not isinstance(message, dict):
             raise PayloadError(f"{self.name}: expected a JSON object")
         for path, wanted in self.match.items():
@@ -89,17 +117,13 @@ class Connector(_Spec):
                 raise PayloadError(f"{self.name}: {path} is missing")
             if wanted != "any" and not {str(v) for v in found} & {str(w) for w in wanted}:
                 raise PayloadError(f"{self.name}: {path} is {found[0]!r}, expected one of {wanted}")
-        alert_id = text(message, *self.id) or hashlib.sha256(raw).hexdigest()
+        if self.any_of and not any(lookup(message, p) for p in self.any_of):
+            raise PayloadError(f"{self.name}: none of {list(self.any_of)} is present")
+        alert_id = self._alert_id(message) or hashlib.sha256(raw).hexdigest()
         kind = text(message, *self.type) or self.type_default
         if kind is None:
             raise PayloadError(f"{self.name}: none of {list(self.type)} is present")
-        stamp = next((v for p in self.time.paths for v in lookup(message, p)), None)
-        if stamp is None:
-            raise PayloadError(f"{self.name}: none of {list(self.time.paths)} is present")
-        fmt = self.time.format
-        if fmt == "auto":
-            numeric = isinstance(stamp, int | float) or (isinstance(stamp, str) and _is_number(stamp))
-            fmt = ("epoch_ms" if float(stamp) > 1e11 else "epoch_s") if numeric else "iso"
+        when = self._time(message, received)
         users = tuple(dict.fromkeys(u for p in self.users for u in _strings(lookup(message, p)) if "@" in u))
         devices = _devices(message, self.devices)
         addresses = _addresses(message, self.addresses)
@@ -113,7 +137,7 @@ class Connector(_Spec):
                     source=Source.SIEM,
                     product=self.name,
                     type=kind[:512],
-                    time=parse_time(stamp, fmt, field=f"{self.name} time"),
+                    time=when,
                     subjects=Subjects(users=users[:16], devices=devices[:16], addresses=tuple(addresses[:16])),
                     severity=self._severity(message),
                     attributes={**message, "_title": title} if title else message,
@@ -123,6 +147,28 @@ class Connector(_Spec):
         except ValidationError as exc:
             e = exc.errors()[0]
             raise PayloadError(f"{self.name}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+
+    def _alert_id(self, message: Any) -> str | None:
+        for spec in self.id:
+            if isinstance(spec, str):
+                found = text(message, spec)
+            else:  # every part present, or this id does not apply
+                parts = [text(message, p) for p in spec]
+                found = ":".join(p for p in parts if p) if all(parts) else None
+            if found:
+                return found
+        return None
+
+    def _time(self, message: Any, received: datetime | None) -> datetime:
+        """The first of the time paths that holds a time: a producer that writes one field oddly (or
+        leaves it empty) often has the time in the next."""
+        stamps = [v for p in self.time.paths for v in lookup(message, p)]
+        if not stamps and self.time.missing == "received" and received is not None:
+            return received
+        fmt = self.time.format
+        if not stamps:
+            raise PayloadError(f"{self.name}: none of {list(self.time.paths)} is present")
+        return first_time(stamps, "iso" if fmt == "auto" else fmt, field=f"{self.name} time")
 
     def _severity(self, message: Any) -> Severity:
         spec = self.severity
@@ -168,15 +214,26 @@ def _strings(values: list[Any]) -> list[str]:
 
 
 class EntraEventHubs:
-    """Entra ID Protection objects from Event Hubs diagnostic settings (`{"records": [...]}`), or one
-    Graph object per message."""
+    """Entra ID Protection objects from Event Hubs diagnostic settings (`{"records": [...]}`), a page of
+    Graph objects (`{"value": [...]}`, as Graph lists them), each record read on its own; or one Graph
+    object per message."""
 
     name = "entra"
 
-    def events(self, message: Any, raw: bytes) -> list[Event]:
-        del raw
-        objects = entra.event_hubs_records(message) if isinstance(message, dict) and "records" in message else [message]
-        return [entra.identity_protection_event(o) for o in objects]
+    def records(self, message: Any) -> list[Any]:
+        if isinstance(message, dict) and "records" in message:
+            return entra.event_hubs_records(message)
+        if isinstance(message, dict) and isinstance(message.get("value"), list) and "id" not in message:
+            return list(message["value"])
+        return [message]
+
+    def events(self, message: Any, raw: bytes, received: datetime | None = None) -> list[Event]:
+        del raw, received
+        if isinstance(message, dict) and "records" in message:  # a whole message, read at once
+            return [entra.event_hubs_event(r) for r in entra.event_hubs_records(message)]
+        if isinstance(message, dict) and "category" in message:  # a diagnostic record, maybe a broken one
+            return [entra.event_hubs_event(message)]
+        return [entra.identity_protection_event(message)]
 
 
 class ConnectorError(Exception):

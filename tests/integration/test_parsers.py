@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ class Dying:
 
     name = "dying"
 
-    def events(self, message: Any, raw: bytes) -> list[Event]:
+    def records(self, message: Any) -> list[Any]:
+        return [message]
+
+    def events(self, message: Any, raw: bytes, received: datetime | None = None) -> list[Event]:
         if isinstance(message, dict) and message.get("die"):
             if multiprocessing.parent_process() is not None:
                 os._exit(1)
@@ -47,9 +51,13 @@ async def test_workers_answer_as_the_event_loop_would_in_order() -> None:
     finally:
         await pool.close()
     assert there == here
-    assert [x if isinstance(x, str) else x[0].id for x in there][10:13] == ["not valid JSON", "empty message", "a10"]
+    assert [x.rejected[0].reason if x.rejected else x.events[0].id for x in there][10:13] == [
+        "not valid JSON",
+        "empty message",
+        "a10",
+    ]
     # The journal's JSON comes made from the worker, not computed again here.
-    assert all("canonical_json" in e.__dict__ for x in there if not isinstance(x, str) for e in x)
+    assert all("canonical_json" in e.__dict__ for x in there for e in x.events)
 
 
 async def test_a_worker_that_dies_costs_nothing() -> None:
@@ -59,11 +67,11 @@ async def test_a_worker_that_dies_costs_nothing() -> None:
         values = _values()
         values[5] = b'{"die": true}'
         answer = await pool.parse("alerts", values)
-        assert answer[5] == "internal error: ValueError: would have died"  # parsed here instead
-        events = [x[0] for x in answer if not isinstance(x, str)]
+        assert answer[5].rejected[0].reason == "internal error: ValueError: would have died"  # parsed here instead
+        events = [x.events[0] for x in answer if x.events]
         assert [e.id for e in events][:5] == ["a0", "a1", "a2", "a3", "a4"]
         assert {e.attributes["parsed_by"] for e in events} == {os.getpid()}
-        again = [x[0] for x in await pool.parse("alerts", _values()) if not isinstance(x, str)]
+        again = [x.events[0] for x in await pool.parse("alerts", _values()) if x.events]
         assert len(again) == 40
         assert os.getpid() not in {e.attributes["parsed_by"] for e in again}  # new workers took over
     finally:

@@ -23,6 +23,7 @@ from responder.replay.runner import Options, replay_case
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 REPLAY = ROOT / "replay"
+REAL = REPLAY / "real"  # cases built from the published payloads of tests/payloads/real/
 RULES = (ROOT / "rules",)
 CONNECTORS = ROOT / "connectors"
 
@@ -54,7 +55,7 @@ async def _lab_as_found(lab: Lab) -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("path", case_files([REPLAY]), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", case_files([REPLAY, REAL]), ids=lambda p: p.stem)
 async def test_every_case_passes_in_the_lab(lab: Lab, kafka_bootstrap: str, path: Path) -> None:
     report = await replay_case(load_case(path), _options(lab, kafka_bootstrap))
     assert report.passed, report.render()

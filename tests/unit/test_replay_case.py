@@ -40,7 +40,7 @@ def test_bad_offsets(bad: object) -> None:
 
 
 def test_the_library_is_valid_and_covers_every_source() -> None:
-    cases = load_cases([REPLAY])
+    cases = load_cases([REPLAY, REPLAY / "real"])
     assert len(cases) >= 10
     vias = {d.via for c in cases for d in c.spec.deliveries}
     assert vias >= SOURCES, SOURCES - vias
