@@ -238,6 +238,13 @@ class SqlJournal(ABC):
                     *[v for d in some for v in (d.id, d.source, d.received_at, traces[d.id],
                                                 _dump(d.headers), d.body)],
                 )  # fmt: skip
+            for d in deliveries:
+                for r in d.rejected:  # each record a batch lost, with its reason, beside the delivery's body
+                    tx.defer(
+                        "INSERT INTO audit (at, actor, kind, ref, detail) VALUES (?, ?, ?, ?, ?)",
+                        d.received_at, d.source, "record.rejected", f"delivery:{d.id}",
+                        json.dumps({"index": r.index, "id": r.record_id, "reason": r.reason}, sort_keys=True),
+                    )  # fmt: skip
             rows = [
                 (e.dedup_key, d.id, e.subject, e.occurred_at, e.body, traces[d.id], owner, pending)
                 for d, events in items

@@ -48,6 +48,16 @@ class IntentKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class RejectedRecord:
+    """A record of a batch delivery (an Okta LogEvent, a Graph notification) that became no event: which
+    one (`index` in the batch, its own id when it has one) and why. The delivery's body keeps the record."""
+
+    index: int
+    reason: str
+    record_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryRecord:
     id: str
     source: str
@@ -55,6 +65,7 @@ class DeliveryRecord:
     trace: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    rejected: tuple[RejectedRecord, ...] = ()  # stored in the audit trail, kind `record.rejected`
 
 
 @dataclass(frozen=True, slots=True)
