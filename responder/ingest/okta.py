@@ -33,8 +33,10 @@ from responder.journal.records import RejectedRecord
 _SEVERITY = {"DEBUG": Severity.INFO, "INFO": Severity.INFO, "WARN": Severity.MEDIUM, "ERROR": Severity.HIGH}
 _RISK = {"LOW": Severity.LOW, "MEDIUM": Severity.MEDIUM, "HIGH": Severity.HIGH}
 # A Java map's toString: "{k=v, k=v}". A value may hold commas ("reasons=New Device, New IP"), so a pair
-# starts only where a key (letters, digits, spaces, dashes) is followed by "=".
-_PAIR = re.compile(r"([A-Za-z][\w \-]*?)\s*=\s*(.*?)(?=,\s*[A-Za-z][\w \-]*?\s*=|\s*$)")
+# starts only at a piece that opens with a key (letters, digits, spaces, dashes) and "=". The key's length
+# is bounded, so reading a hostile string is linear in its length.
+_KEY = re.compile(r"\s*([A-Za-z][\w \-]{0,63}?)\s*=(.*)", re.DOTALL)
+_PIECES = re.compile(r",")
 MAX_EVENTS = 1000
 # Event types in which an administrator, or Okta itself, acts on a user: the target is the one at risk.
 _TARGET_IS_SUBJECT = (
@@ -75,10 +77,10 @@ def _documented_keys(raw: dict[str, Any]) -> dict[str, Any]:
 
 class _Party(BaseModel):
     model_config = ConfigDict(extra="allow")
-    id: str | None = None
+    id: Any = None
     type: str | None = None
     alternateId: str | None = None
-    displayName: str | None = None
+    displayName: Any = None
 
 
 class _LogEvent(BaseModel):
@@ -102,7 +104,7 @@ class OktaDelivery(BaseModel):
     model_config = ConfigDict(extra="allow")
     eventType: str | None = None
     eventId: str | None = Field(default=None, max_length=128)
-    eventTime: str | None = None
+    eventTime: Any = None
     data: _Data
 
 
@@ -115,12 +117,20 @@ def java_map(text: str) -> dict[str, str]:
     if s.startswith('"'):
         try:
             data = json.loads("{" + s + "}")
-        except ValueError:
+        except (ValueError, RecursionError):  # a string nested deeper than Python's parser goes
             return {}
         if not isinstance(data, dict):
             return {}
         return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
-    return {m.group(1).strip(): m.group(2).strip() for m in _PAIR.finditer(s)}
+    pairs: dict[str, list[str]] = {}
+    value: list[str] | None = None
+    for piece in _PIECES.split(s):
+        opens = _KEY.match(piece)
+        if opens:
+            value = pairs[opens.group(1).strip()] = [opens.group(2).strip()]
+        elif value is not None:
+            value.append(piece.strip())
+    return {k: ", ".join(v) for k, v in pairs.items()}
 
 
 def _debug_data(raw: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +155,7 @@ def _security_data(debug: dict[str, Any]) -> dict[str, Any]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
     return {str(k).lower(): v for k, v in value.items()} if isinstance(value, dict) else {}
 
@@ -183,8 +193,10 @@ def _address(party: _Party | None) -> IPAddress | None:
     if party is None or (party.type or "").lower().replace("_", " ") not in {"ip address", "ip"}:
         return None
     for candidate in (party.id, party.alternateId, party.displayName):
+        if not isinstance(candidate, str):
+            continue
         try:
-            return parse_address(str(candidate))
+            return parse_address(candidate)
         except ValueError:
             continue
     return None
@@ -223,9 +235,10 @@ def events_of(envelope: OktaDelivery) -> tuple[list[Event], list[RejectedRecord]
     costs only itself."""
     events: list[Event] = []
     rejected: list[RejectedRecord] = []
+    fallback = envelope.eventTime if isinstance(envelope.eventTime, str) else None
     for n, raw in enumerate(envelope.data.events):
         try:
-            events.append(normalise(raw, fallback_time=envelope.eventTime))
+            events.append(normalise(raw, fallback_time=fallback))
         except PayloadError as exc:
             uid = raw.get("uuid") if isinstance(raw, dict) else None
             rejected.append(RejectedRecord(n, str(exc), uid[:128] if isinstance(uid, str) else None))
