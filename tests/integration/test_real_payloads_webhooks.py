@@ -318,6 +318,13 @@ async def test_a_graph_delivery_loses_only_its_unusable_notifications_and_record
     assert rejection["index"] == 0
     assert rejection["id"] == "broken-1"
     assert rejection["reason"].startswith("value.0.subscriptionId")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{base}/metrics", headers={"Authorization": "Bearer admin-token-for-tests"}) as r,
+    ):
+        metrics = await r.text()
+    assert 'responder_deliveries_total{outcome="invalid_event",source="entra"} 1.0' in metrics
+    assert 'responder_deliveries_total{outcome="client_state_mismatch",source="entra"} 1.0' in metrics
 
 
 # --- The same under mutation: optional fields, nulls, extra fields, time formats, large batches ------
