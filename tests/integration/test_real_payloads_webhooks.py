@@ -27,7 +27,7 @@ from responder.core.identity import IdentityMap
 from responder.ingest import entra, okta, ssf
 from responder.ingest.errors import PayloadError
 from responder.inventory import Inventory
-from responder.journal import Journal, open_journal
+from responder.journal import DeliveryRecord, Journal, RejectedRecord, open_journal
 from responder.policy import load_rules
 from tests.support.service import event_keys, no_hubs, running
 
@@ -325,6 +325,25 @@ async def test_a_graph_delivery_loses_only_its_unusable_notifications_and_record
         metrics = await r.text()
     assert 'responder_deliveries_total{outcome="invalid_event",source="entra"} 1.0' in metrics
     assert 'responder_deliveries_total{outcome="client_state_mismatch",source="entra"} 1.0' in metrics
+
+
+async def test_the_records_a_batch_lost_go_with_its_delivery_not_with_the_audit_trail(tmp_path: Path) -> None:
+    journal = await open_journal(f"sqlite:///{tmp_path}/journal.db")
+    try:
+        received = "2026-03-02T10:00:00+00:00"
+        lost = (RejectedRecord(1, "uuid: Field required"), RejectedRecord(4, "expected a LogEvent object", "u-4"))
+        await journal.accept_batch([(DeliveryRecord("okta:d1", "okta", received, rejected=lost), [])], "test")
+        await journal.audit(received, "admin", "decision.undo", "dec-1", {})
+        kept = await journal.audit_trail("delivery:okta:d1")
+        assert [json.loads(e.detail) for e in kept] == [
+            {"index": 1, "id": None, "reason": "uuid: Field required"},
+            {"index": 4, "id": "u-4", "reason": "expected a LogEvent object"},
+        ]
+        pruned = await journal.prune(events_before="2026-03-05T00:00:00+00:00", decisions_before="2025-01-01")
+        assert pruned["audit"] == 2
+        assert [e.kind for e in await journal.audit_trail()] == ["decision.undo"]
+    finally:
+        await journal.close()
 
 
 # --- The same under mutation: optional fields, nulls, extra fields, time formats, large batches ------
