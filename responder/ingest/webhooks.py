@@ -260,7 +260,7 @@ class Webhooks:
         if not skipped:
             return
         self._metrics.deliveries.labels(source, "invalid_event").inc(len(skipped))
-        named = "; ".join(f"record {r.index}{f' ({r.record_id:.64})' if r.record_id else ''}: {r.reason}"
+        named = "; ".join(f"record {r.index}{f' ({r.record_id:.64})' if r.record_id else ''}: {r.reason:.200}"
                           for r in skipped[:LOGGED_REJECTIONS])  # fmt: skip
         log.warning(
             "%s delivery %s: %d of %d records skipped (audit trail, kind record.rejected): %s%s",

@@ -47,6 +47,9 @@ class IntentKind(StrEnum):
     UNDO = "undo"
 
 
+MAX_REASON = 500
+
+
 @dataclass(frozen=True, slots=True)
 class RejectedRecord:
     """A record of a batch delivery (an Okta LogEvent, a Graph notification) that became no event: which
@@ -55,6 +58,12 @@ class RejectedRecord:
     index: int
     reason: str
     record_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # A reason may quote what was sent (a time that does not parse): bounded, as what it names is.
+        object.__setattr__(self, "reason", self.reason[:MAX_REASON])
+        if self.record_id is not None:
+            object.__setattr__(self, "record_id", self.record_id[:256])
 
 
 @dataclass(frozen=True, slots=True)
