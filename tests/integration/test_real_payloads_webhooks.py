@@ -194,6 +194,29 @@ def test_okta_behaviors_risk_and_threat_suspected_are_read_as_values() -> None:
     assert plain.attributes["_okta"]["behaviors"] == {}
 
 
+def test_the_values_okta_documents_for_risk_and_behaviors_read_as_maps() -> None:
+    # Verbatim from Okta's Identity Threat Protection event reference (docs/reference/api/itp-et/index.md).
+    risk = "{previousLevel=LOW, level=MEDIUM, detectionName=Session Influenced User Risk, reasons=idxGuvnnpQKQ8uVw56TGp23Qg, issuer=OKTA}"  # noqa: E501
+    behaviors = " { New Geo-Location=POSITIVE, New Device=NEGATIVE, New IP=POSITIVE, New State=POSITIVE, New Country=POSITIVE, Velocity=POSITIVE, New City=POSITIVE } "  # noqa: E501
+    assert okta.java_map(risk) == {
+        "previousLevel": "LOW",
+        "level": "MEDIUM",
+        "detectionName": "Session Influenced User Risk",
+        "reasons": "idxGuvnnpQKQ8uVw56TGp23Qg",
+        "issuer": "OKTA",
+    }
+    assert okta.java_map(behaviors)["New Device"] == "NEGATIVE"
+    assert okta.java_map(behaviors)["New City"] == "POSITIVE"
+    event = {"uuid": "u1", "published": "2026-03-02T10:00:00Z", "eventType": "user.risk.change",
+             "actor": {"type": "PublicClientApp", "alternateId": "system@okta.com"},
+             "target": [{"type": "User", "alternateId": "alice@example.com"}],
+             "debugContext": {"debugData": {"Risk": risk, "Behaviors": behaviors}}}  # fmt: skip
+    read_back = okta.normalise(event)
+    assert read_back.severity.name == "MEDIUM"  # the risk level, matched whatever the key's casing
+    assert read_back.subjects.users == ("alice@example.com",)
+    assert read_back.attributes["_okta"]["new_device"] is False
+
+
 @pytest.mark.parametrize(
     "value",
     ["a" * 1_000_000, "a=" + "b, " * 300_000, ("k" * 60 + ",") * 15_000, '{"a":' + "[" * 100_000 + "}"],
