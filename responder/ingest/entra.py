@@ -13,6 +13,7 @@ compromised critical.
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from responder.core.events import Event, Severity, Source, Subjects
 from responder.ingest.errors import PayloadError
 from responder.ingest.paths import first_time, parse_time, text
+from responder.journal.records import RejectedRecord
 
 _LEVEL = {"low": Severity.LOW, "medium": Severity.MEDIUM, "high": Severity.HIGH, "hidden": Severity.MEDIUM}
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
@@ -40,15 +42,104 @@ class ChangeNotification(BaseModel):
 
 class NotificationBatch(BaseModel):
     model_config = ConfigDict(extra="allow")
-    value: list[ChangeNotification] = Field(min_length=1, max_length=1000)
+    value: list[Any] = Field(min_length=1, max_length=1000)
+
+
+@dataclass(frozen=True, slots=True)
+class UnusableNotification:
+    """A record of `value[]` that is no notification: where it is, why, and the `clientState` it claims
+    (only one that matches makes it Graph's, and worth recording)."""
+
+    index: int
+    reason: str
+    record_id: str | None
+    client_state: str | None
+
+    def client_state_matches(self, expected: str) -> bool:
+        return hmac.compare_digest((self.client_state or "").encode(), expected.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Notifications:
+    notifications: list[ChangeNotification]
+    indexes: list[int]  # where each of `notifications` is in the delivery's `value[]`
+    rejected: list[UnusableNotification]
+
+
+def parse_batch(body: Any) -> Notifications:
+    """The notifications of a delivery, each checked on its own: one unusable record costs only itself.
+    PayloadError only when the envelope itself is not `{"value": [...]}`."""
+    try:
+        records = NotificationBatch.model_validate(body).value
+    except ValidationError as exc:
+        raise PayloadError(_error(exc)) from None
+    good: list[ChangeNotification] = []
+    indexes: list[int] = []
+    bad: list[UnusableNotification] = []
+    for n, record in enumerate(records):
+        try:
+            good.append(ChangeNotification.model_validate(record))
+            indexes.append(n)
+        except ValidationError as exc:
+            fields = record if isinstance(record, dict) else {}
+            rid, state = fields.get("id"), fields.get("clientState")
+            bad.append(
+                UnusableNotification(
+                    n, f"value.{n}.{_error(exc)}", rid[:256] if isinstance(rid, str) else None,
+                    state if isinstance(state, str) else None,
+                )
+            )  # fmt: skip
+    return Notifications(good, indexes, bad)
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A delivery's notifications sorted out: the events of the genuine ones, each genuine record that is
+    unusable with why, and how many were dropped as not Graph's (no matching `clientState`)."""
+
+    genuine: list[ChangeNotification]
+    events: list[Event]
+    rejected: list[RejectedRecord]
+    forged: int
+
+
+def notification_events(batch: Notifications, client_state: str, received_at: str) -> Split:
+    """Only a record that carries the shared secret is Graph's: one without it is dropped as forged, and
+    only a genuine one that is unusable is recorded as rejected, so no one else can fill the audit trail."""
+    genuine: list[ChangeNotification] = []
+    events: list[Event] = []
+    rejected: list[RejectedRecord] = []
+    forged = 0
+    for index, n in zip(batch.indexes, batch.notifications, strict=True):
+        if not client_state_matches(n, client_state):
+            forged += 1
+            continue
+        try:
+            events.append(notification_event(n, received_at))
+        except PayloadError as exc:
+            rejected.append(RejectedRecord(index, str(exc), n.id))
+            continue
+        genuine.append(n)
+    for bad in batch.rejected:
+        if bad.client_state_matches(client_state):
+            rejected.append(RejectedRecord(bad.index, bad.reason, bad.record_id))
+        else:
+            forged += 1
+    rejected.sort(key=lambda r: r.index)
+    return Split(genuine, events, rejected, forged)
 
 
 def parse_notifications(body: Any) -> list[ChangeNotification]:
-    try:
-        return NotificationBatch.model_validate(body).value
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        raise PayloadError(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}") from None
+    """Every notification of a delivery, or PayloadError naming the first unusable one."""
+    batch = parse_batch(body)
+    if batch.rejected:
+        raise PayloadError(batch.rejected[0].reason)
+    return batch.notifications
+
+
+def _error(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    return f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
 
 
 def client_state_matches(notification: ChangeNotification, expected: str) -> bool:
@@ -72,16 +163,19 @@ def notification_event(n: ChangeNotification, received_at: str) -> Event:
     key = n.id or f"{n.subscriptionId}:{n.lifecycleEvent or n.changeType}:{n.resource}:{received_at}"
     attributes = n.model_dump(exclude={"clientState"})
     severity = Severity.HIGH if n.lifecycleEvent == "subscriptionRemoved" else Severity.INFO
-    return Event(
-        id=key[:256],
-        source=Source.ENTRA,
-        product="graph",
-        type=kind,
-        time=parse_time(received_at, field="received_at"),
-        severity=severity,
-        attributes=attributes,
-        dedup_key=f"entra:notification:{key}"[:512],
-    )
+    try:
+        return Event(
+            id=key[:256],
+            source=Source.ENTRA,
+            product="graph",
+            type=kind[:512],
+            time=parse_time(received_at, field="received_at"),
+            severity=severity,
+            attributes=attributes,
+            dedup_key=f"entra:notification:{key}"[:512],
+        )
+    except ValidationError as exc:
+        raise PayloadError(_error(exc)) from None
 
 
 # Every `riskEventType` Microsoft documents for riskDetection (Graph v1.0 resource page), for riskUserActivity

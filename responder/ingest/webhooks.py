@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,7 +30,7 @@ from responder.ingest import entra, okta, ssf
 from responder.ingest.errors import PayloadError
 from responder.ingest.handoff import Handoff
 from responder.ingest.payload import MAX_PAYLOAD_BYTES, parse_json
-from responder.journal import DeliveryRecord, JournalUnavailable
+from responder.journal import DeliveryRecord, JournalUnavailable, RejectedRecord
 from responder.telemetry.metrics import Metrics, bounded
 from responder.telemetry.tracing import carrier_of_current, context_from
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TRACE_HEADERS = ("traceparent", "tracestate")
 KEPT_HEADERS = ("content-type", "user-agent", "x-okta-request-id", *TRACE_HEADERS)
+LOGGED_REJECTIONS = 5  # records of one delivery named in its log line; the audit trail has every one
 # RFC 8935 section 2.4's registered error codes: the only SSF outcomes that become metric labels.
 SET_ERROR_CODES = frozenset(
     {"invalid_request", "invalid_key", "invalid_issuer", "invalid_audience", "authentication_failed", "access_denied"}
@@ -191,11 +192,20 @@ class Webhooks:
             raise Rejected(400, "bad_json", f"the body is {exc}") from None
 
     async def _hand_off(
-        self, request: web.Request, source: str, delivery_id: str, body: bytes, events: list[Event]
+        self,
+        request: web.Request,
+        source: str,
+        delivery_id: str,
+        body: bytes,
+        events: list[Event],
+        *,
+        rejected: Sequence[RejectedRecord] = (),
     ) -> int:
         headers = {k.lower(): v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS}
         # The delivery's own span, so that what follows (decision, actions) hangs below it in the trace.
-        delivery = DeliveryRecord(f"{source}:{delivery_id}", source, _now(), carrier_of_current(), headers, body)
+        delivery = DeliveryRecord(
+            f"{source}:{delivery_id}", source, _now(), carrier_of_current(), headers, body, tuple(rejected)
+        )
         started = time.perf_counter()
         with self._tracer.start_as_current_span("journal.accept", attributes={"responder.events": len(events)}):
             try:
@@ -232,28 +242,30 @@ class Webhooks:
         body = await self._body(request, "application/json")
         document = self._json(body)
         try:
-            delivery_id, raw_events = okta.parse_delivery(document)
+            envelope = okta.delivery(document)
         except PayloadError as exc:
             raise Rejected(400, "invalid", str(exc)) from None
-        # Okta does not retry a 4xx: one malformed event must not cost the rest of the batch. The body
-        # is kept with the delivery, so a skipped event is not lost either.
-        events = []
-        skipped: list[tuple[int, str]] = []
-        for n, raw in enumerate(raw_events):
-            try:
-                events.append(okta.normalise(raw))
-            except PayloadError as exc:
-                skipped.append((n, str(exc)))
-        if skipped:
-            # One line a delivery, not one an event: a delivery of 1,000 bad events must not write 1,000.
-            self._metrics.deliveries.labels("okta", "invalid_event").inc(len(skipped))
-            first, reason = skipped[0]
-            log.warning(
-                "okta delivery %s: %d of %d events skipped; the first, event %d: %s",
-                delivery_id, len(skipped), len(raw_events), first, reason,
-            )  # fmt: skip
-        await self._hand_off(request, "okta", delivery_id or uuid.uuid4().hex, body, events)
+        # Okta does not retry a 4xx: one malformed event must not cost the rest of the batch. Each one
+        # skipped is counted, logged and kept in the audit trail with its reason; the body is kept with
+        # the delivery, so the event itself is not lost either.
+        events, skipped = okta.events_of(envelope)
+        delivery_id = envelope.eventId or uuid.uuid4().hex
+        self._skipped("okta", delivery_id, skipped, len(envelope.data.events))
+        await self._hand_off(request, "okta", delivery_id, body, events, rejected=skipped)
         return web.Response(status=200)
+
+    def _skipped(self, source: str, delivery_id: str, skipped: Sequence[RejectedRecord], total: int) -> None:
+        """Count and log the records of a delivery that became no event. One line a delivery, naming a few,
+        not one a record: a delivery of 1,000 bad records must not write 1,000 (the audit trail has all)."""
+        if not skipped:
+            return
+        self._metrics.deliveries.labels(source, "invalid_event").inc(len(skipped))
+        named = "; ".join(f"record {r.index}{f' ({r.record_id:.64})' if r.record_id else ''}: {r.reason:.200}"
+                          for r in skipped[:LOGGED_REJECTIONS])  # fmt: skip
+        log.warning(
+            "%s delivery %s: %d of %d records skipped (audit trail, kind record.rejected): %s%s",
+            source, delivery_id, len(skipped), total, named, "; ..." if len(skipped) > LOGGED_REJECTIONS else "",
+        )  # fmt: skip
 
     # --- Microsoft Graph --------------------------------------------------------------------------
 
@@ -271,19 +283,19 @@ class Webhooks:
         body = await self._body(request, "application/json")
         doc = self._json(body)
         try:
-            notifications = entra.parse_notifications(doc)
+            batch = entra.parse_batch(doc)
         except PayloadError as exc:
             raise Rejected(400, "invalid", str(exc)) from None
         assert self.config.entra_client_state is not None  # noqa: S101 - the route exists only with it
         expected = self.config.entra_client_state.get_secret_value()
-        genuine = [n for n in notifications if entra.client_state_matches(n, expected)]
-        if len(genuine) < len(notifications):
-            log.warning("dropped %d Graph notifications with a wrong clientState", len(notifications) - len(genuine))
-            if not genuine:
+        received = _now()
+        split = entra.notification_events(batch, expected, received)
+        if split.forged:
+            log.warning("dropped %d Graph notifications with a wrong clientState", split.forged)
+            if not split.genuine and not split.rejected:
                 raise Rejected(401, "client_state_mismatch", "clientState does not match")
             self._count("entra", "client_state_mismatch")
-        received = _now()
-        for n in genuine:
+        for n in split.genuine:
             if n.lifecycleEvent:
                 self._metrics.lifecycle.labels(bounded(n.lifecycleEvent, entra.LIFECYCLE_EVENTS)).inc()
                 log.warning(
@@ -292,12 +304,15 @@ class Webhooks:
                     n.lifecycleEvent,
                     "reauthorize it" if n.lifecycleEvent == "reauthorizationRequired" else "recreate it and resync",
                 )
-        events = [entra.notification_event(n, received) for n in genuine]
-        delivery_id = genuine[0].id or uuid.uuid4().hex
+        delivery_id = (split.genuine[0].id if split.genuine else None) or uuid.uuid4().hex
+        skipped = split.rejected
+        self._skipped("entra", delivery_id, skipped, len(batch.notifications) + len(batch.rejected))
         # The journal keeps the body, but not the shared secret in it: whoever reads a journal (or a
         # backup of it) must not be able to forge notifications.
         kept = json.dumps(entra.redact_client_state(doc)).encode()
-        await self._hand_off(request, "entra", f"{'lifecycle:' if lifecycle else ''}{delivery_id}", kept, events)
+        await self._hand_off(
+            request, "entra", f"{'lifecycle:' if lifecycle else ''}{delivery_id}", kept, split.events, rejected=skipped
+        )
         return web.Response(status=202)
 
     async def entra(self, request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ from responder.journal.records import (
     IntentKind,
     IntentRecord,
     IntentState,
+    RejectedRecord,
     StoredEvent,
     StoredIntent,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "IntentState",
     "Journal",
     "JournalUnavailable",
+    "RejectedRecord",
     "StoredEvent",
     "StoredIntent",
     "open_journal",

@@ -238,6 +238,13 @@ class SqlJournal(ABC):
                     *[v for d in some for v in (d.id, d.source, d.received_at, traces[d.id],
                                                 _dump(d.headers), d.body)],
                 )  # fmt: skip
+            for d in deliveries:
+                for r in d.rejected:  # each record a batch lost, with its reason, beside the delivery's body
+                    tx.defer(
+                        "INSERT INTO audit (at, actor, kind, ref, detail) VALUES (?, ?, ?, ?, ?)",
+                        d.received_at, d.source, "record.rejected", f"delivery:{d.id}",
+                        json.dumps({"index": r.index, "id": r.record_id, "reason": r.reason}, sort_keys=True),
+                    )  # fmt: skip
             rows = [
                 (e.dedup_key, d.id, e.subject, e.occurred_at, e.body, traces[d.id], owner, pending)
                 for d, events in items
@@ -685,11 +692,16 @@ class SqlJournal(ABC):
     async def prune(self, *, events_before: str, decisions_before: str, batch: int = 2000) -> dict[str, int]:
         """Delete what retention no longer keeps, and say how many rows of each table went: events processed
         before `events_before`, deliveries received before it with no event left; ended decisions created
-        before `decisions_before` with their intents, and audit entries written before it. Pending events
+        before `decisions_before` with their intents, and audit entries written before it (the records a
+        batch lost, `record.rejected`, already with the deliveries, before `events_before`). Pending events
         and live decisions are never deleted. One transaction per `batch` rows, so that intake waits for
         one short one at a time, never for the whole prune."""
         ended, unsettled = [s.value for s in _ENDED], [s.value for s in _UNSETTLED]
         steps = (
+            # What a batch lost goes with the deliveries' retention, not the audit trail's: a flood of
+            # unusable records must not stay for the audit trail's 400 days.
+            ("audit", "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE kind = ? AND at < ? LIMIT ?)",
+             ("record.rejected", events_before)),
             ("events", "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE status = ?"
                        " AND processed_at < ? LIMIT ?)", (EventStatus.PROCESSED.value, events_before)),
             ("deliveries", "DELETE FROM deliveries WHERE id IN (SELECT d.id FROM deliveries d WHERE d.received_at < ?"

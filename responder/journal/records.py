@@ -47,6 +47,25 @@ class IntentKind(StrEnum):
     UNDO = "undo"
 
 
+MAX_REASON = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRecord:
+    """A record of a batch delivery (an Okta LogEvent, a Graph notification) that became no event: which
+    one (`index` in the batch, its own id when it has one) and why. The delivery's body keeps the record."""
+
+    index: int
+    reason: str
+    record_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # A reason may quote what was sent (a time that does not parse): bounded, as what it names is.
+        object.__setattr__(self, "reason", self.reason[:MAX_REASON])
+        if self.record_id is not None:
+            object.__setattr__(self, "record_id", self.record_id[:256])
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryRecord:
     id: str
@@ -55,6 +74,7 @@ class DeliveryRecord:
     trace: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    rejected: tuple[RejectedRecord, ...] = ()  # stored in the audit trail, kind `record.rejected`
 
 
 @dataclass(frozen=True, slots=True)
