@@ -143,10 +143,12 @@ def decide(events: list[Event]) -> list[Decision]:
 
 
 def test_the_table_names_every_payload_of_the_corpus() -> None:
-    corpus = {str(p.relative_to(REAL)) for p in REAL.rglob("*.json")}
+    mine = ("okta", "graph", "ssf")  # the Kafka-borne sources have their table in test_real_payloads_siem.py
+    corpus = {str(p.relative_to(REAL)) for p in REAL.rglob("*.json") if p.relative_to(REAL).parts[0] in mine}
     assert corpus == set(EXPECTED)
-    assert len(corpus) >= 40
-    for source in ("okta", "graph", "ssf"):
+    everything = list(REAL.rglob("*.json"))
+    assert len(everything) >= 40 and len({p.relative_to(REAL).parts[0] for p in everything}) >= 8
+    for source in mine:
         assert (REAL / source / "PROVENANCE.md").is_file()
 
 
