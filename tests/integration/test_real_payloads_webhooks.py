@@ -29,7 +29,7 @@ from responder.ingest.errors import PayloadError
 from responder.inventory import Inventory
 from responder.journal import DeliveryRecord, Journal, RejectedRecord, open_journal
 from responder.policy import load_rules
-from tests.support.service import event_keys, no_hubs, running
+from tests.support.service import event_keys, no_hubs, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL = ROOT / "tests" / "payloads" / "real"
@@ -289,12 +289,8 @@ async def service(tmp_path: Path) -> AsyncIterator[tuple[str, Journal]]:
         admin_token="admin-token-for-tests",
         inventory=no_hubs(tmp_path),
     )
-    async with running(s) as (_, base):
-        journal = await open_journal(url)
-        try:
-            yield base, journal
-        finally:
-            await journal.close()
+    async with serving(s) as served:
+        yield served
 
 
 async def _rejections(journal: Journal) -> list[dict[str, Any]]:

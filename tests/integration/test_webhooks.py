@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from responder.config import Settings, Ssf
-from responder.journal import Journal, open_journal
+from responder.journal import Journal
 from tests.support.payloads import Transmitter, payload, raw
-from tests.support.service import event_bodies, event_keys, no_hubs, running
+from tests.support.service import event_bodies, event_keys, no_hubs, serving
 
 OKTA_SECRET = "Basic b2t0YTpzZWNyZXQtdmFsdWU="
 CLIENT_STATE = "CLIENT-STATE-PLACEHOLDER"
@@ -39,12 +39,8 @@ async def service(tmp_path: Path, transmitter: Transmitter) -> AsyncIterator[tup
         admin_token="admin-token-for-tests",
         inventory=no_hubs(tmp_path),
     )
-    async with running(s) as (_, base):
-        journal = await open_journal(url)
-        try:
-            yield base, journal
-        finally:
-            await journal.close()
+    async with serving(s) as served:
+        yield served
 
 
 @pytest.fixture

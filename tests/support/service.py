@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from responder.config import Settings
-from responder.journal import Journal
+from responder.journal import Journal, open_journal
 from responder.service import running as in_process
 from responder.service.running import RunningService
 
@@ -16,6 +17,17 @@ from responder.service.running import RunningService
 def running(settings: Settings, instance: str = "test", **options: Any) -> AbstractAsyncContextManager[RunningService]:
     """The service for the block, unpacking as `(service, base_url)`: the one the replay runs too."""
     return in_process.running(settings, instance=instance, timeout_s=20, **options)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[str, Journal]]:
+    """The service for the block, and its journal opened beside it: `(base_url, journal)`."""
+    async with running(settings) as (_, base):
+        journal = await open_journal(settings.journal)
+        try:
+            yield base, journal
+        finally:
+            await journal.close()
 
 
 def settings(**values: Any) -> Settings:
