@@ -16,6 +16,7 @@ from responder.core.events import Event
 from responder.core.identity import IdentityMap
 from responder.inventory import Inventory, InventoryError
 from responder.policy import PolicyError, load_rules, rule_files
+from responder.policy.diff import decision_changes
 from responder.policy.testing import EventSpec, describe, parse_events, run_tests
 
 app = typer.Typer(help="Check, test and explain the YAML risk rules.", no_args_is_help=True)
@@ -146,3 +147,43 @@ def explain(
         return
     for outcome in outcomes:
         typer.echo("\n".join(_render(outcome, names)))
+
+
+EVENT_FILES = (".json", ".yaml", ".yml")
+
+
+def _events_in(path: Path) -> list[Event]:
+    """Every event of a file, or of the event files under a directory, in time order (stable)."""
+    files = sorted(p for p in path.rglob("*") if p.suffix in EVENT_FILES) if path.is_dir() else [path]
+    events = [e for f in files for e in _events(f)]
+    return sorted(events, key=lambda e: e.time)
+
+
+@app.command()
+def diff(
+    old: Annotated[Path, typer.Argument(help="The rules in force: a rule file or directory.")],
+    new: Annotated[Path, typer.Argument(help="The changed rules: a rule file or directory.")],
+    events: Annotated[
+        Path,
+        typer.Option(
+            "--events",
+            help="Event files (JSON/YAML: canonical events, as the journal stores them, or the rule tests' "
+            "short form), or a directory of them.",
+        ),
+    ],
+    inventory: Annotated[Path | None, typer.Option("--inventory", help="Inventory for identity resolution.")] = None,
+    exit_code: Annotated[bool, typer.Option("--exit-code", help="Exit 1 when a decision differs.")] = False,
+) -> None:
+    """Show which decisions the change from OLD to NEW would alter on the same events (the review step)."""
+    try:
+        old_rules, new_rules = load_rules([old]), load_rules([new])
+        inv = Inventory.load(inventory) if inventory else None
+        recorded = _events_in(events)
+    except (PolicyError, InventoryError, ValidationError, OSError, yaml.YAMLError) as exc:
+        raise _fail(str(exc)) from None
+    changes = decision_changes(old_rules, new_rules, IdentityMap(inv), recorded)
+    for c in changes:
+        typer.echo(f"event {c.event_id}: {c.subject}: {c.old or 'no decision'} -> {c.new or 'no decision'}")
+    typer.echo(f"{len(changes)} decisions differ on {len(recorded)} events")
+    if changes and exit_code:
+        raise typer.Exit(1)

@@ -71,8 +71,10 @@ def run(
         # them; they trace into the service's provider.
         provider = provider_from_environment()
         hubs = hubs_from(load_inventory(s), tracer(provider) if provider is not None else None, s.enforcement)
+        service = Service(s, hubs=hubs, tracer_provider=provider, recorder=recorder)
+        loop.add_signal_handler(signal.SIGHUP, service.request_reload)  # reload the rule files
         try:
-            await Service(s, hubs=hubs, tracer_provider=provider, recorder=recorder).run(stop)
+            await service.run(stop)
         finally:
             if provider is not None:
                 provider.shutdown()  # flush the spans still queued

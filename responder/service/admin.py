@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from responder.journal import DecisionState, IntentState, Journal
+from responder.policy.reload import ReloadResult
 from responder.service.lifecycle import LifecycleError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -69,6 +70,7 @@ def admin_routes(
     *,
     subject_state: Callable[[str], Mapping[str, object]] | None = None,
     unenforced: Callable[[], Mapping[str, object]] | None = None,
+    reload_rules: Callable[[str], Awaitable[ReloadResult]] | None = None,
 ) -> list[web.RouteDef]:
     """The admin routes; /metrics among them, behind the token, unless `registry` is None (served elsewhere)."""
     auth = _authenticated(token)
@@ -152,7 +154,32 @@ def admin_routes(
         web.get("/api/subjects/{key}", auth(show_subject)),
         web.post("/api/decisions/{id}/approve", auth(operator(lifecycle.approve))),
         web.post("/api/decisions/{id}/undo", auth(operator(lifecycle.undo))),
+        web.post("/api/rules/reload", auth(_reload_route(reload_rules))),
     ]
+
+
+def _reload_route(reload_rules: Callable[[str], Awaitable[ReloadResult]] | None) -> Handler:
+    """POST /api/rules/reload: 200 with the rules now in force, or 422 with each problem as file:line."""
+
+    async def reload(request: web.Request) -> web.Response:
+        if reload_rules is None:
+            return _error(404, "no decision engine in this process")
+        try:
+            body = await request.json() if request.can_read_body else {}
+            req = OperatorRequest.model_validate(body)
+        except RecursionError:
+            return _error(400, "invalid request body: nested too deeply")
+        except (ValueError, ValidationError) as exc:
+            return _error(400, f"invalid request body: {exc}")
+        result = await reload_rules(req.actor)
+        view = {"applied": result.applied, "signals": result.signals, "responses": result.responses}
+        if not result.applied:
+            # The rules in force are still the old ones.
+            problems = {"error": "rules not reloaded: the running rules stay", "problems": list(result.errors)}
+            return web.json_response(view | problems, status=422)
+        return web.json_response(view)
+
+    return reload
 
 
 def metrics_routes(registry: CollectorRegistry) -> list[web.RouteDef]:

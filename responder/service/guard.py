@@ -21,8 +21,13 @@ class ProtectedTargets:
     """The executor's veto: the same protection the rules apply, checked once more on the concrete action."""
 
     def __init__(self, protection: Protection, identity: IdentityMap) -> None:
-        self._protection = protection
         self._identity = identity
+        self.replace(protection)
+
+    def replace(self, protection: Protection) -> None:
+        """Protect what `protection` names from now on (the rules were reloaded)."""
+        self._protection = protection
+        identity = self._identity
         keys, addresses = set(protection.keys), set()
         for key in [f"user:{u}" for u in protection.users] + [f"device:{d}" for d in protection.devices]:
             for peer in identity.subject(key).peers:

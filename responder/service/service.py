@@ -50,6 +50,7 @@ from responder.service.lifecycle import Lifecycle
 from responder.service.listener import AcceptErrors, CappedSite, connection_limit
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
+from responder.service.reloading import RuleReloader
 from responder.service.retention import Retention
 from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import provider_from_environment, tracer
@@ -118,6 +119,14 @@ class Service:
         self._ingest: AlertConsumer | None = None
         self.partitions_owned: set[int] = set()  # of the ingest topic, in scale-out mode
         self.reconciler: Reconciler | None = None
+        self.rules: RuleReloader | None = None  # once the journal is open
+
+    def request_reload(self) -> None:
+        """Reload the rule files (SIGHUP): carried out by the running service, audited as by "signal"."""
+        if self.rules is None:
+            log.warning("rules reload asked for before the service started: the rules being loaded are current")
+            return
+        self.rules.request()
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -170,8 +179,9 @@ class Service:
                 list(hubs.values()), handoff, self.metrics.registry, interval_s=s.monitor_interval_s,
                 thresholds=Thresholds(stale_after_s=s.monitor_stale_after_s),
             )  # fmt: skip
+        veto = ProtectedTargets(engine.rules.protection, identity)
         executor = Executor(
-            journal, self.hubs, self.clock, veto=ProtectedTargets(engine.rules.protection, identity),
+            journal, self.hubs, self.clock, veto=veto,
             peer_change=monitor.own_changes.note if monitor else _ignore_change, tracer=self.tracer,
             metrics=self.metrics,
         )  # fmt: skip
@@ -188,9 +198,14 @@ class Service:
             journal, self.clock, self.metrics, horizon_s=lambda: engine.rules.horizon_s,
             margin_s=s.retention.events_margin_s, decisions_days=s.retention.decisions_days,
         )  # fmt: skip
+        # The veto follows the rules' protection through a reload.
+        self.rules = RuleReloader(
+            engine, list(s.rules), journal=journal, metrics=self.metrics, clock=self.clock,
+            applied=lambda r: veto.replace(r.protection),
+        )  # fmt: skip
         return _Parts(
             journal, engine, executor, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run, monitor,
-            parsed, retention,
+            parsed, retention, self.rules,
         )  # fmt: skip
 
     async def _start(self, p: _Parts) -> None:
@@ -243,7 +258,7 @@ class Service:
         app.add_routes(
             admin_routes(
                 p.journal, p.lifecycle, ready, registry, s.admin_token, subject_state=subject,
-                unenforced=p.reconciler.readiness_detail,
+                unenforced=p.reconciler.readiness_detail, reload_rules=p.rules.reload,
             )
         )  # fmt: skip
         return app
@@ -332,6 +347,7 @@ class Service:
                 group.create_task(self._resume(p), name="resume")
                 group.create_task(p.pipeline.run(intake), name="pipeline")
                 group.create_task(p.lifecycle.run(intake), name="lifecycle")
+                group.create_task(p.rules.run(intake), name="rules-reload")
                 if self.hubs and not p.dry_run:
                     group.create_task(p.reconciler.run(intake, s.reconcile_interval_s), name="reconciler")
                 if p.monitor is not None:
@@ -365,6 +381,7 @@ class _Parts:
     monitor: HubMonitor | None
     parsed: ParsedEvents
     retention: Retention
+    rules: RuleReloader
 
 
 def _ignore_change(_hub: str, _key: str) -> None:

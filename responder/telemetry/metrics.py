@@ -27,6 +27,10 @@ class Metrics:
             "responder_deliveries", "Deliveries received, by source and outcome", ["source", "outcome"], registry=r
         )
         self.events = Counter("responder_events", "Canonical events accepted, by source", ["source"], registry=r)
+        self.rules_reloads = Counter(
+            "responder_rules_reloads", "Rule reloads (SIGHUP or the admin API), by outcome: applied or refused",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         self.duplicates = Counter(
             "responder_duplicate_events", "Events already accepted before, by source", ["source"], registry=r
         )
