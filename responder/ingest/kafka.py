@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 
@@ -85,6 +87,54 @@ class AlertConsumer:
         self.committed = 0
         self.partitions: Any = None  # the consumer's partitions_for_topic, once it runs
         self._parsers: ParserPool | None = None
+        self.connected = False  # joined the group and consuming: for /readyz
+
+    async def keep_running(self, max_pause_s: float = 60.0) -> None:
+        """`run`, started again after each failure to reach or authenticate with the brokers (a wrong CA, a
+        wrong password, a broker down), with one error line a failure, so the webhooks go on serving while
+        Kafka cannot be had; `connected` says which it is."""
+        pause = 1.0
+        while True:
+            try:
+                await self.run()
+            # ssl.SSLError is an OSError; aiokafka's SCRAM client raises KeyError("v") when the broker
+            # refuses the proof.
+            except (KafkaError, OSError, KeyError) as exc:
+                self.connected = False
+                # One line, not a traceback: the cause is a setting or the broker, not this code.
+                log.error(  # noqa: TRY400
+                    "kafka %s: %s; trying again in %.0fs", self.config.bootstrap_servers, await self._why(exc), pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, max_pause_s)
+
+    async def _why(self, exc: BaseException) -> str:
+        """What to change: aiokafka says only "Unable to bootstrap", so where TLS is on, a handshake of our
+        own with the same context tells a refused certificate (wrong CA, name mismatch) from the rest."""
+        said = str(exc) or type(exc).__name__
+        context = (self.config.client_options or {}).get("ssl_context")
+        if not isinstance(context, ssl.SSLContext):
+            return said
+        host, _, port = self.config.bootstrap_servers.split(",")[0].strip().rpartition(":")
+        host = host.strip("[]")
+        try:
+            async with asyncio.timeout(5):
+                _, writer = await asyncio.open_connection(host, int(port), ssl=context, server_hostname=host)
+                writer.close()
+                await writer.wait_closed()
+        except ssl.SSLCertVerificationError as refused:
+            return (
+                f"TLS: the broker's certificate is refused ({refused.verify_message}): "
+                f"check kafka.ssl_cafile and that the certificate names {host}"
+            )
+        except ssl.SSLError as failed:
+            return f"TLS handshake failed ({failed.reason}): {said}"
+        except (OSError, TimeoutError, ValueError) as unreachable:
+            return f"cannot connect ({unreachable or type(unreachable).__name__}): {said}"
+        mechanism = (self.config.client_options or {}).get("sasl_mechanism")
+        if mechanism:
+            return f"TLS is fine, the broker refused us after it ({said}): check kafka.sasl_username and password"
+        return said
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         c = self.config
@@ -104,6 +154,7 @@ class AlertConsumer:
             consumer.subscribe(list(c.topics), listener=c.listener)
             self.partitions = consumer.partitions_for_topic  # the listener may be told during start()
             await consumer.start()
+            self.connected = True
             try:
                 if ready is not None:
                     ready.set()
@@ -115,6 +166,7 @@ class AlertConsumer:
                 else:
                     await self._pipelined(consumer, producer)
             finally:
+                self.connected = False
                 await consumer.stop()
         finally:
             await producer.stop()
