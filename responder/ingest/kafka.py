@@ -111,10 +111,18 @@ class AlertConsumer:
     async def _why(self, exc: BaseException) -> str:
         """What to change: aiokafka says only "Unable to bootstrap", so where TLS is on, a handshake of our
         own with the same context tells a refused certificate (wrong CA, name mismatch) from the rest."""
-        said = str(exc) or type(exc).__name__
-        context = (self.config.client_options or {}).get("ssl_context")
-        if not isinstance(context, ssl.SSLContext):
-            return said
+        options = self.config.client_options or {}
+        mechanism = options.get("sasl_mechanism")
+        said = "the broker refused the SCRAM proof" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+        context = options.get("ssl_context")
+        if isinstance(context, ssl.SSLContext) and (refused := await self._tls_refusal(context, said)):
+            return refused
+        if mechanism:
+            return f"{said}: check kafka.sasl_username and kafka_password ({mechanism}) if the broker is up"
+        return said
+
+    async def _tls_refusal(self, context: ssl.SSLContext, said: str) -> str | None:
+        """Why a TLS handshake with the first bootstrap server fails, or None when it succeeds."""
         host, _, port = self.config.bootstrap_servers.split(",")[0].strip().rpartition(":")
         host = host.strip("[]")
         try:
@@ -131,10 +139,7 @@ class AlertConsumer:
             return f"TLS handshake failed ({failed.reason}): {said}"
         except (OSError, TimeoutError, ValueError) as unreachable:
             return f"cannot connect ({unreachable or type(unreachable).__name__}): {said}"
-        mechanism = (self.config.client_options or {}).get("sasl_mechanism")
-        if mechanism:
-            return f"TLS is fine, the broker refused us after it ({said}): check kafka.sasl_username and password"
-        return said
+        return None
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         c = self.config
