@@ -207,3 +207,32 @@ async def _refused_with_password(tmp_path: Path, kafka: dict[str, Any], caplog: 
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in lines)
     assert not any("not-the-password" in r.getMessage() for r in caplog.records)
     return [r.getMessage() for r in lines]
+
+
+async def test_webhook_events_go_through_the_ingest_topic_over_tls(
+    tls_broker: tuple[str, int, TestCA], tmp_path: Path
+) -> None:
+    """Scale-out: the ingest producer and consumer use the same TLS settings as the alert consumer."""
+    _, port, ca = tls_broker
+    topic = f"ingest-{uuid.uuid4().hex[:6]}"
+    await _topics(_over_tls(port, ca), topic)
+    kafka = {
+        "bootstrap_servers": f"localhost:{port}", "group_id": f"g-{topic}", "ingest_topic": topic,
+        "dead_letter_topic": f"{topic}-dead", "security_protocol": "SSL", "ssl_cafile": str(ca.cafile),
+    }  # fmt: skip
+    users = [f"user{n}@tls.example" for n in range(3)]
+    async with serving(_service(tmp_path, kafka)) as (base, journal), aiohttp.ClientSession() as http:
+        for user in users:
+            event = {
+                "uuid": str(uuid.uuid4()), "published": "2026-03-02T10:00:00.000Z",
+                "eventType": "security.threat.detected", "severity": "WARN",
+                "actor": {"type": "User", "alternateId": user}, "outcome": {"result": "DENY", "reason": "DENY"},
+            }  # fmt: skip
+            delivery = {"eventId": str(uuid.uuid4()), "data": {"events": [event]}}
+            async with http.post(f"{base}/hooks/okta", json=delivery, headers={"Authorization": OKTA}) as r:
+                assert r.status == 200
+        async with asyncio.timeout(30):
+            while len(await event_keys(journal)) < len(users):
+                await asyncio.sleep(0.2)
+        async with http.get(f"{base}/readyz", headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+            assert (await r.json())["checks"]["kafka"] is True
