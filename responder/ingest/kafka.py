@@ -151,32 +151,32 @@ class AlertConsumer:
             **options,
         )  # fmt: skip
         producer = AIOKafkaProducer(bootstrap_servers=c.bootstrap_servers, request_timeout_ms=15000, **options)
-        if c.parse_workers:
-            self._parsers = ParserPool(c.topics, c.parse_workers)
-            await self._parsers.start()
-        await producer.start()
+        # Both clients are stopped on every way out, a failed start too: `keep_running` makes new ones.
         try:
+            if c.parse_workers:
+                self._parsers = ParserPool(c.topics, c.parse_workers)
+                await self._parsers.start()
+            await producer.start()
             consumer.subscribe(list(c.topics), listener=c.listener)
             self.partitions = consumer.partitions_for_topic  # the listener may be told during start()
             await consumer.start()
             self.connected = True
-            try:
-                if ready is not None:
-                    ready.set()
-                if self._parsers is None:
-                    while True:
-                        batch = await consumer.getmany(timeout_ms=500, max_records=c.max_in_flight)
-                        if batch:
-                            await self._process(consumer, producer, batch, await self._parse(batch))
-                else:
-                    await self._pipelined(consumer, producer)
-            finally:
-                self.connected = False
-                await consumer.stop()
+            if ready is not None:
+                ready.set()
+            if self._parsers is None:
+                while True:
+                    batch = await consumer.getmany(timeout_ms=500, max_records=c.max_in_flight)
+                    if batch:
+                        await self._process(consumer, producer, batch, await self._parse(batch))
+            else:
+                await self._pipelined(consumer, producer)
         finally:
+            self.connected = False
+            await consumer.stop()
             await producer.stop()
             if self._parsers is not None:
                 await self._parsers.close()
+                self._parsers = None
 
     async def _pipelined(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """With parser processes: the next batch is fetched and parsed while this one is journaled and
