@@ -11,11 +11,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from typing import Any, Self, cast
+from typing import Any, Literal, Self, cast
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -86,9 +95,34 @@ class Kafka(_Section):
         default=0, ge=0, le=64,
         description="Processes that parse SIEM alerts beside the event loop, for busy topics (0: none)",
     )  # fmt: skip
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: FilePath | None = Field(
+        default=None, description="The CA that signed the brokers' certificates (PEM); default: the system's CAs"
+    )
+    ssl_certfile: FilePath | None = Field(default=None, description="A client certificate (PEM), for brokers that ask")
+    ssl_keyfile: FilePath | None = Field(default=None, description="The client certificate's key (PEM)")
+    ssl_check_hostname: bool = Field(
+        default=True,
+        description="The broker's certificate must name the host connected to; the CA is verified regardless",
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = Field(default=None, description="Event Hubs: `$ConnectionString`")
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> Self:
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        sasl = self.security_protocol.startswith("SASL_")
+        if not tls and any(f is not None for f in (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)):
+            raise ValueError(
+                f"ssl_* files are set but security_protocol is {self.security_protocol}: use SSL or SASL_SSL"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("set ssl_certfile and ssl_keyfile together (a client certificate needs its key)")
+        if sasl and (self.sasl_mechanism is None or not self.sasl_username):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism and sasl_username")
+        if not sasl and self.sasl_mechanism is not None:
+            raise ValueError(f"sasl_mechanism is set but security_protocol is {self.security_protocol}: use SASL_SSL")
+        return self
 
 
 class Ssf(_Section):
@@ -244,6 +278,8 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name}_file {path} is empty")
                 object.__setattr__(self, name, SecretStr(value))
                 origin[name] = f" (read from {path})"
+        if self.kafka is not None and self.kafka.sasl_mechanism is not None and self.kafka_password is None:
+            raise ValueError("kafka.sasl_mechanism is set: set kafka_password or kafka_password_file")
         for name in AUTHENTICATING_SECRETS:
             secret: SecretStr | None = getattr(self, name)
             if secret is not None and len(secret.get_secret_value().strip()) < MIN_SECRET_CHARS:

@@ -43,6 +43,7 @@ def run(
     from responder.journal import JournalUnavailable  # noqa: PLC0415
     from responder.policy import PolicyError  # noqa: PLC0415
     from responder.service.service import Service, hubs_from, load_inventory  # noqa: PLC0415 - only `run` needs it
+    from responder.service.sources import KafkaTLSError  # noqa: PLC0415
     from responder.telemetry.logs import configure_logging  # noqa: PLC0415
     from responder.telemetry.tracing import provider_from_environment, tracer  # noqa: PLC0415
 
@@ -81,7 +82,7 @@ def run(
 
     try:
         asyncio.run(main())
-    except (OSError, PolicyError, InventoryError, JournalUnavailable) as exc:
+    except (OSError, PolicyError, InventoryError, JournalUnavailable, KafkaTLSError) as exc:
         # What an operator must fix before the service can start: said in a line each, exit 2.
         raise fail(str(exc).replace("\n", "\nerror: ")) from None
     logging.getLogger(__name__).info("stopped")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 
@@ -85,6 +87,59 @@ class AlertConsumer:
         self.committed = 0
         self.partitions: Any = None  # the consumer's partitions_for_topic, once it runs
         self._parsers: ParserPool | None = None
+        self.connected = False  # joined the group and consuming: for /readyz
+
+    async def keep_running(self, max_pause_s: float = 60.0) -> None:
+        """`run`, started again after each failure to reach or authenticate with the brokers (a wrong CA, a
+        wrong password, a broker down), with one error line a failure, so the webhooks go on serving while
+        Kafka cannot be had; `connected` says which it is."""
+        pause = 1.0
+        while True:
+            try:
+                await self.run()
+            # ssl.SSLError is an OSError; aiokafka's SCRAM client raises KeyError("v") when the broker
+            # refuses the proof.
+            except (KafkaError, OSError, KeyError) as exc:
+                self.connected = False
+                # One line, not a traceback: the cause is a setting or the broker, not this code.
+                log.error(  # noqa: TRY400
+                    "kafka %s: %s; trying again in %.0fs", self.config.bootstrap_servers, await self._why(exc), pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, max_pause_s)
+
+    async def _why(self, exc: BaseException) -> str:
+        """What to change: aiokafka says only "Unable to bootstrap", so where TLS is on, a handshake of our
+        own with the same context tells a refused certificate (wrong CA, name mismatch) from the rest."""
+        options = self.config.client_options or {}
+        mechanism = options.get("sasl_mechanism")
+        said = "the broker refused the SCRAM proof" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+        context = options.get("ssl_context")
+        if isinstance(context, ssl.SSLContext) and (refused := await self._tls_refusal(context, said)):
+            return refused
+        if mechanism:
+            return f"{said}: check kafka.sasl_username and kafka_password ({mechanism}) if the broker is up"
+        return said
+
+    async def _tls_refusal(self, context: ssl.SSLContext, said: str) -> str | None:
+        """Why a TLS handshake with the first bootstrap server fails, or None when it succeeds."""
+        host, _, port = self.config.bootstrap_servers.split(",")[0].strip().rpartition(":")
+        host = host.strip("[]")
+        try:
+            async with asyncio.timeout(5):
+                _, writer = await asyncio.open_connection(host, int(port), ssl=context, server_hostname=host)
+                writer.close()
+                await writer.wait_closed()
+        except ssl.SSLCertVerificationError as refused:
+            return (
+                f"TLS: the broker's certificate is refused ({refused.verify_message}): "
+                f"check kafka.ssl_cafile and that the certificate names {host}"
+            )
+        except ssl.SSLError as failed:
+            return f"TLS handshake failed ({failed.reason}): {said}"
+        except (OSError, TimeoutError, ValueError) as unreachable:
+            return f"cannot connect ({unreachable or type(unreachable).__name__}): {said}"
+        return None
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         c = self.config
@@ -96,30 +151,32 @@ class AlertConsumer:
             **options,
         )  # fmt: skip
         producer = AIOKafkaProducer(bootstrap_servers=c.bootstrap_servers, request_timeout_ms=15000, **options)
-        if c.parse_workers:
-            self._parsers = ParserPool(c.topics, c.parse_workers)
-            await self._parsers.start()
-        await producer.start()
+        # Both clients are stopped on every way out, a failed start too: `keep_running` makes new ones.
         try:
+            if c.parse_workers:
+                self._parsers = ParserPool(c.topics, c.parse_workers)
+                await self._parsers.start()
+            await producer.start()
             consumer.subscribe(list(c.topics), listener=c.listener)
             self.partitions = consumer.partitions_for_topic  # the listener may be told during start()
             await consumer.start()
-            try:
-                if ready is not None:
-                    ready.set()
-                if self._parsers is None:
-                    while True:
-                        batch = await consumer.getmany(timeout_ms=500, max_records=c.max_in_flight)
-                        if batch:
-                            await self._process(consumer, producer, batch, await self._parse(batch))
-                else:
-                    await self._pipelined(consumer, producer)
-            finally:
-                await consumer.stop()
+            self.connected = True
+            if ready is not None:
+                ready.set()
+            if self._parsers is None:
+                while True:
+                    batch = await consumer.getmany(timeout_ms=500, max_records=c.max_in_flight)
+                    if batch:
+                        await self._process(consumer, producer, batch, await self._parse(batch))
+            else:
+                await self._pipelined(consumer, producer)
         finally:
+            self.connected = False
+            await consumer.stop()
             await producer.stop()
             if self._parsers is not None:
                 await self._parsers.close()
+                self._parsers = None
 
     async def _pipelined(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         """With parser processes: the next batch is fetched and parsed while this one is journaled and

@@ -36,14 +36,18 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def kafka_broker() -> Iterator[str]:
-    """A fresh broker on 127.0.0.1 for the block: its bootstrap address."""
+def kafka_broker(advertised: str | None = None, *, authentication: bool = False) -> Iterator[str]:
+    """A fresh broker on 127.0.0.1 for the block: its bootstrap address. `advertised` (HOST:PORT) is the
+    address it tells clients to use instead, for a TLS terminator in front of it (this Tansu serves no TLS
+    itself); `authentication` makes it require SASL."""
     port = _free_port()
     url = f"tcp://127.0.0.1:{port}"
     process = subprocess.Popen(
         [
-            str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            str(tansu_binary()), "broker", "--listener-url", url,
+            "--advertised-listener-url", f"tcp://{advertised}" if advertised else url,
             "--storage-engine", "memory://tansu/", "--cluster-id", f"responder-replay-{port}",
+            *(["--authentication"] if authentication else []),
         ],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -228,7 +228,7 @@ class Service:
     def _max_clock_skew(self) -> timedelta:
         return timedelta(seconds=self.settings.max_clock_skew_s)
 
-    def _app(self, p: _Parts, hooks: Webhooks) -> web.Application:
+    def _app(self, p: _Parts, hooks: Webhooks, consumers: Sequence[AlertConsumer] = ()) -> web.Application:
         s = self.settings
         app = web.Application(client_max_size=s.listen.max_body_bytes, middlewares=[json_errors])
         app.add_routes(hooks.routes())
@@ -244,6 +244,8 @@ class Service:
             for name, hub in p.hubs.items():
                 checks[f"hub:{name}"] = hub.down_since is None
             checks["enforcing"] = not (p.dry_run or p.radius.tripped)
+            if consumers:
+                checks["kafka"] = all(c.connected for c in consumers)
             return checks
 
         def subject(key: str) -> dict[str, object]:
@@ -322,7 +324,10 @@ class Service:
         s = self.settings
         hooks = sources.webhooks(s, handoff, self.metrics, self.tracer, self.recorder)
         runner = web.AppRunner(
-            self._app(p, hooks), access_log=None, handle_signals=False, keepalive_timeout=s.listen.idle_timeout_s
+            self._app(p, hooks, consumers),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=s.listen.idle_timeout_s,
         )
         await runner.setup()
         intake = asyncio.Event()  # set when intake has stopped; the workers drain after it
@@ -343,7 +348,7 @@ class Service:
             if s.metrics.listen is not None:
                 self.metrics_address = await self._metrics_listener(stack, s.metrics.listen)
             async with asyncio.TaskGroup() as group:
-                workers = [group.create_task(c.run(), name="kafka") for c in consumers]
+                workers = [group.create_task(c.keep_running(), name="kafka") for c in consumers]
                 group.create_task(self._resume(p), name="resume")
                 group.create_task(p.pipeline.run(intake), name="pipeline")
                 group.create_task(p.lifecycle.run(intake), name="lifecycle")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import Tracer
 
-from responder.config import Settings
+from responder.config import Kafka, Settings
 from responder.ingest import ssf
 from responder.ingest.handoff import Handoff
 from responder.ingest.kafka import AlertConsumer, ConsumerConfig
@@ -43,10 +44,38 @@ def webhooks(
     return Webhooks(config, handoff, metrics, tracer, recorder)
 
 
+class KafkaTLSError(ValueError):
+    """The Kafka TLS files cannot be used: which file, and why."""
+
+
+def kafka_ssl_context(kafka: Kafka) -> ssl.SSLContext:
+    """The stdlib's verifying client context: the CA is always checked (there is no setting that turns that
+    off); the broker's name too unless `ssl_check_hostname` is false; a client certificate where given."""
+    try:
+        context = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise KafkaTLSError(f"kafka.ssl_cafile {kafka.ssl_cafile}: {_reason(exc)}") from None
+    context.check_hostname = kafka.ssl_check_hostname
+    if kafka.ssl_certfile is not None and kafka.ssl_keyfile is not None:
+        try:
+            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise KafkaTLSError(
+                f"kafka.ssl_certfile {kafka.ssl_certfile} / ssl_keyfile {kafka.ssl_keyfile}: {_reason(exc)}"
+            ) from None
+    return context
+
+
+def _reason(exc: OSError) -> str:
+    return str(getattr(exc, "reason", None) or exc.strerror or exc)
+
+
 def _client_options(settings: Settings) -> dict[str, object]:
     kafka = settings.kafka
     assert kafka is not None  # noqa: S101 - only called with Kafka configured
     options: dict[str, object] = {"security_protocol": kafka.security_protocol}
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = kafka_ssl_context(kafka)
     if kafka.sasl_mechanism:
         options |= {"sasl_mechanism": kafka.sasl_mechanism, "sasl_plain_username": kafka.sasl_username}
         if settings.kafka_password is not None:
