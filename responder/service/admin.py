@@ -126,13 +126,9 @@ def admin_routes(
 
     def operator(verb: Callable[[str, str], Awaitable[None]]) -> Handler:
         async def handle(request: web.Request) -> web.Response:
-            try:
-                body = await request.json() if request.can_read_body else {}
-                req = OperatorRequest.model_validate(body)
-            except RecursionError:
-                return _error(400, "invalid request body: nested too deeply")
-            except (ValueError, ValidationError) as exc:
-                return _error(400, f"invalid request body: {exc}")
+            req = await _operator_request(request)
+            if isinstance(req, web.Response):
+                return req
             decision_id = request.match_info["id"]
             if await journal.decision(decision_id) is None:
                 return _error(404, "no such decision")
@@ -158,19 +154,26 @@ def admin_routes(
     ]
 
 
+async def _operator_request(request: web.Request) -> OperatorRequest | web.Response:
+    """The operator's request body, or the 400 answer that says what is wrong with it."""
+    try:
+        body = await request.json() if request.can_read_body else {}
+        return OperatorRequest.model_validate(body)
+    except RecursionError:
+        return _error(400, "invalid request body: nested too deeply")
+    except (ValueError, ValidationError) as exc:
+        return _error(400, f"invalid request body: {exc}")
+
+
 def _reload_route(reload_rules: Callable[[str], Awaitable[ReloadResult]] | None) -> Handler:
     """POST /api/rules/reload: 200 with the rules now in force, or 422 with each problem as file:line."""
 
     async def reload(request: web.Request) -> web.Response:
         if reload_rules is None:
             return _error(404, "no decision engine in this process")
-        try:
-            body = await request.json() if request.can_read_body else {}
-            req = OperatorRequest.model_validate(body)
-        except RecursionError:
-            return _error(400, "invalid request body: nested too deeply")
-        except (ValueError, ValidationError) as exc:
-            return _error(400, f"invalid request body: {exc}")
+        req = await _operator_request(request)
+        if isinstance(req, web.Response):
+            return req
         result = await reload_rules(req.actor)
         view = {"applied": result.applied, "signals": result.signals, "responses": result.responses}
         if not result.applied:
