@@ -161,18 +161,23 @@ def record(file: str) -> Iterator[dict[str, Any]]:
             data = {}
         before = json.dumps(data, sort_keys=True)
         yield data
-        after = json.dumps(data, sort_keys=True)  # the C encoder: json.dump to a file is pure Python
-        if after != before:
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(after)
-            # Renamed whole, never fsynced: an agent that dies leaves the old or the new record; a hub
-            # that loses power may lose the last change, and that fails closed (a put-back is refused,
-            # a quarantine stays), while an fsync per cut-off would cost the containment milliseconds.
-            tmp.replace(path)
+        if json.dumps(data, sort_keys=True) != before:
+            store(file, data)
     finally:
         os.close(lock)
+
+
+def store(file: str, data: dict[str, Any]) -> None:
+    """Write a record whole (under its lock, which the caller holds): renamed into place, never fsynced.
+    An agent that dies leaves the old or the new record; a hub that loses power may lose the last change,
+    and that fails closed (a put-back is refused, a quarantine stays), while an fsync per cut-off would cost
+    the containment milliseconds."""
+    path = STATE_DIR / file
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(data, sort_keys=True))  # the C encoder: json.dump to a file is pure Python
+    tmp.replace(path)
 
 
 REMOVED_PEERS = "removed-peers.json"  # {interface: {key: {allowed_ips, endpoint, keepalive}}}
@@ -331,34 +336,42 @@ def op_peers(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _remove(interface: str, keys: list[str], restorable: bool) -> dict[str, Any]:
+    # What may be put back is recorded before the removal, not after it: an agent killed in between (the
+    # responder's channel cut, a hub going down) must not leave a removed peer that nothing may restore. A
+    # removal that then fails leaves a record of a peer still present, and putting back a present peer
+    # changes nothing. A revoked key's record is dropped only after the revocation.
     path = uapi_socket(interface)
-    if path is not None:
-        # Read and remove in one exchange (the device answers in order: the read is the state before the
-        # removal), then read back on the same connection: two round trips, not three connections.
-        removal = "set=1\n" + "".join(f"public_key={base64.b64decode(k).hex()}\nremove=true\n" for k in keys) + "\n"
-        with Uapi(path) as device:
-            got_before, _ = device.ask(GET, removal)
+    removal = "set=1\n" + "".join(f"public_key={base64.b64decode(k).hex()}\nremove=true\n" for k in keys) + "\n"
+    with contextlib.ExitStack() as stack:
+        if path is not None:
+            device = stack.enter_context(Uapi(path))  # one connection: read, remove, read back
+            (got_before,) = device.ask(GET)
+            before = peers_of_answer(got_before, keys)
+        else:
+            before = peers(interface, keys)
+        restore = {k: {x: before[k][x] for x in ("allowed_ips", "endpoint", "keepalive")} for k in keys if k in before}
+        if restorable and restore:
+            with record(REMOVED_PEERS) as removed:
+                removed.setdefault(interface, {}).update(restore)  # what `add_peers` may put back, and nothing else
+        if path is not None:
+            device.ask(removal)  # a set last in its exchange (see Uapi.ask)
             (got_after,) = device.ask(GET)
-        before, after = peers_of_answer(got_before, keys), peers_of_answer(got_after, keys)
-    else:
-        before = peers(interface, keys)
-        argv = ["wg", "set", interface]
-        for k in keys:
-            argv += ["peer", k, "remove"]
-        result = run(argv)
-        if result.returncode != 0:
-            raise RuntimeError(f"wg set: {result.stderr.strip()}")
-        after = peers(interface, keys)
-    restore = {k: {x: before[k][x] for x in ("allowed_ips", "endpoint", "keepalive")} for k in keys if k in before}
-    with record(REMOVED_PEERS) as removed:
-        mine = removed.setdefault(interface, {})
-        for k in keys:
-            if restorable and k in restore and k not in after:
-                mine[k] = restore[k]  # what `add_peers` may put back, and nothing else
-            elif not restorable:
+            after = peers_of_answer(got_after, keys)
+        else:
+            argv = ["wg", "set", interface]
+            for k in keys:
+                argv += ["peer", k, "remove"]
+            result = run(argv)
+            if result.returncode != 0:
+                raise RuntimeError(f"wg set: {result.stderr.strip()}")
+            after = peers(interface, keys)
+    if not restorable:
+        with record(REMOVED_PEERS) as removed:
+            mine = removed.get(interface, {})
+            for k in keys:
                 mine.pop(k, None)  # a revoked key never comes back
-        if not mine:
-            del removed[interface]
+            if interface in removed and not mine:
+                del removed[interface]
     return {
         "restore": restore,
         "absent_before": [k for k in keys if k not in before],
@@ -611,28 +624,40 @@ def _refuse_grants(
     return present
 
 
-def _guarded(family: str, table: str, deletes: list[Element], adds: list[Element], apply: Any) -> None:
+def _guarded(
+    family: str, table: str, deletes: list[Element], adds: list[Element], *, ends: dict[str, float | None], apply: Any
+) -> None:
     """Run `apply` only if no change grants access (see _refuse_grants), and keep the record of what this
-    agent took (deleted from an allowing set) and set (added to a deny set)."""
+    agent took (deleted from an allowing set) and set (added to a deny set).
+
+    What the change takes is recorded before it runs, and what it gives back is struck off after: an agent
+    killed in between leaves a record that allows a put-back or a lifting that changes nothing, never an
+    element taken that nothing may put back."""
     with record(ELEMENTS) as kept:
         removed: set[str] = set(kept.get("removed", []))
         added: dict[str, float | None] = {
             k: t for k, t in kept.get("added", {}).items() if t is None or t > time.time()
         }  # an element whose kernel timeout has passed is gone by itself
         present = _refuse_grants(family, table, deletes, adds, removed=removed, added=added)
-        ends = apply()
+        taking = False
         for s, a, _ in deletes:
-            tag = f"{family} {table} {s} {a}"
-            if POLICY.denies(family, table, s):
-                added.pop(tag, None)
-            elif a in present.get(s, ()):
-                removed.add(tag)  # it may be put back, once
+            if not POLICY.denies(family, table, s) and a in present.get(s, ()):
+                removed.add(f"{family} {table} {s} {a}")  # it may be put back, once
+                taking = True
         for s, a, _ in adds:
-            tag = f"{family} {table} {s} {a}"
             if POLICY.denies(family, table, s):
-                added[tag] = ends[tag]
-            else:
-                removed.discard(tag)
+                added[f"{family} {table} {s} {a}"] = ends[f"{family} {table} {s} {a}"]
+                taking = True
+        kept["removed"], kept["added"] = sorted(removed), added
+        if taking:
+            store(ELEMENTS, kept)
+        apply()
+        for s, a, _ in deletes:
+            if POLICY.denies(family, table, s):
+                added.pop(f"{family} {table} {s} {a}", None)
+        for s, a, _ in adds:
+            if not POLICY.denies(family, table, s):
+                removed.discard(f"{family} {table} {s} {a}")
         kept["removed"], kept["added"] = sorted(removed), added
 
 
@@ -666,12 +691,11 @@ def op_elements(req: dict[str, Any]) -> dict[str, Any]:
     deletes, adds = _requested(req, "delete"), _requested(req, "add")
     commands, ends = _transaction(family, table, deletes, adds)
 
-    def apply() -> dict[str, float | None]:
+    def apply() -> None:
         if commands:
             nft_cmd({"nftables": commands})
-        return ends
 
-    _guarded(family, table, deletes, adds, apply)
+    _guarded(family, table, deletes, adds, ends=ends, apply=apply)
     return {"verified": _read_back(family, table, deletes, adds), "commands": len(commands)}
 
 
