@@ -520,7 +520,8 @@ def _remove(interface: str, keys: list[str], restorable: bool) -> dict[str, Any]
             with record(REMOVED_PEERS) as removed:
                 mine = removed.setdefault(interface, {})
                 for k, was in restore.items():  # what `add_peers` may put back, and nothing else
-                    mine[k] = {**was, "conf": mine[k]["conf"]} if "conf" in mine.get(k, {}) else was
+                    # A copy: the record gains the file's block, which the answer must never carry.
+                    mine[k] = {**was, **{x: v for x, v in mine.get(k, {}).items() if x == "conf"}}
                 _keep_blocks(conf, mine, keys)
                 if not mine:
                     del removed[interface]

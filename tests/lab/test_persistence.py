@@ -80,6 +80,8 @@ async def test_a_removed_peer_stays_cut_through_wg_quick_and_syncconf_and_the_un
     try:
         assert (result.ok, result.verified) == (True, True), result.detail
         assert "configuration files" not in result.detail  # persisted
+        # The block the agent keeps to put back (it may hold a preshared key) stays on the hub.
+        assert result.restore is not None and set(result.restore) == {"allowed_ips", "endpoint", "keepalive"}
         assert key not in conf.read_text() and "# admin1" not in conf.read_text()
         assert "# app1" in conf.read_text()
         assert not await _reaches(lab, "admin1", "10.100.0.20")
