@@ -216,10 +216,9 @@ PUBLIC_KEY_LINE = re.compile(r"^\s*PublicKey\s*=\s*(\S+)\s*$", re.IGNORECASE)
 
 
 def wireguard_file(interface: str) -> Path | None:
-    """The wg-quick file the interface is configured from, or None when the hub has none."""
-    if POLICY.error is not None:
-        raise RuntimeError(POLICY.error)
-    if interface in POLICY.wireguard_files:
+    """The wg-quick file the interface is configured from, or None when the hub has none. (A broken
+    agent.json does not stop a removal: the default file is used then.)"""
+    if POLICY.error is None and interface in POLICY.wireguard_files:
         return POLICY.wireguard_files[interface]
     default = WG_CONF_DIR / f"{interface}.conf"
     return default if default.is_file() else None
@@ -561,17 +560,24 @@ def _keep_blocks(conf: Path | None, mine: dict[str, Any], keys: list[str]) -> No
         return
     try:
         text = conf.read_text()
-    except FileNotFoundError:
-        return
+    except (OSError, ValueError):
+        return  # the removal goes ahead; the file edit after it says what is wrong with the file
     for k in keys:
         block = peer_block(text, k)
         if block is None:
             continue
         if k not in mine:
-            allowed = [network(n.strip()) for line in block.splitlines() if _field(line) == "allowedips"
-                       for n in line.partition("=")[2].split(",") if n.strip()]  # fmt: skip
+            values = [v for line in block.splitlines() if _field(line) == "allowedips" for v in _values(line)]
+            try:  # as `wg` reads them: a host address with a prefix is its network
+                allowed = [str(ipaddress.ip_network(v, strict=False)) for v in values]
+            except ValueError:
+                continue
             mine[k] = {"allowed_ips": allowed, "endpoint": None, "keepalive": None}
         mine[k]["conf"] = block  # root's only: it may hold a preshared key, and never leaves the hub
+
+
+def _values(line: str) -> list[str]:
+    return [v.strip() for v in line.partition("=")[2].split(",") if v.strip()]
 
 
 def _field(line: str) -> str:

@@ -108,3 +108,14 @@ def test_a_bad_wireguard_files_entry_is_a_configuration_error(tmp_path: Path, va
     config.write_text(json.dumps({"deny_sets": [], "wireguard_files": value}))
     policy = AGENT.Policy(config)
     assert policy.error is not None and str(config) in policy.error
+
+
+def test_a_peer_still_in_the_file_is_recorded_from_its_block_so_it_can_be_put_back(tmp_path: Path) -> None:
+    conf = tmp_path / "wg0.conf"
+    conf.write_text(CONF)
+    running = {"allowed_ips": ["10.100.0.20/32"], "endpoint": "198.18.3.1:51820", "keepalive": None}
+    mine = {B: dict(running)}  # B was running; A only in the file (a retried removal, or one made by hand)
+    AGENT._keep_blocks(conf, mine, [A, B])
+    assert mine[A] == {"allowed_ips": ["10.100.0.10/32", "10.100.1.0/24"], "endpoint": None, "keepalive": None,
+                       "conf": AGENT.peer_block(CONF, A)}  # fmt: skip
+    assert mine[B] == {**running, "conf": AGENT.peer_block(CONF, B)}
