@@ -44,7 +44,7 @@ def extra_peers(
 
 
 async def enroll(lab: Lab, peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Put the peers on their hubs (WireGuard peer and set element) and into each hub's boot configuration.
+    """Put the peers on their hubs (WireGuard peer and set element) and into each hub's wg0.conf and ruleset.
     Returns them."""
     for hub in sorted({str(p["hub"]) for p in peers}):
         mine = [p for p in peers if p["hub"] == hub]

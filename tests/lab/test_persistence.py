@@ -167,3 +167,28 @@ async def test_agentless_as_root_changes_only_the_running_hub(lab: Lab) -> None:
         await hub.close()
     assert undo.ok, undo.detail
     await eventually(lambda: _reaches(lab, "admin1", "10.100.0.20"), 30, "admin1 through the new wg0", every=0.2)
+
+
+async def test_a_hub_file_that_cannot_be_written_is_reported_and_the_cut_off_stands(lab: Lab) -> None:
+    """The hub's /etc/wireguard read-only (in the hub's mount namespace only): the running removal is made
+    and verified, wg0.conf is left exactly as it was, and the action's detail says it was not kept."""
+    admin = _peer(lab, "admin1")
+    conf = lab.boot_config("hub1")
+    before = conf.read_text()
+    remove = Action(ActionType.REMOVE_PEER, "hub1", peer_key=admin.public_key)
+    hub = SshHub(_spec(lab, HubMode.AGENT))
+    assert (await lab.exec("hub1", "mount", "-o", "remount,ro,bind", "/etc/wireguard")).ok
+    try:
+        (result,) = await hub.apply([remove])
+        assert (result.ok, result.verified) == (True, True), result.detail
+        assert "not kept in the hub's configuration files" in result.detail
+        assert "Read-only file system" in result.detail
+        assert conf.read_text() == before
+        assert not await _reaches(lab, "admin1", "10.100.0.20")
+    finally:
+        await lab.exec("hub1", "mount", "-o", "remount,rw,bind", "/etc/wireguard", check=True)
+        undo = await hub.undo(remove, result.restore)
+        await hub.close()
+    assert (undo.ok, undo.verified) == (True, True), undo.detail
+    assert conf.read_text() == before  # the block was never taken out, so none was put back twice
+    await eventually(lambda: _reaches(lab, "admin1", "10.100.0.20"), 30, "admin1 back after the undo", every=0.2)
