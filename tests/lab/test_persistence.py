@@ -6,14 +6,18 @@ the running hub and in the files. Packets prove each step."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 from collections.abc import AsyncIterator
 
 import pytest
 
 from responder.core.actions import Action, ActionType
+from responder.core.identifiers import WireGuardKey
 from responder.inventory import HubMode, HubSpec, PeerSpec
 from responder.lab import Lab, faults
 from responder.lab.lab import SUDO_ACCOUNT
+from responder.lab.peers import EXTRA_PER_HUB, enroll, extra_peers
 from responder.pep import SshHub
 from tests.support.probes import eventually, tcp
 
@@ -192,3 +196,22 @@ async def test_a_hub_file_that_cannot_be_written_is_reported_and_the_cut_off_sta
     assert (undo.ok, undo.verified) == (True, True), undo.detail
     assert conf.read_text() == before  # the block was never taken out, so none was put back twice
     await eventually(lambda: _reaches(lab, "admin1", "10.100.0.20"), 30, "admin1 back after the undo", every=0.2)
+
+
+async def test_a_revoked_key_leaves_the_file_for_good(lab: Lab, hub: SshHub) -> None:
+    """Key rotation: the peer's block leaves wg0.conf and is not kept to put back, so neither a rebuild of
+    wg0 nor anything the responder may ask brings the key back."""
+    (device,) = extra_peers(1, 1, name="rotated", first=EXTRA_PER_HUB - 1)  # a slot no other test uses
+    device["public_key"] = base64.b64encode(os.urandom(32)).decode()  # a fresh key for each parameter
+    device["sets"] = []  # a peer only: the lab's sets stay as other tests expect them
+    await enroll(lab, [device])
+    key, conf = str(device["public_key"]), lab.boot_config("hub1")
+    assert f"# rotated{EXTRA_PER_HUB - 1}" in conf.read_text() and key in conf.read_text()
+    (result,) = await hub.apply([Action(ActionType.ROTATE_KEY, "hub1", peer_key=WireGuardKey(key))])
+    assert (result.ok, result.verified) == (True, True), result.detail
+    assert key not in conf.read_text() and f"# rotated{EXTRA_PER_HUB - 1}" not in conf.read_text()
+    records = await lab.exec("hub1", "cat", "/var/lib/responder-hub/removed-peers.json")
+    assert key not in records.stdout
+    await lab.restart_wireguard("hub1")
+    assert key not in await faults.hub_peers(lab, "hub1")
+    await eventually(lambda: _reaches(lab, "admin1", "10.100.0.20"), 30, "the others through the new wg0", every=0.2)
