@@ -20,6 +20,7 @@ import ssl
 import time
 from asyncio.sslproto import SSLProtocol
 from collections.abc import Callable
+from ipaddress import ip_address
 from typing import Any
 
 from aiohttp import web
@@ -50,6 +51,16 @@ def connection_limit(wanted: int) -> int:
             soft, hard, max(allowed, 1), wanted, needed,
         )  # fmt: skip
     return max(allowed, 1)
+
+
+def only_this_host(host: str) -> bool:
+    """`listen.host` is reachable from this machine only (0.0.0.0, ::, a name, or any other address is not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to anything
 
 
 class ConnectionCap:

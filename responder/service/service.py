@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from ipaddress import ip_address
 from pathlib import Path
 
 from aiohttp import web
@@ -49,7 +48,7 @@ from responder.service.admin import admin_routes, metrics_routes
 from responder.service.certificate import Certificate, ListenerCertificate, load_certificate
 from responder.service.guard import BlastRadius, ProtectedTargets
 from responder.service.lifecycle import Lifecycle
-from responder.service.listener import AcceptErrors, CappedSite, connection_limit
+from responder.service.listener import AcceptErrors, CappedSite, connection_limit, only_this_host
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
 from responder.service.reloading import RuleReloader
@@ -375,7 +374,7 @@ class Service:
             log.info("listening on %s; webhook routes: %s", self.url, routes)
             if p.certificate is not None:
                 log.info("serving TLS with %s", p.certificate.current.describe())
-            elif not _loopback(s.listen.host):
+            elif not only_this_host(s.listen.host):
                 log.warning(
                     "webhooks are served in clear on %s: Okta and Microsoft Graph deliver only to https://, so "
                     "a reverse proxy must terminate TLS in front of it, or set listen.tls_cert and listen.tls_key",
@@ -426,16 +425,6 @@ class _Parts:
     retention: Retention
     rules: RuleReloader
     certificate: ListenerCertificate | None
-
-
-def _loopback(host: str) -> bool:
-    """`listen.host` reaches only this machine (an unspecified address such as 0.0.0.0 reaches every one)."""
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to anything
 
 
 def _ignore_change(_hub: str, _key: str) -> None:

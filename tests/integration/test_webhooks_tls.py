@@ -15,6 +15,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -72,7 +73,10 @@ async def listener(tmp_path: Path) -> AsyncIterator[Listener]:
     port = free_port()
     config = tmp_path / "responder.yaml"
     settings = {
-        "listen": {"host": "127.0.0.1", "port": port, "tls_cert": str(served.cert), "tls_key": str(served.key)},
+        "listen": {
+            "host": "127.0.0.1", "port": port, "tls_cert": str(served.cert), "tls_key": str(served.key),
+            "idle_timeout_s": 2,
+        },
         "journal": f"sqlite:///{tmp_path}/journal.db", "rules": [str(RULES)], "inventory": str(no_hubs(tmp_path)),
         "okta_secret": OKTA_SECRET, "admin_token": TOKEN, "instance": "tls",
     }  # fmt: skip
@@ -218,6 +222,18 @@ async def test_plain_http_an_untrusting_client_and_a_wrong_name_all_fail_and_cos
         assert await _metric(http, listener, "responder_connections_open") == 1
 
 
+async def test_a_connection_that_never_starts_its_handshake_is_closed_after_the_idle_timeout(
+    listener: Listener,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)  # TCP only, no ClientHello
+    try:
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the listener, nothing said
+        assert 1.5 < asyncio.get_running_loop().time() - started < 6  # listen.idle_timeout_s: 2
+    finally:
+        writer.close()
+
+
 async def test_sighup_serves_a_renewed_certificate_without_a_pause_and_a_broken_one_keeps_the_old(
     listener: Listener, tmp_path: Path
 ) -> None:
@@ -252,6 +268,10 @@ async def test_sighup_serves_a_renewed_certificate_without_a_pause_and_a_broken_
                 break
             await asyncio.sleep(0.05)
         assert await _served_serial(listener.port, listener.trusting) == _serial(renewed) != first
+        async with aiohttp.ClientSession() as http:
+            expiry = await _metric(http, listener, "responder_tls_certificate_expiry_timestamp_seconds")
+        renewed_until = x509.load_pem_x509_certificate(renewed.cert.read_bytes()).not_valid_after_utc
+        assert expiry == renewed_until.timestamp()
 
         # A broken renewal: the certificate of one key with the key of another.
         other = listener.ca.issue("other")
@@ -340,3 +360,36 @@ def test_an_unusable_certificate_or_key_stops_the_start_with_one_line_naming_the
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and expected in errors[0], (case, result.stderr[-2000:])
         assert "Traceback" not in result.stderr, case
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs root and unshare")
+def test_plain_http_on_an_address_beyond_this_host_warns_that_a_proxy_must_terminate_tls(tmp_path: Path) -> None:
+    """On 0.0.0.0 inside a network namespace of its own (empty: nothing reaches it, and the machine's own
+    namespace is left alone)."""
+    config = tmp_path / "responder.yaml"
+    settings = {
+        "listen": {"host": "0.0.0.0", "port": 8080}, "journal": f"sqlite:///{tmp_path}/j.db",
+        "rules": [str(RULES)], "inventory": str(no_hubs(tmp_path)),
+    }  # fmt: skip
+    config.write_text(json.dumps(settings))
+    responder = str(Path(sys.executable).with_name("responder"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESPONDER_")}
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["unshare", "--net", responder, "run", "--config", str(config)], stdout=out, stderr=out, env=env
+        )
+    try:
+        for _ in range(300):
+            if "listening on" in log.read_text() or process.poll() is not None:
+                break
+            time.sleep(0.05)
+        text = log.read_text()
+        assert "listening on http://0.0.0.0:8080" in text, text[-2000:]
+        warnings = [line for line in text.splitlines() if "served in clear" in line]
+        assert len(warnings) == 1, text[-2000:]
+        assert "Okta and Microsoft Graph deliver only to https://" in warnings[0]
+        assert "a reverse proxy must terminate TLS" in warnings[0]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
