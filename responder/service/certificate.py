@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import stat
 from collections.abc import Callable
@@ -77,15 +78,17 @@ def load_certificate(cert: Path, key: Path) -> Certificate:
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _read(path: Path, field: str) -> bytes:
+def _read(path: Path, field: str) -> tuple[bytes, int]:
+    """The file's bytes and its mode, from one open file (the mode of what was read, not of a later one)."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            return file.read(), os.fstat(file.fileno()).st_mode
     except OSError as exc:
         raise ListenerTLSError(f"{field} {path}: cannot read: {exc.strerror}") from None
 
 
 def _leaf(path: Path) -> x509.Certificate:
-    data = _read(path, "listen.tls_cert")
+    data, _ = _read(path, "listen.tls_cert")
     try:
         chain = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -96,8 +99,7 @@ def _leaf(path: Path) -> x509.Certificate:
 
 
 def _private_key(path: Path) -> PrivateKeyTypes:
-    data = _read(path, "listen.tls_key")
-    mode = path.stat().st_mode
+    data, mode = _read(path, "listen.tls_key")
     # Every local user could take the key and impersonate this listener. Group-readable stays allowed:
     # Debian's ssl-cert group and ACME deploy hooks hand keys to services that way (0640).
     if mode & stat.S_IROTH:
@@ -131,7 +133,7 @@ class ListenerCertificate:
     ) -> None:
         self.cert, self.key, self.current = cert, key, first
         self._journal, self._metrics, self._clock = journal, metrics, clock
-        self._metrics.tls_certificate_expiry.set(first.not_after.timestamp())
+        self._serving(first)
         self._lock = asyncio.Lock()  # one reload at a time
         self._requested = asyncio.Event()
 
@@ -173,10 +175,22 @@ class ListenerCertificate:
                 detail |= {"outcome": "refused", "error": str(exc), "serving": self.current.describe()}
             else:
                 previous, self.current = self.current, loaded
-                self._metrics.tls_certificate_expiry.set(loaded.not_after.timestamp())
                 log.info("listener certificate reloaded: now %s (was serial %x)", loaded.describe(), previous.serial)
+                self._serving(loaded)
                 detail |= {"outcome": "applied", "serving": loaded.describe()}
             outcome = str(detail["outcome"])
             self._metrics.tls_certificate_reloads.labels(outcome=outcome).inc()
-            await self._journal.audit(self._clock().isoformat(), actor, "tls.reload", "listener", detail)
+            try:
+                await self._journal.audit(self._clock().isoformat(), actor, "tls.reload", "listener", detail)
+            except Exception:
+                # The reload itself stands (the new certificate is served, or the old one still is).
+                log.exception("listener certificate reload %s, but the audit trail could not record it", outcome)
             return outcome == "applied"
+
+    def _serving(self, certificate: Certificate) -> None:
+        self._metrics.tls_certificate_expiry.set(certificate.not_after.timestamp())
+        if certificate.not_after <= self._clock():
+            log.warning(
+                "the listener certificate %s has expired: Okta and Microsoft Graph refuse it; renew it and "
+                "`systemctl reload responder`", certificate.describe(),
+            )  # fmt: skip

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 import ssl
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from responder.config import ConfigError, load_settings
-from responder.service.certificate import ListenerTLSError, load_certificate, server_context
+from responder.service.certificate import ListenerCertificate, ListenerTLSError, load_certificate, server_context
 from responder.service.listener import only_this_host
+from responder.telemetry.metrics import Metrics
 from tests.support.tls import TestCA
 
 
@@ -64,3 +67,27 @@ def test_an_encrypted_key_is_refused_with_what_to_do(tmp_path: Path) -> None:
     issued.key.write_bytes(encrypted)
     with pytest.raises(ListenerTLSError, match="the key is encrypted; give it unencrypted"):
         load_certificate(issued.cert, issued.key)
+
+
+class _RefusingJournal:
+    async def audit(self, *_: object) -> None:
+        raise OSError("disk full")
+
+
+async def test_a_reload_the_journal_cannot_record_still_serves_the_new_certificate_and_an_expired_one_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = TestCA(tmp_path)
+    first = ca.issue("first")
+    later = datetime.now(UTC) + timedelta(days=2)  # past the test certificates' one day
+    certificate = ListenerCertificate(
+        first.cert, first.key, load_certificate(first.cert, first.key),
+        journal=_RefusingJournal(), metrics=Metrics(), clock=lambda: later,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert "the listener certificate CN=first" in caplog.text and "has expired" in caplog.text
+    renewed = ca.issue("renewed")
+    shutil.copyfile(renewed.cert, first.cert)
+    shutil.copyfile(renewed.key, first.key)
+    assert await certificate.reload("test") is True
+    assert certificate.current.subject == "CN=renewed"
+    assert "listener certificate reload applied, but the audit trail could not record it" in caplog.text
