@@ -26,9 +26,10 @@ import aiohttp
 import pytest
 from cryptography import x509
 
+from responder.config import Settings
 from responder.journal import open_journal
 from tests.support.process import ServiceProcess, free_port
-from tests.support.service import no_hubs
+from tests.support.service import no_hubs, running
 from tests.support.tls import Issued, TestCA
 
 OKTA_SECRET = "Basic b2t0YTpzZWNyZXQtdmFsdWU="
@@ -393,3 +394,34 @@ def test_plain_http_on_an_address_beyond_this_host_warns_that_a_proxy_must_termi
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
+
+
+async def test_over_the_connection_cap_a_tls_connection_is_closed_at_once_and_served_again_after(
+    tmp_path: Path,
+) -> None:
+    """In process (`running`, the replay's way to start the service), with the cap at 2."""
+    ca = TestCA(tmp_path, "cap")
+    issued = ca.issue("listener")
+    settings = Settings(
+        listen={"tls_cert": issued.cert, "tls_key": issued.key, "max_connections": 2, "idle_timeout_s": 5},
+        journal=f"sqlite:///{tmp_path}/journal.db", rules=[RULES], inventory=no_hubs(tmp_path), admin_token=TOKEN,
+    )  # fmt: skip
+    trusting = ssl.create_default_context(cafile=str(ca.cafile))
+    async with running(settings) as (service, base):
+        assert base.startswith("https://127.0.0.1:")
+        port = int(base.rsplit(":", 1)[1])
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]  # no handshake: slots held
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # the third: closed at once, nothing in clear
+        writer.close()
+        for _, held_writer in held:
+            held_writer.close()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                if service.metrics.registry.get_sample_value("responder_connections_open") == 0:  # given back
+                    break
+                await asyncio.sleep(0.05)
+            assert service.metrics.registry.get_sample_value("responder_connections_open") == 0
+            async with http.get(f"{base}/metrics", headers=ADMIN, ssl=trusting) as r:
+                assert r.status == 200
+                assert "responder_connections_refused_total 1.0" in await r.text()
