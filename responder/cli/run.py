@@ -45,8 +45,7 @@ def run(
 ) -> None:
     """Run the responder: webhooks and Kafka in, decisions, enforcement on the hubs, journal.
 
-    SIGHUP (`systemctl reload responder`) reloads the rule files and, with listen.tls_cert, the listener's
-    certificate and key; whichever does not load is kept as it was.
+    SIGHUP (systemctl reload) reloads the rule files and the TLS certificate; what does not load is kept.
     """
     from responder.inventory import InventoryError  # noqa: PLC0415
     from responder.journal import JournalUnavailable  # noqa: PLC0415
