@@ -62,6 +62,21 @@ class Listen(_Section):
     body_timeout_s: float = Field(
         default=10.0, gt=0, le=3600, description="Time for a webhook body to arrive after its head; then 408"
     )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="Serve HTTPS with this certificate chain (PEM, leaf first); reloaded on SIGHUP. "
+        "Default: plain HTTP (then a reverse proxy must terminate TLS: Okta and Graph deliver only to https://)",
+    )
+    tls_key: Path | None = Field(
+        default=None, description="The certificate's private key (PEM, unencrypted, not readable by other users)"
+    )
+
+    @model_validator(mode="after")
+    def _tls_together(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = ("tls_cert", "tls_key") if self.tls_key is None else ("tls_key", "tls_cert")
+            raise ValueError(f"{given} is set without {missing}: set both (the certificate and its key) or neither")
+        return self
 
 
 class MetricsListen(_Section):
