@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from responder.core.actions import Action, ActionType
-from responder.enrollment import AgentRelease, fingerprint
-from responder.inventory import Inventory
+from responder.enrollment import AgentRelease, EnrollError, Enrollment, Target, enroll, fingerprint
+from responder.inventory import HubMode, Inventory
 from responder.lab import Lab
 from responder.pep import SshHub
 from tests.support.probes import tcp
@@ -60,6 +60,16 @@ def _enroll_argv(lab: Lab, inventory: Path, fp: str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _request(lab: Lab, inventory: Path, *, mode: HubMode = HubMode.AGENT, key: Path | None = None) -> Enrollment:
+    return Enrollment(
+        target=Target(HUB_ADDRESS, 22, "root", lab.bootstrap_key, lab.netns_path("soc")),
+        name="hub1",
+        inventory_path=inventory,
+        responder_key=key or lab.agent_key.with_suffix(".pub"),
+        mode=mode,
+    )
+
+
 def _authorized_keys(lab: Lab) -> str:
     return (lab.node_dir("hub1") / "root" / ".ssh" / "authorized_keys").read_text()
 
@@ -85,6 +95,19 @@ async def test_a_wrong_fingerprint_is_refused_and_nothing_is_installed(bare: Lab
     status, out = await _responder(*argv)
     assert status == 2 and "pass --expect-fingerprint" in out, out
     assert not inventory.exists()
+
+    # The operator, asked, says no.
+    asked: list[str] = []
+
+    def no(question: str) -> bool:
+        asked.append(question)
+        return False
+
+    with pytest.raises(EnrollError, match="host key not confirmed"):
+        await enroll(_request(bare, inventory), confirm=no, say=lambda _: None)
+    assert asked == [f"Trust {fingerprint(bare.host_key('hub1').read_text())} as the host key of {HUB_ADDRESS}?"]
+    assert not inventory.exists() and _authorized_keys(bare) == keys_before
+    assert not any((bare.node_dir("hub1") / "sbin").iterdir())
 
 
 async def test_enroll_then_check_then_the_enrolled_inventory_enforces(bare: Lab, tmp_path: Path) -> None:
@@ -192,3 +215,27 @@ async def test_check_reports_each_problem_on_its_own_line(bare: Lab, tmp_path: P
     # And enroll refuses to re-pin a hub the inventory knows by another key.
     status, out = await _responder(*_enroll_argv(bare, tmp_path / "impostor.yaml", fp))
     assert status == 2 and "is in the inventory with host key" in out, out
+
+
+async def test_agentless_enrollment_confirmed_by_the_operator_authorizes_the_key_for_plain_commands(
+    bare: Lab, tmp_path: Path
+) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    said: list[str] = []
+    # The plain key is also the bootstrap key here: its line is replaced by the enrolled one, not doubled.
+    await enroll(
+        _request(bare, inventory, mode=HubMode.AGENTLESS, key=bare.plain_key.with_suffix(".pub")),
+        confirm=lambda _: True,
+        say=said.append,
+    )
+    assert not any("agent" in line and "installed" in line for line in said), said
+    assert "verified: the responder's key reaches the hub" in said
+    hub = Inventory.load(inventory).hub("hub1")
+    assert (hub.mode, hub.ssh.client_key) == (HubMode.AGENTLESS, bare.plain_key)
+    plain = bare.plain_key.with_suffix(".pub").read_text().split()[1]
+    assert [line for line in _authorized_keys(bare).splitlines() if plain in line] == [
+        f'from="198.18.0.2",no-port-forwarding,no-agent-forwarding,no-X11-forwarding ssh-ed25519 {plain} '
+        f"responder@{bare.prefix}"
+    ]
+    status, out = await _responder("hubs", "check", "--inventory", str(inventory))
+    assert (status, out.strip()) == (0, "hub1: ok (2 peers)")
