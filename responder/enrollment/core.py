@@ -10,10 +10,12 @@ import difflib
 import hashlib
 import io
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -332,6 +334,49 @@ def merge(
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'inventory'}: {e['msg']}" for e in exc.errors())
         raise EnrollError(f"the merged inventory does not validate: {problems}") from None
     return out
+
+
+def interface_address(text: str, interface: str) -> tuple[IPAddress, IPNetwork]:
+    """The hub's own tunnel address and network, from `ip -j addr show dev IF`."""
+    for link in json.loads(text or "[]"):
+        for info in link.get("addr_info", []):
+            if info.get("family") in ("inet", "inet6") and info.get("scope") != "link":
+                iface = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
+                return iface.ip, iface.network
+    raise EnrollError(f"{interface} has no tunnel address; the inventory needs the hub's own")
+
+
+def enforcing_table(sets: list[dict[str, Any]], table: str | None, deny_tables: Sequence[str]) -> str:
+    """The nftables table that enforces, from `nft -j list sets`: the one asked for, else the deny sets'
+    table, else the only table with sets, else `zerotrust` where there is one."""
+    tables: list[str] = sorted({str(s["table"]) for s in sets})
+    if table is not None:
+        if table not in tables:
+            raise EnrollError(
+                f"no nftables table {table!r} with sets on the hub (tables with sets: {', '.join(tables) or 'none'})"
+            )
+        return table
+    if len(set(deny_tables)) == 1:
+        return deny_tables[0]
+    if len(tables) == 1:
+        return tables[0]
+    if "zerotrust" in tables:
+        return "zerotrust"
+    raise EnrollError(f"which nftables table enforces? tables with sets: {', '.join(tables) or 'none'}; pass --table")
+
+
+def set_addresses(listing: dict[str, Any]) -> frozenset[IPAddress]:
+    """The single addresses in a set, from `nft -j list set` (plain or with a timeout)."""
+    out: set[IPAddress] = set()
+    for item in listing.get("nftables", []):
+        for element in item.get("set", {}).get("elem", []):
+            value = element["elem"]["val"] if isinstance(element, dict) and "elem" in element else element
+            if isinstance(value, str):
+                try:
+                    out.add(ipaddress.ip_address(value))
+                except ValueError:
+                    continue
+    return frozenset(out)
 
 
 def diff(old: str, new: str, path: str) -> str:

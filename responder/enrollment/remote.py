@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import json
 import shlex
 from collections.abc import Sequence
@@ -21,7 +20,10 @@ from responder.enrollment.core import (
     EnrollError,
     HubPeer,
     HubReading,
+    enforcing_table,
+    interface_address,
     peer_names,
+    set_addresses,
 )
 from responder.netns import Namespace
 from responder.pep.transport import ENCRYPTION
@@ -175,7 +177,7 @@ class Bootstrap:
             interface = names[0]
         elif interface not in names:
             raise EnrollError(f"{self.target.host} has no WireGuard interface {interface!r} (has: {', '.join(names)})")
-        address, network = _tunnel_address(await self.sh('ip -j addr show dev "$1"', interface), interface)
+        address, network = interface_address(await self.sh('ip -j addr show dev "$1"', interface), interface)
         peers = []
         for line in (await self.sh('wg show "$1" allowed-ips', interface)).splitlines():
             key, _, ips = line.partition("\t")
@@ -183,14 +185,14 @@ class Bootstrap:
                 peers.append(HubPeer(key, tuple(ip for ip in ips.split() if ip != "(none)")))
         listing = json.loads(await self.sh("nft -j list sets") or "{}")
         sets = [s["set"] for s in listing.get("nftables", []) if "set" in s]
-        table = _choose_table(sets, table, deny_tables)
+        table = enforcing_table(sets, table, deny_tables)
         contents: dict[str, frozenset[IPAddress] | None] = {}
         for s in sets:
             if s["table"] != table:
                 continue
             if s.get("type") in ("ipv4_addr", "ipv6_addr"):
                 out = await self.sh('nft -j list set "$1" "$2" "$3"', s["family"], table, s["name"])
-                contents[s["name"]] = _addresses(json.loads(out))
+                contents[s["name"]] = set_addresses(json.loads(out))
             else:
                 contents[s["name"]] = None
         conf = await self.sh(_CONF, f"/etc/wireguard/{interface}.conf")
@@ -214,42 +216,3 @@ class Bootstrap:
             raise EnrollError(f"{self.target.host}: {exc or type(exc).__name__}") from None
         fields = str(result.stdout or "").split()
         return fields[0] if fields else None
-
-
-def _tunnel_address(text: str, interface: str) -> tuple[Any, Any]:
-    for link in json.loads(text or "[]"):
-        for info in link.get("addr_info", []):
-            if info.get("family") in ("inet", "inet6") and info.get("scope") != "link":
-                iface = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
-                return iface.ip, iface.network
-    raise EnrollError(f"{interface} has no tunnel address; the inventory needs the hub's own")
-
-
-def _choose_table(sets: list[dict[str, Any]], table: str | None, deny_tables: Sequence[str]) -> str:
-    tables: list[str] = sorted({str(s["table"]) for s in sets})
-    if table is not None:
-        if table not in tables:
-            raise EnrollError(
-                f"no nftables table {table!r} with sets on the hub (tables with sets: {', '.join(tables) or 'none'})"
-            )
-        return table
-    if len(set(deny_tables)) == 1:
-        return deny_tables[0]
-    if len(tables) == 1:
-        return tables[0]
-    if "zerotrust" in tables:
-        return "zerotrust"
-    raise EnrollError(f"which nftables table enforces? tables with sets: {', '.join(tables) or 'none'}; pass --table")
-
-
-def _addresses(listing: dict[str, Any]) -> frozenset[IPAddress]:
-    out: set[IPAddress] = set()
-    for item in listing.get("nftables", []):
-        for element in item.get("set", {}).get("elem", []):
-            value = element["elem"]["val"] if isinstance(element, dict) and "elem" in element else element
-            if isinstance(value, str):
-                try:
-                    out.add(ipaddress.ip_address(value))
-                except ValueError:
-                    continue
-    return frozenset(out)

@@ -448,8 +448,10 @@ class Lab:
 
     async def _bare_hub(self, hub: Node, keys: dict[str, tuple[str, str]]) -> None:
         """Give the hub a wg-quick file naming its peers in comments (`# admin1` above each [Peer]), as
-        operators keep them, unless it has one already: where enrollment reads peer names."""
-        if (await self.exec(hub.name, "test", "-e", "/etc/wireguard/wg0.conf")).ok:
+        operators keep them: where enrollment reads peer names. A hub whose /etc/wireguard the lab already
+        made its own keeps the file it has there; the machine's /etc/wireguard is never read or written."""
+        own = await self.exec(hub.name, "mountpoint", "-q", "/etc/wireguard")
+        if own.ok and (await self.exec(hub.name, "test", "-e", "/etc/wireguard/wg0.conf")).ok:
             return
         conf_dir = self.node_dir(hub.name) / "etc-wireguard"
         conf_dir.mkdir(mode=0o700)

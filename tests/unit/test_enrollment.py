@@ -17,9 +17,12 @@ from responder.enrollment.core import (
     HubReading,
     Owners,
     authorized_key_line,
+    enforcing_table,
     fingerprint,
+    interface_address,
     merge,
     peer_names,
+    set_addresses,
     with_authorized_key,
 )
 from responder.inventory import HubMode, HubSpec, Inventory, PeerSpec, SshEndpoint
@@ -164,3 +167,39 @@ def test_a_hub_known_by_another_host_key_is_refused() -> None:
 def test_the_shipped_agent_has_a_release_version() -> None:
     release = AgentRelease.shipped()
     assert release.version.count(".") == 2 and len(release.sha256) == 64
+
+
+def test_the_hub_address_sets_and_table_are_read_from_the_json_of_ip_and_nft() -> None:
+    addr = (
+        '[{"ifname": "wg0", "addr_info": [{"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "link"},'
+        ' {"family": "inet", "local": "10.100.0.1", "prefixlen": 24, "scope": "global"}]}]'
+    )
+    assert interface_address(addr, "wg0") == (ipaddress.ip_address("10.100.0.1"), ipaddress.ip_network("10.100.0.0/24"))
+    with pytest.raises(EnrollError, match="wg0 has no tunnel address"):
+        interface_address('[{"ifname": "wg0", "addr_info": []}]', "wg0")
+
+    listing = {
+        "nftables": [
+            {"metainfo": {}},
+            {
+                "set": {
+                    "family": "inet", "table": "zerotrust", "name": "quarantine", "type": "ipv4_addr",
+                    "elem": [
+                        "10.0.0.1",
+                        {"elem": {"val": "10.0.0.2", "timeout": 30}},
+                        {"prefix": {"addr": "10.1.0.0", "len": 16}},
+                    ],
+                }
+            },
+        ]
+    }  # fmt: skip
+    assert set_addresses(listing) == {ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("10.0.0.2")}
+
+    sets = [{"table": "zerotrust"}, {"table": "filter"}]
+    assert enforcing_table(sets, None, []) == "zerotrust"
+    assert enforcing_table(sets, None, ["filter"]) == "filter"
+    assert enforcing_table([{"table": "fw"}], None, []) == "fw"
+    with pytest.raises(EnrollError, match="pass --table"):
+        enforcing_table([{"table": "a"}, {"table": "b"}], None, [])
+    with pytest.raises(EnrollError, match="no nftables table 'c'"):
+        enforcing_table(sets, "c", [])
