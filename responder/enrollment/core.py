@@ -265,25 +265,14 @@ def merge(
     the name, owner, device and sets the operator gave it. Peers of the inventory no longer on the hub are
     kept and reported. Raises EnrollError when the hub is there with another host key or the result does
     not validate."""
-    hubs = list(existing.hubs) if existing else []
     others = [p for p in existing.peers if p.hub != hub.name] if existing else []
-    mine = {str(p.public_key): p for p in existing.peers if p.hub == hub.name} if existing else {}
-    for i, old in enumerate(hubs):
-        if old.name == hub.name:
-            if old.ssh.host_key != hub.ssh.host_key:
-                raise EnrollError(
-                    f"hub {hub.name} is in the inventory with host key {fingerprint(old.ssh.host_key)}, but "
-                    f"{hub.ssh.host} presents {fingerprint(hub.ssh.host_key)}: if the hub was reinstalled, "
-                    "remove it from the inventory first"
-                )
-            hubs[i] = hub
-            break
-    else:
-        hubs.append(hub)
-    taken = {p.name for p in others}
+    listed = [p for p in existing.peers if p.hub == hub.name] if existing else []
+    mine = {str(p.public_key): p for p in listed}
+    taken = {p.name for p in (*others, *listed)}
     deny = set(deny_sets)
     out = Merge(inventory=existing or Inventory(hubs=()), notes=[])
-    peers: list[PeerSpec] = []
+    updated: dict[str, PeerSpec] = {}
+    new: list[PeerSpec] = []
     for found in reading.peers:
         address = tunnel_address(found, reading.network)
         if address is None:
@@ -297,35 +286,24 @@ def merge(
             peer = previous.model_copy(update={"tunnel_ip": address})
             if peer.owner is None and (owner := owners.owner(found.public_key, peer.name)):
                 peer = peer.model_copy(update={"owner": owner})
+            updated[found.public_key] = peer
             out.kept += 1
         else:
-            proposed = owners.name(found.public_key) or reading.conf_names.get(found.public_key) or ""
-            name = node_name(proposed) or derived_name(address)
-            if name in taken:
-                name = node_name(f"{name}-{hub.name}") or derived_name(address)
-            member = sorted(
-                s for s, elements in reading.sets.items() if s not in deny and elements and address in elements
-            )
-            peer = PeerSpec(
-                name=name,
-                hub=hub.name,
-                public_key=WireGuardKey(found.public_key),
-                tunnel_ip=address,
-                sets=tuple(member),
-                owner=owners.owner(found.public_key, name),
-            )
+            peer = _new_peer(found, address, hub.name, reading, owners=owners, deny=deny, taken=taken)
+            new.append(peer)
             out.added += 1
         taken.add(peer.name)
-        if peer.owner is None:
-            out.unknown_owner += 1
-        peers.append(peer)
+        out.unknown_owner += peer.owner is None
     out.gone = sorted(p.name for p in mine.values())
-    peers.extend(mine.values())  # kept: removing a device from the inventory is the operator's call
+    # The inventory's order stays (the hub lists its peers in no fixed order); new peers follow, by address.
+    # Peers no longer on the hub are kept: removing a device from the inventory is the operator's call.
+    peers = [updated.get(str(p.public_key), p) for p in listed]
+    peers += sorted(new, key=lambda p: (p.tunnel_ip.version, p.tunnel_ip))
     addresses = list(existing.management_addresses) if existing else []
     addresses += [a for a in management if a not in addresses]
     try:
         out.inventory = Inventory(
-            hubs=tuple(hubs),
+            hubs=_with_hub(existing.hubs if existing else (), hub),
             overlays=existing.overlays if existing else (),
             peers=(*others, *peers),
             management_addresses=tuple(addresses),
@@ -334,6 +312,46 @@ def merge(
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'inventory'}: {e['msg']}" for e in exc.errors())
         raise EnrollError(f"the merged inventory does not validate: {problems}") from None
     return out
+
+
+def _with_hub(hubs: Sequence[HubSpec], hub: HubSpec) -> tuple[HubSpec, ...]:
+    """`hubs` with `hub` in place of the one of its name (appended if new); refused if that one has another
+    host key: the hub may be an impostor, or was reinstalled, and only the operator can tell."""
+    for old in hubs:
+        if old.name == hub.name and old.ssh.host_key != hub.ssh.host_key:
+            raise EnrollError(
+                f"hub {hub.name} is in the inventory with host key {fingerprint(old.ssh.host_key)}, but "
+                f"{hub.ssh.host} presents {fingerprint(hub.ssh.host_key)}: if the hub was reinstalled, "
+                "remove it from the inventory first"
+            )
+    if any(old.name == hub.name for old in hubs):
+        return tuple(hub if old.name == hub.name else old for old in hubs)
+    return (*hubs, hub)
+
+
+def _new_peer(
+    found: HubPeer,
+    address: IPAddress,
+    hub: str,
+    reading: HubReading,
+    *,
+    owners: Owners,
+    deny: set[str],
+    taken: set[str],
+) -> PeerSpec:
+    proposed = owners.name(found.public_key) or reading.conf_names.get(found.public_key) or ""
+    name = node_name(proposed) or derived_name(address)
+    if name in taken:
+        name = node_name(f"{name}-{hub}") or derived_name(address)
+    member = sorted(s for s, elements in reading.sets.items() if s not in deny and elements and address in elements)
+    return PeerSpec(
+        name=name,
+        hub=hub,
+        public_key=WireGuardKey(found.public_key),
+        tunnel_ip=address,
+        sets=tuple(member),
+        owner=owners.owner(found.public_key, name),
+    )
 
 
 def interface_address(text: str, interface: str) -> tuple[IPAddress, IPNetwork]:
