@@ -1,9 +1,8 @@
 """`responder hubs enroll`: pin a hub's host key, read it, install the agent and the responder's key, and
-write the inventory; and `responder hubs check`: the inventory against the live hubs."""
+write the inventory."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import json
@@ -12,8 +11,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 
+from responder.enrollment.check import check_hub
 from responder.enrollment.core import (
     AGENT_CONFIG_PATH,
     AGENT_PATH,
@@ -31,8 +30,6 @@ from responder.enrollment.core import (
 )
 from responder.enrollment.remote import Bootstrap, Target, fetch_host_key, sha256
 from responder.inventory import HubMode, HubSpec, Inventory, InventoryError, SshEndpoint
-from responder.pep.errors import HostKeyMismatch, HubError, HubRefused, HubUnreachable
-from responder.pep.transport import TransportSettings
 
 Confirm = Callable[[str], bool]
 """Asks the operator a yes/no question (an interactive prompt)."""
@@ -305,55 +302,3 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-# -- check --------------------------------------------------------------------------------------------------
-
-
-async def check_hub(spec: HubSpec, inventory_peers: Sequence[Any] | None, agent: AgentRelease) -> list[str]:
-    """One line per problem of a hub against the inventory (none: all is well). `inventory_peers`: the
-    inventory's peers of this hub (None: do not compare peers or sets)."""
-    from responder.pep import SshHub  # noqa: PLC0415 - the SSH stack loads only when needed
-
-    hub = SshHub(spec, TransportSettings(retries=0, connect_timeout=5.0, operation_timeout=10.0))
-    problems: list[str] = []
-    try:
-        if spec.mode is HubMode.AGENT or spec.sudo:
-            hello = await hub.call("hello", {})
-            found = (hello.get("release", f"unknown (protocol {hello.get('version')})"), hello.get("sha256", ""))
-            if found != (agent.version, agent.sha256):
-                problems.append(
-                    f"{spec.name}: agent version: expected {agent.version} sha256 {agent.sha256[:16]}, "
-                    f"found {found[0]} sha256 {found[1][:16] or '?'}"
-                )
-        live = {p["key"] for p in (await hub.call("peers", {"interface": spec.interface}))["peers"]}
-        if inventory_peers:
-            listed = {str(p.public_key): p.name for p in inventory_peers}
-            for key, name in sorted(listed.items(), key=lambda kv: kv[1]):
-                if key not in live:
-                    problems.append(f"{spec.name}: peer {name} ({key}) is in the inventory but not on the hub")
-            for key in sorted(live - set(listed)):
-                problems.append(f"{spec.name}: peer {key} is on the hub but not in the inventory")
-            for name in sorted({s for p in inventory_peers for s in p.sets}):
-                try:
-                    await hub.call("list_set", {"table": spec.table, "set": name})
-                except HubRefused:
-                    problems.append(
-                        f"{spec.name}: set {spec.table} {name} named in the inventory is missing on the hub"
-                    )
-    except HostKeyMismatch as exc:
-        problems.append(f"{spec.name}: host key mismatch: {str(exc).removeprefix(f'hub {spec.name}: ')}")
-    except HubUnreachable as exc:
-        problems.append(f"{spec.name}: unreachable: {str(exc).removeprefix(f'hub {spec.name}: ')}")
-    except HubError as exc:
-        problems.append(f"{spec.name}: {str(exc).removeprefix(f'hub {spec.name}: ')}")
-    finally:
-        await hub.close()
-    return problems
-
-
-async def check(inventory: Inventory, agent: AgentRelease) -> list[tuple[str, list[str]]]:
-    """Every hub of the inventory checked at once: (hub, problems) in inventory order."""
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(check_hub(h, inventory.peers_on(h.name), agent)) for h in inventory.hubs]
-    return [(h.name, t.result()) for h, t in zip(inventory.hubs, tasks, strict=True)]
