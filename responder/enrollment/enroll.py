@@ -88,12 +88,15 @@ async def enroll(
     asked before anything changes. Raises EnrollError (and does nothing more) when the host key is not
     confirmed, the hub cannot be read or the inventory would not validate: the hub is changed only after
     the merged inventory validates."""
-    host_key = await _pin(req, confirm, say)
+    if not req.target.identity.is_file():
+        raise EnrollError(f"the bootstrap key {req.target.identity} does not exist (--identity)")
+    public_key = _read_key(req.responder_key)
     existing = _load(req.inventory_path)
+    host_key = await _pin(req, confirm, say)
     agent = req.agent or AgentRelease.shipped()
     hub_ssh = await Bootstrap.open(req.target, host_key)
     try:
-        plan = await _plan(req, hub_ssh, host_key, existing)
+        plan = await _plan(req, hub_ssh, host_key, existing, public_key)
         if req.dry_run or apply is not None:
             say(plan.changes.rstrip("\n") if plan.changes else f"{req.inventory_path}: no change")
         if req.dry_run:
@@ -142,8 +145,9 @@ class _Plan:
     changes: str
 
 
-async def _plan(req: Enrollment, hub_ssh: Bootstrap, host_key: str, existing: Inventory | None) -> _Plan:
-    public_key = _read_key(req.responder_key)
+async def _plan(
+    req: Enrollment, hub_ssh: Bootstrap, host_key: str, existing: Inventory | None, public_key: str
+) -> _Plan:
     old_config = await hub_ssh.read_file(AGENT_CONFIG_PATH) if req.mode is HubMode.AGENT else None
     deny = req.deny_sets or _deny_sets(old_config)
     reading = await hub_ssh.read(req.interface, req.table, [d.table for d in deny])
