@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: packages install run test test-hubs test-core lint format lab-down bench clean
+.PHONY: packages install run test test-hubs test-core lint format lab-down bench clean hub-agent-deb
 
 install: packages $(STAMP)
 
@@ -58,6 +58,10 @@ lab-down: install
 # Measures (needs root: it builds labs); writes bench/report.json and prints the table.
 bench: install
 	$(BIN)/python -m bench.run
+
+# The hub agent as a Debian package: dist/responder-hub-agent_<version>_all.deb (deploy/hub/README.md).
+hub-agent-deb:
+	@./deploy/hub/build-deb.sh dist
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
