@@ -43,6 +43,10 @@ class Report:
         )
 
 
+def _count(items: Sequence[object], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
 def load(config: Path) -> tuple[Settings | None, list[str]]:
     """The settings with their `*_file` secrets left unread (`secrets` checks each file), or the problems that
     stop them from loading. Raises FileNotFoundError when `config` does not exist."""
@@ -362,7 +366,7 @@ async def check(config: Path, *, offline: bool = False, timeout_s: float = DEFAU
 
     add("secrets", secrets(settings, config))
     inv, found = inventory(settings, config)
-    hubs_named = f"inventory ({len(inv.hubs)} hubs, {len(inv.peers)} peers)" if inv is not None else ""
+    hubs_named = f"inventory ({_count(inv.hubs, 'hub')}, {_count(inv.peers, 'peer')})" if inv is not None else ""
     add(hubs_named, found)
     summary, found = await asyncio.to_thread(rules, settings)
     add(summary, found)
@@ -373,7 +377,7 @@ async def check(config: Path, *, offline: bool = False, timeout_s: float = DEFAU
     checks: dict[str, asyncio.Task[list[str]]] = {}
     async with asyncio.TaskGroup() as group:
         if inv is not None and inv.hubs and settings.inventory is not None:
-            checks[f"{len(inv.hubs)} hubs reachable"] = group.create_task(hubs(inv, settings.inventory, timeout_s))
+            checks[f"{_count(inv.hubs, 'hub')} reachable"] = group.create_task(hubs(inv, settings.inventory, timeout_s))
         if settings.kafka is not None:
             checks["kafka reachable"] = group.create_task(kafka(settings, timeout_s))
     for name, task in checks.items():
