@@ -12,7 +12,8 @@ Sets up this host (as root) to run the responder under systemd:
   /etc/responder/           root:responder 0750: responder.yaml and inventory.yaml (examples, 0640),
                             rules/ and connectors/ (copied from this tree), secrets/ (0750) with a
                             randomly generated admin-token (0640); the other secrets are yours to write
-  /opt/responder/.venv      a Python virtual environment with this package (from this source tree, or --wheel)
+  /opt/responder/.venv      a Python virtual environment with this package (from this source tree, or --wheel),
+                            its command linked as /usr/local/bin/responder
   /var/lib/responder        the journal, responder 0700
   /etc/systemd/system/responder.service   installed and enabled (not started: write the secrets first)
 Nothing that exists is overwritten, except the unit (customise it with `systemctl edit responder`).
@@ -183,6 +184,18 @@ ensure_venv() {
   changed "installed responder $want into /opt/responder/.venv${have:+ (was $have)}"
 }
 
+# The command on root's PATH, for the operator (the unit names the venv's own).
+ensure_command() {
+  local link=$root/usr/local/bin/responder
+  if [ ! -e "$link" ] && [ ! -L "$link" ]; then
+    mkdir -p "$(dirname "$link")"
+    ln -s /opt/responder/.venv/bin/responder "$link"
+    changed "linked /usr/local/bin/responder -> /opt/responder/.venv/bin/responder"
+  elif [ "$(readlink "$link")" != /opt/responder/.venv/bin/responder ]; then
+    echo "  kept /usr/local/bin/responder (not a link to /opt/responder/.venv/bin/responder: yours)"
+  fi
+}
+
 # --- the systemd unit -------------------------------------------------------------------------------
 ensure_unit() {
   mkdir -p "$UNIT_DIR"
@@ -211,6 +224,7 @@ echo "installing the responder${root:+ into $root}:"
 ensure_user
 ensure_config
 ensure_venv
+ensure_command
 ensure_unit
 
 missing=()
@@ -229,5 +243,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "  (umask 027 && openssl rand -hex 32 > /etc/responder/secrets/$secret) && chown root:responder /etc/responder/secrets/$secret"
   done
   echo "(the same for entra-client-state, ssf or kafka if you enable them in responder.yaml), then:"
-  echo "  /opt/responder/.venv/bin/responder config check && systemctl start responder"
+  echo "  responder config check && systemctl start responder"
 fi
