@@ -27,7 +27,7 @@ Options:
   --python PYTHON          the interpreter the virtual environment is made from (default: python3).
   --system-site-packages   let the virtual environment see the interpreter's packages (e.g. Debian's
                            python3-* packages).
-  --no-deps                install the package alone, without its dependencies and without an index: they
+  --no-deps                install the package alone, without its dependencies: they
                            must already be importable in the virtual environment (offline installs).
   --reinstall              install the package even when the same version is already installed.
   -h, --help               show this help and exit.
@@ -49,7 +49,7 @@ while [ $# -gt 0 ]; do
     --wheel) wheel=${2:?--wheel needs a file}; shift 2 ;;
     --python) python=${2:?--python needs an interpreter}; shift 2 ;;
     --system-site-packages) venv_options+=(--system-site-packages); shift ;;
-    --no-deps) pip_options+=(--no-deps --no-index); shift ;;
+    --no-deps) pip_options+=(--no-deps); shift ;;
     --reinstall) reinstall=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
