@@ -276,40 +276,37 @@ def _sqlite(url: str) -> list[str]:
     return []
 
 
-async def _hub(spec: HubSpec, timeout_s: float) -> str | None:
-    """None when an SSH connection with the pinned host key and the client key is made within `timeout_s`."""
-    from responder.pep.errors import HubError  # noqa: PLC0415 - the SSH stack loads only when needed
+async def _hub(spec: HubSpec, timeout_s: float) -> tuple[str, str] | None:
+    """None when an SSH connection with the pinned host key and the client key is made within `timeout_s`;
+    else the inventory field at fault (`host_key` or `host`) and why."""
+    # The SSH stack loads only when there are hubs to reach.
+    from responder.pep.errors import HostKeyMismatch, HubError  # noqa: PLC0415
     from responder.pep.transport import HubTransport, TransportSettings  # noqa: PLC0415
 
     transport = HubTransport(spec, TransportSettings(connect_timeout=timeout_s, retries=0))
     try:
         async with asyncio.timeout(timeout_s + 1):
             await transport.connection()
+    except HostKeyMismatch as exc:
+        return "host_key", str(exc)
     except HubError as exc:
-        return str(exc)
+        return "host", str(exc)
     except TimeoutError:
-        return f"hub {spec.name}: no SSH connection within {timeout_s:g}s"
+        return "host", f"hub {spec.name}: no SSH connection within {timeout_s:g}s"
     finally:
         await transport.close()
     return None
 
 
 async def hubs(inv: Inventory, path: Path, timeout_s: float) -> list[str]:
-    """Every hub connected to at once; a problem line for each that does not answer, or whose host key is not
-    the pinned one (placed at its `host_key` line)."""
-    results: dict[str, str | None] = {}
-
-    async def one(spec: HubSpec) -> None:
-        results[spec.name] = await _hub(spec, timeout_s)
-
+    """Every hub connected to at once; a problem line for each that does not answer (placed at its `host`),
+    or whose host key is not the pinned one (at its `host_key`)."""
     async with asyncio.TaskGroup() as group:
-        for spec in inv.hubs:
-            group.create_task(one(spec))
+        tries = [group.create_task(_hub(spec, timeout_s)) for spec in inv.hubs]
     problems: list[str] = []
-    for index, spec in enumerate(inv.hubs):
-        why = results[spec.name]
-        if why is not None:
-            field = "host_key" if "host key" in why else "host"
+    for index, task in enumerate(tries):
+        if (fault := task.result()) is not None:
+            field, why = fault
             problems.append(f"{_at(path, ('hubs', index, 'ssh', field))}: {why}")
     return problems
 

@@ -134,7 +134,7 @@ def test_install_lays_out_the_user_directories_modes_and_unit(staged: Staged) ->
     executable = shlex.split(_exec_start(unit))[0]
     assert executable == "/opt/responder/.venv/bin/responder"
     assert os.access(root / executable.lstrip("/"), os.X_OK)
-    assert os.readlink(root / "usr/local/bin/responder") == executable
+    assert (root / "usr/local/bin/responder").readlink() == Path(executable)
 
 
 def test_a_second_run_changes_nothing_and_keeps_an_edited_config(staged: Staged) -> None:
