@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import ssl
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -319,6 +320,7 @@ async def kafka(settings: Settings, timeout_s: float) -> list[str]:
     from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
+    from responder.ingest.kafka import tls_refusal  # noqa: PLC0415
     from responder.service.sources import KafkaTLSError, client_options  # noqa: PLC0415
 
     bootstrap = settings.kafka.bootstrap_servers
@@ -339,6 +341,9 @@ async def kafka(settings: Settings, timeout_s: float) -> list[str]:
     except (KafkaError, OSError, KeyError) as exc:
         # aiokafka's SCRAM client raises KeyError when the broker refuses the proof.
         said = "the broker refused the credentials" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+        context = options.get("ssl_context")
+        if isinstance(context, ssl.SSLContext):
+            said = await tls_refusal(bootstrap, context, said) or said
         return [f"kafka {bootstrap}: {said}"]
     finally:
         await consumer.stop()

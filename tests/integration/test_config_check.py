@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.support.process import free_port
+from tests.support.tls import TestCA, loopback_socket, tls_terminator
 
 ROOT = Path(__file__).resolve().parents[2]
 RESPONDER = str(Path(sys.executable).with_name("responder"))
@@ -176,6 +177,24 @@ async def test_kafka_not_reachable_is_one_line(tmp_path: Path, ssh_hub: SshHub) 
     (problem, summary) = lines
     assert problem.startswith(f"kafka {bootstrap}: "), problem
     assert summary.startswith("1 problem found") and "1 hub reachable" in summary
+
+
+async def test_kafka_whose_certificate_the_ca_does_not_sign_is_one_line_that_says_so(
+    tmp_path: Path, ssh_hub: SshHub
+) -> None:
+    # The handshake is refused before anything is handed on: no broker behind the TLS server is needed.
+    listen = loopback_socket()
+    port = listen.getsockname()[1]
+    server = TestCA(tmp_path, "kafka").issue("broker")
+    other = TestCA(tmp_path, "other")
+    kafka = {"bootstrap_servers": f"localhost:{port}", "security_protocol": "SSL", "ssl_cafile": str(other.cafile)}
+    config = _setup(tmp_path, ssh_hub, kafka=kafka)
+    async with tls_terminator(listen, free_port(), server):
+        code, lines, _ = await _check(config)
+    assert code == 1
+    (problem, _) = lines
+    assert problem.startswith(f"kafka localhost:{port}: TLS: the broker's certificate is refused ("), problem
+    assert "check kafka.ssl_cafile and that the certificate names localhost" in problem
 
 
 @pytest.mark.kafka
