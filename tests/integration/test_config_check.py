@@ -215,6 +215,20 @@ async def test_kafka_reachable_passes_and_a_missing_topic_is_one_line(
     assert len(lines) == 2
 
 
+async def test_a_postgresql_journal_not_answering_is_one_line_without_its_password(
+    tmp_path: Path, ssh_hub: SshHub
+) -> None:
+    dsn = f"postgresql://responder:hunter2-not-shown@127.0.0.1:{free_port()}/responder"
+    config = _setup(tmp_path, ssh_hub, journal=dsn)
+    code, lines, _ = await _check(config, "--offline")
+    assert code == 0, lines  # offline: the database is not tried
+    code, lines, _ = await _check(config)
+    assert code == 1
+    (problem, _) = lines
+    assert problem.startswith(f"journal postgresql://127.0.0.1:{dsn.rpartition(':')[2]}: cannot connect within 2s: ")
+    assert "hunter2" not in "\n".join(lines)
+
+
 async def test_a_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
     code, lines, err = await _check(tmp_path / "nope.yaml")
     assert (code, lines) == (2, [])

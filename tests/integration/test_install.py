@@ -140,6 +140,10 @@ def test_install_lays_out_the_user_directories_modes_and_unit(staged: Staged) ->
 def test_a_second_run_changes_nothing_and_keeps_an_edited_config(staged: Staged) -> None:
     assert "nothing to change" in staged.install().stdout
 
+    (staged.root / "etc/responder").chmod(0o755)  # a directory's mode is put right
+    assert "set /etc/responder/ to 0:" in staged.install().stdout
+    assert _mode_owner(staged.root / "etc/responder")[0] == "0o750"
+
     config = staged.root / "etc/responder/responder.yaml"
     edited = config.read_text() + "# the operator's own line\n"
     config.write_text(edited)
@@ -225,3 +229,10 @@ async def test_the_installed_units_command_serves_and_stops_cleanly(staged: Stag
     journal = staged.root / "var/lib/responder/journal.db"
     assert _mode_owner(journal)[0] == "0o600"
     assert not await asyncio.to_thread(Path("/etc/responder").exists)  # the machine's own /etc untouched
+
+
+def test_install_sh_says_what_it_does_and_refuses_an_unknown_option() -> None:
+    done = subprocess.run([str(INSTALL), "--help"], capture_output=True, text=True, timeout=10, check=False)
+    assert done.returncode == 0 and "--root DIR" in done.stdout and "/opt/responder/.venv" in done.stdout
+    done = subprocess.run([str(INSTALL), "--frobnicate"], capture_output=True, text=True, timeout=10, check=False)
+    assert (done.returncode, done.stderr) == (2, "install.sh: unknown option --frobnicate (see --help)\n")
