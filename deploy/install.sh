@@ -34,6 +34,10 @@ Options:
 EOF
 }
 
+# The venv and the unit must be readable by the service whatever the operator's own umask (077 is common
+# for root); files with secrets or configuration get their modes explicitly.
+umask 022
+
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source_tree=$(dirname "$here")
 root=""
