@@ -61,7 +61,9 @@ class Staged:
     def install(self) -> subprocess.CompletedProcess[str]:
         """install.sh into the staging root: the wheel alone, its dependencies being the test interpreter's."""
         argv = [str(INSTALL), "--root", str(self.root), "--wheel", str(self.wheel), "--python", self.python]
-        done = subprocess.run([*argv, "--no-deps"], capture_output=True, text=True, timeout=120, check=False)
+        # Under root's strictest common umask: what the service reads must come out readable all the same.
+        umask = ["sh", "-c", 'umask 077 && exec "$@"', "sh"]
+        done = subprocess.run([*umask, *argv, "--no-deps"], capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         return done
 
@@ -135,6 +137,8 @@ def test_install_lays_out_the_user_directories_modes_and_unit(staged: Staged) ->
     assert executable == "/opt/responder/.venv/bin/responder"
     assert os.access(root / executable.lstrip("/"), os.X_OK)
     assert (root / "usr/local/bin/responder").readlink() == Path(executable)
+    package = next((root / "opt/responder/.venv/lib").glob("python3*/site-packages/responder/__init__.py"))
+    assert _mode_owner(package)[0] == "0o644" and _mode_owner(root / "opt/responder/.venv")[0] == "0o755"
 
 
 def test_a_second_run_changes_nothing_and_keeps_an_edited_config(staged: Staged) -> None:
