@@ -1,7 +1,7 @@
 """`deploy/install.sh` into a staging root, as a package build would run it, and the installed unit's command
-started from what was installed: inside a private mount namespace in which the staging root's
-/etc/responder, /opt/responder and /var/lib/responder sit at their real paths (over copy-on-write layers of
-this machine's /etc, /opt and /var/lib, so nothing of the machine's own changes)."""
+started from what was installed, as the unit's user: inside a private mount namespace in which the staging
+root's /etc/responder, /opt/responder and /var/lib/responder sit at their real paths (over copy-on-write
+layers of this machine's /etc, /opt and /var/lib, so nothing of the machine's own changes)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ class Staged:
     root: Path
     wheel: Path
     python: str
+    as_service_user: bool
+    """Whether the installed command can run as the staged `responder` user: only with an interpreter outside
+    directories that user cannot enter (a root-only pyenv, say)."""
 
     def install(self) -> subprocess.CompletedProcess[str]:
         """install.sh into the staging root: the wheel alone, its dependencies being the test interpreter's."""
@@ -73,11 +76,29 @@ class Staged:
         fields = entry.split(":")
         return int(fields[2]), int(fields[3])
 
-    def argv_inside(self, *command: str) -> list[str]:
+    def argv_inside(self, *command: str, service_user: bool = False) -> list[str]:
+        """`command` in a mount namespace with the staging root at its real paths; as the staged `responder`
+        user (its numeric ids, as systemd's User= would) when asked and possible, else as root."""
         scratch = self.base / "scratch"
         scratch.mkdir(exist_ok=True)
+        if service_user and self.as_service_user:
+            uid, gid = self.ids()
+            command = ("setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *command)
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", NAMESPACE_SCRIPT, "sh",
                 str(scratch), str(self.root), *command]  # fmt: skip
+
+
+def _venv_python() -> tuple[str, bool]:
+    """The interpreter for the installed venv, and whether the service user can run it: the system's python3
+    when it is this interpreter's version (the test's dependencies then load in it), else this one's base."""
+    system = Path("/usr/bin/python3")
+    if system.exists():
+        version = subprocess.run(
+            [str(system), "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        if version == str(sys.version_info[:2]):
+            return str(system), True
+    return getattr(sys, "_base_executable", sys.executable), False
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +111,7 @@ def staged() -> Iterator[Staged]:
     base.chmod(0o755)
     try:
         wheel = build_wheel(ROOT, base / "dist")
-        staged = Staged(base, base / "root", wheel, getattr(sys, "_base_executable", sys.executable))
+        staged = Staged(base, base / "root", wheel, *_venv_python())
         staged.install()
         # The dependencies: this interpreter's, by a path entry (the venv's own `responder` comes first).
         venv_site = next((staged.root / "opt/responder/.venv/lib").glob("python3*/site-packages"))
@@ -207,11 +228,12 @@ async def test_the_installed_units_command_serves_and_stops_cleanly(staged: Stag
     assert code == 0 and out.startswith("/opt/responder/.venv/lib/"), out  # the installed package, not this tree
 
     log = staged.base / "service.log"
-    # Run as root here: the interpreter the test venv was made from may sit in a directory only root can
-    # enter (the modes the service user needs are asserted above, file by file).
+    # As the unit's User=responder: it reads the configuration and the secrets through its group, and writes
+    # the journal in its own directory; what install.sh gave it must be enough.
+    unit = staged.root / "etc/systemd/system/responder.service"
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            *staged.argv_inside(*shlex.split(_exec_start(staged.root / "etc/systemd/system/responder.service"))),
+            *staged.argv_inside(*shlex.split(_exec_start(unit)), service_user=True),
             stdout=out, stderr=out, env=SERVICE_ENV, cwd="/",
         )  # fmt: skip
     try:
@@ -231,7 +253,7 @@ async def test_the_installed_units_command_serves_and_stops_cleanly(staged: Stag
             process.kill()
             await process.wait()
     journal = staged.root / "var/lib/responder/journal.db"
-    assert _mode_owner(journal)[0] == "0o600"
+    assert _mode_owner(journal) == ("0o600", *(staged.ids() if staged.as_service_user else (0, 0)))
     assert not await asyncio.to_thread(Path("/etc/responder").exists)  # the machine's own /etc untouched
 
 
