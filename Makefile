@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: packages install run test lint format lab-down bench clean
+.PHONY: packages install run test test-hubs test-core lint format lab-down bench clean hub-agent-deb
 
 install: packages $(STAMP)
 
@@ -32,8 +32,21 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two suites side by side, each with its own lab: most of the hub tests wait on the network, so on two
+# cores the pair takes little longer than the larger one alone. Each suite's output appears when it ends;
+# `make test-hubs` or `make test-core` runs one of them.
+HUB_SUITE := tests/lab --ignore=tests/lab/test_crash.py
+CORE_SUITE := tests/unit tests/integration tests/adversarial tests/lab/test_crash.py
+
 test: lint
-	$(BIN)/pytest
+	@echo "running the hub suite and the core suite side by side; each prints its report when it ends"
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-hubs test-core
+
+test-hubs: install
+	$(BIN)/pytest $(HUB_SUITE)
+
+test-core: install
+	$(BIN)/pytest $(CORE_SUITE)
 
 format: install
 	$(BIN)/ruff format .
@@ -45,6 +58,10 @@ lab-down: install
 # Measures (needs root: it builds labs); writes bench/report.json and prints the table.
 bench: install
 	$(BIN)/python -m bench.run
+
+# The hub agent as a Debian package: dist/responder-hub-agent_<version>_all.deb (deploy/hub/README.md).
+hub-agent-deb:
+	@./deploy/hub/build-deb.sh dist
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -23,6 +23,7 @@ import base64
 import binascii
 import contextlib
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
@@ -37,7 +38,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-VERSION = 2  # 2: the `revoked` operation
+__version__ = "0.2.0"  # the release, as `hubs status` and `hubs check` report it and the package is named
+VERSION = 2  # the protocol: 2 adds the `revoked` operation
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 INTERFACE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
 COMMENT = re.compile(r"^[A-Za-z0-9 _.:@/-]{0,120}$")
@@ -968,8 +970,16 @@ def op_kill_flows(req: dict[str, Any]) -> dict[str, Any]:
     return {"remaining": remaining, "verified": not any(remaining.values())}
 
 
+def _installed_sha256() -> str:
+    """The sha256 of this file as installed: what `responder hubs check` compares with the release it ships."""
+    try:
+        return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
 def op_hello(_: dict[str, Any]) -> dict[str, Any]:
-    return {"version": VERSION, "ops": sorted(OPS)}
+    return {"version": VERSION, "release": __version__, "sha256": _installed_sha256(), "ops": sorted(OPS)}
 
 
 def _list(value: Any) -> list[Any]:

@@ -46,15 +46,37 @@ def up(
         typer.Option("--hubs", min=1, max=200, help="Number of hubs (each with its own admin and app peer)."),
     ] = 1,
     state_root: StateRoot = STATE_ROOT,
+    bare: Annotated[
+        bool,
+        typer.Option(
+            "--bare",
+            help="Hubs as before enrollment: no inventory, no agent, only the bootstrap key authorized for "
+            "root; enroll them with `responder hubs enroll`.",
+        ),
+    ] = False,
 ) -> None:
     """Build the lab from scratch (a previous lab with the same prefix is removed first)."""
     try:
-        lab = Lab(prefix, hubs, state_root)
+        lab = Lab(prefix, hubs, state_root, bare=bare)
         asyncio.run(lab.up())
     except (LabError, CommandError, ValueError, OSError) as exc:
         raise _fail(exc) from exc
     typer.echo(f"lab {prefix!r} is up: {', '.join(lab.topology.names)}")
-    typer.echo(f"inventory: {lab.inventory_path}")
+    if not bare:
+        typer.echo(f"inventory: {lab.inventory_path}")
+        return
+    from responder.enrollment import fingerprint  # noqa: PLC0415 - only a bare lab prints fingerprints
+    from responder.lab.topology import Role  # noqa: PLC0415
+
+    typer.echo(f"bootstrap key: {lab.bootstrap_key}; responder key: {lab.agent_key.with_suffix('.pub')}")
+    for node in (n for n in lab.topology.nodes if n.role is Role.HUB):
+        print_fp = fingerprint(lab.host_key(node.name).read_text())
+        typer.echo(
+            f"enroll {node.name}: responder hubs enroll {node.underlay} --name {node.name} "
+            f"--identity {lab.bootstrap_key} --responder-key {lab.agent_key.with_suffix('.pub')} "
+            f"--expect-fingerprint {print_fp} --deny-set zerotrust:quarantine --netns {lab.netns_path('soc')} "
+            f"--inventory {lab.inventory_path}"
+        )
 
 
 @app.command()

@@ -25,7 +25,12 @@ def _listen(value: str | None) -> tuple[str, int] | None:
 def run(
     config: ConfigOption = None,
     listen: Annotated[
-        str | None, typer.Option("--listen", help="HOST:PORT for webhooks and the admin API (default 127.0.0.1:8080).")
+        str | None,
+        typer.Option(
+            "--listen",
+            help="HOST:PORT for webhooks and the admin API (default 127.0.0.1:8080); HTTPS when the "
+            "configuration sets listen.tls_cert and listen.tls_key.",
+        ),
     ] = None,
     journal: Annotated[str | None, typer.Option("--journal", help="Journal URL; overrides the configuration.")] = None,
     inventory: Annotated[Path | None, typer.Option("--inventory", help="Hub inventory (YAML).")] = None,
@@ -38,10 +43,14 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run the responder: webhooks and Kafka in, decisions, enforcement on the hubs, journal."""
+    """Run the responder: webhooks and Kafka in, decisions, enforcement on the hubs, journal.
+
+    SIGHUP (systemctl reload) reloads the rule files and the TLS certificate; what does not load is kept.
+    """
     from responder.inventory import InventoryError  # noqa: PLC0415
     from responder.journal import JournalUnavailable  # noqa: PLC0415
     from responder.policy import PolicyError  # noqa: PLC0415
+    from responder.service.certificate import ListenerTLSError  # noqa: PLC0415
     from responder.service.service import Service, hubs_from, load_inventory  # noqa: PLC0415 - only `run` needs it
     from responder.service.sources import KafkaTLSError  # noqa: PLC0415
     from responder.telemetry.logs import configure_logging  # noqa: PLC0415
@@ -73,7 +82,7 @@ def run(
         provider = provider_from_environment()
         hubs = hubs_from(load_inventory(s), tracer(provider) if provider is not None else None, s.enforcement)
         service = Service(s, hubs=hubs, tracer_provider=provider, recorder=recorder)
-        loop.add_signal_handler(signal.SIGHUP, service.request_reload)  # reload the rule files
+        loop.add_signal_handler(signal.SIGHUP, service.request_reload)  # the rule files and the TLS certificate
         try:
             await service.run(stop)
         finally:
@@ -82,7 +91,7 @@ def run(
 
     try:
         asyncio.run(main())
-    except (OSError, PolicyError, InventoryError, JournalUnavailable, KafkaTLSError) as exc:
+    except (OSError, PolicyError, InventoryError, JournalUnavailable, KafkaTLSError, ListenerTLSError) as exc:
         # What an operator must fix before the service can start: said in a line each, exit 2.
         raise fail(str(exc).replace("\n", "\nerror: ")) from None
     logging.getLogger(__name__).info("stopped")

@@ -100,6 +100,11 @@ CREATE TABLE IF NOT EXISTS intents (
 );
 CREATE INDEX IF NOT EXISTS intents_open ON intents (state, created_at);
 CREATE INDEX IF NOT EXISTS intents_decision ON intents (decision_id, ordinal);
+CREATE TABLE IF NOT EXISTS source_state (
+    source TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq {serial},
     at TEXT NOT NULL,
@@ -669,6 +674,28 @@ class SqlJournal(ABC):
                 *[s.value for s in from_states],
             )
         return changed > 0
+
+    async def source_state(self, source: str) -> dict[str, Any] | None:
+        """What a pull source saved to resume from (its cursor, subscription ids, delta links), or None
+        before its first save."""
+        async with self.read() as tx:
+            rows = await tx.fetch("SELECT state FROM source_state WHERE source = ?", source)
+        if not rows:
+            return None
+        state: dict[str, Any] = json.loads(rows[0]["state"])
+        return state
+
+    async def save_source_state(self, source: str, state: Mapping[str, object], at: str) -> None:
+        """Replace a pull source's saved state. A source saves only after the events it read are accepted
+        (`accept_batch`), so a crash between the two reads them again, and their dedup keys drop them."""
+        async with self.transaction() as tx:
+            tx.defer(
+                "INSERT INTO source_state (source, state, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (source) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                source,
+                json.dumps(state, sort_keys=True),
+                at,
+            )
 
     async def audit(self, at: str, actor: str, kind: str, ref: str, detail: Mapping[str, object]) -> None:
         async with self.transaction() as tx:

@@ -134,9 +134,15 @@ def _write_secret(path: Path, text: str) -> None:
 class Lab:
     """One lab, named by its prefix. Several labs (e.g. two test runs) coexist under distinct prefixes."""
 
-    def __init__(self, prefix: str = "rsp", hubs: int = 1, state_root: Path = STATE_ROOT) -> None:
+    def __init__(
+        self, prefix: str = "rsp", hubs: int = 1, state_root: Path = STATE_ROOT, *, bare: bool = False
+    ) -> None:
+        """`bare`: hubs as before enrollment: no inventory is written, no agent is installed, and root's
+        authorized_keys on each hub holds only the bootstrap key (`bootstrap_key`), as `responder hubs
+        enroll` finds a real hub."""
         self.topology = Topology(prefix, hubs)
         self.state_dir = state_root / prefix
+        self.bare = bare
         self._daemons: list[subprocess.Popen[bytes]] = []
 
     @classmethod
@@ -144,10 +150,11 @@ class Lab:
         """The lab `prefix` as `lab up` left it."""
         meta = state_root / prefix / "lab.json"
         try:
-            hubs = int(json.loads(meta.read_text())["hubs"])
+            saved = json.loads(meta.read_text())
+            hubs, bare = int(saved["hubs"]), bool(saved.get("bare", False))
         except (OSError, ValueError, KeyError) as exc:
             raise LabError(f"lab {prefix!r} is not up (no {meta}); run `responder lab up`") from exc
-        return cls(prefix, hubs, state_root)
+        return cls(prefix, hubs, state_root, bare=bare)
 
     # -- where things are ---------------------------------------------------------------------------
 
@@ -229,7 +236,9 @@ class Lab:
     async def _build(self) -> None:
         topo = self.topology
         self.state_dir.mkdir(parents=True, mode=0o700)
-        (self.state_dir / "lab.json").write_text(json.dumps({"prefix": topo.prefix, "hubs": topo.hubs}))
+        (self.state_dir / "lab.json").write_text(
+            json.dumps({"prefix": topo.prefix, "hubs": topo.hubs, "bare": self.bare})
+        )
         ns_dir = self.state_dir / "ns"
         ns_dir.mkdir()
         # Persistent mount namespaces are bound to files, which must sit on a private mount.
@@ -249,12 +258,15 @@ class Lab:
         await self._soc()
         await self._gather(self._wireguard(n, keys) for n in topo.nodes if n.role is not Role.SOC)
         await self._gather(self._hub_services(n) for n in topo.nodes if n.role is Role.HUB)
+        if self.bare:
+            await self._gather(self._bare_hub(n, keys) for n in topo.nodes if n.role is Role.HUB)
         await self._gather(
             self._spawn(n.name, "echo", *_python_module("responder.lab.echo"), *map(str, n.listens))
             for n in topo.nodes
             if n.listens and n.role is not Role.HUB
         )
-        self._write_inventory(keys)
+        if not self.bare:
+            self._write_inventory(keys)
         await self._wait_ready()
 
     async def _gather(self, jobs: Iterable[Awaitable[None]]) -> None:
@@ -307,6 +319,15 @@ class Lab:
     def plain_key(self) -> Path:
         """The responder's key for agentless mode (plain commands)."""
         return self.node_dir("soc") / "id_ed25519"
+
+    @property
+    def bootstrap_key(self) -> Path:
+        """The key a bare lab's hubs accept for root, from the management node: what enrollment starts from."""
+        return self.plain_key
+
+    def host_key(self, hub: str) -> Path:
+        """The hub's SSH host public key (what an operator reads on the hub to check the fingerprint)."""
+        return self.node_dir(hub) / "ssh_host_ed25519_key.pub"
 
     @property
     def agent_key(self) -> Path:
@@ -426,6 +447,9 @@ class Lab:
         await run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.prefix}-{name}", "-f", str(host_key))
         plain = self.plain_key.with_suffix(".pub").read_text().strip()
         agent = self.agent_key.with_suffix(".pub").read_text().strip()
+        if self.bare:
+            await self._bare_sshd(name, host_key)
+            return
         # The hub owner's word on which set denies: the agent adds to no other set (deploy/hub/README.md).
         (node_dir / "agent.json").write_text(json.dumps({"deny_sets": [{"table": "zerotrust", "set": "quarantine"}]}))
         agent_command = f"/usr/bin/python3 {AGENT} --config {node_dir / 'agent.json'}"
@@ -445,6 +469,61 @@ class Lab:
         await self.exec(name, _sshd(), "-t", "-f", str(config), check=True)
         await self.start_sshd(name)
         await self._spawn(name, "echo", *_python_module("responder.lab.echo"), *map(str, hub.listens))
+
+    async def _bare_sshd(self, name: str, host_key: Path) -> None:
+        """A hub before enrollment: root's ~/.ssh/authorized_keys holds the bootstrap key alone, and
+        /usr/local/sbin and /etc/responder-hub are the hub's own, empty, for enrollment to fill. Root's home
+        is a directory of the lab (its own /etc/passwd, bound in the hub's mount namespace only): the
+        machine's /root is not touched, and what runs from it (the interpreter) still runs."""
+        node_dir = self.node_dir(name)
+        home, sbin, config, etc = (node_dir / d for d in ("root", "sbin", "responder-hub", "etc"))
+        (home / ".ssh").mkdir(parents=True, mode=0o700)
+        home.chmod(0o700)
+        for directory in (sbin, config, etc):
+            directory.mkdir(mode=0o755)
+        bootstrap = self.bootstrap_key.with_suffix(".pub").read_text().strip()
+        keys = home / ".ssh" / "authorized_keys"
+        options = "no-port-forwarding,no-agent-forwarding,no-X11-forwarding"
+        keys.write_text(f'from="{MANAGEMENT_ADDRESS}",{options} {bootstrap}\n')
+        keys.chmod(0o600)
+        passwd = []
+        for line in Path("/etc/passwd").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == "root" and len(fields) == 7:
+                fields[5] = str(home)
+            passwd.append(":".join(fields) + "\n")
+        (etc / "passwd").write_text("".join(passwd))
+        shutil.copymode("/etc/passwd", etc / "passwd")
+        mnt = f"--mount={self._mount_ns(name)}"
+        binds = ((etc / "passwd", Path("/etc/passwd")), (sbin, Path("/usr/local/sbin")), (config, AGENT_CONFIG_DIR))
+        for source, target in binds:
+            await run("nsenter", mnt, "mount", "--bind", str(source), str(target))
+        config_file = node_dir / "sshd_config"
+        config_file.write_text(
+            sshd_config(node_dir=node_dir, host_key=host_key, authorized_keys=Path(".ssh/authorized_keys"))
+        )
+        await self.exec(name, _sshd(), "-t", "-f", str(config_file), check=True)
+        await self.start_sshd(name)
+        hub = self.topology.node(name)
+        await self._spawn(name, "echo", *_python_module("responder.lab.echo"), *map(str, hub.listens))
+
+    async def _bare_hub(self, hub: Node, keys: dict[str, tuple[str, str]]) -> None:
+        """Give the hub a wg-quick file naming its peers in comments (`# admin1` above each [Peer]), as
+        operators keep them: where enrollment reads peer names. A hub whose /etc/wireguard the lab already
+        made its own keeps the file it has there; the machine's /etc/wireguard is never read or written."""
+        own = await self.exec(hub.name, "mountpoint", "-q", "/etc/wireguard")
+        if own.ok and (await self.exec(hub.name, "test", "-e", "/etc/wireguard/wg0.conf")).ok:
+            return
+        conf_dir = self.node_dir(hub.name) / "etc-wireguard"
+        conf_dir.mkdir(mode=0o700)
+        prefixlen = tunnel_network(hub.index).prefixlen
+        lines = ["[Interface]", f"Address = {hub.tunnel}/{prefixlen}", f"ListenPort = {WG_PORT}"]
+        lines += [f"PrivateKey = {keys[hub.name][0]}", ""]
+        for peer in self.topology.peers_of(hub):
+            lines += [f"# {peer.name}", "[Peer]", f"PublicKey = {keys[peer.name][1]}"]
+            lines += [f"AllowedIPs = {peer.tunnel}/32", f"PersistentKeepalive = {KEEPALIVE_S}", ""]
+        _write_secret(conf_dir / "wg0.conf", "\n".join(lines))
+        await run("nsenter", f"--mount={self._mount_ns(hub.name)}", "mount", "--bind", str(conf_dir), "/etc/wireguard")
 
     async def start_sshd(self, hub: str) -> None:
         """Start the hub's sshd with the configuration the build wrote (at build, and after a restart)."""
@@ -580,8 +659,9 @@ class Lab:
 
     async def handshakes(self) -> list[Handshake]:
         names = {}
-        for p in self.inventory.peers:
-            names[str(p.public_key)] = p.name
+        if self.inventory_path.exists():  # a bare lab has none until its hubs are enrolled
+            for p in self.inventory.peers:
+                names[str(p.public_key)] = p.name
         out: list[Handshake] = []
         now = time.time()
         for hub in (n for n in self.topology.nodes if n.role is Role.HUB):

@@ -269,7 +269,7 @@ class SshHub:
         self.transport.when_answering_again(callback)
 
     async def status(self) -> dict[str, Any]:
-        """Reachability, peers with handshake age (stale after 300 s), and set sizes."""
+        """Reachability, the agent's release, peers with handshake age (stale after 300 s), and set sizes."""
         started = time.perf_counter()
         try:
             peers = (await self._backend.call("peers", {"interface": self.spec.interface}))["peers"]
@@ -280,6 +280,7 @@ class SshHub:
                     sets[name] = len(listing["elements"])
                 except HubError:
                     sets[name] = None
+            agent = await self._agent_release()
         except HubError as exc:
             return {"hub": self.name, "reachable": False, "error": str(exc), "breaker": self.transport.breaker_state}
         now = time.time()
@@ -295,7 +296,20 @@ class SshHub:
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),
             "peers": rows,
             "sets": sets,
+            "agent": agent,
             "breaker": self.transport.breaker_state,
+        }
+
+    async def _agent_release(self) -> dict[str, Any] | None:
+        """The hub agent's release and the sha256 of its file as installed (None in agentless mode; an agent
+        older than release numbers reports its protocol version only)."""
+        if self.spec.mode is not HubMode.AGENT and not self.spec.sudo:
+            return None
+        hello = await self._backend.call("hello", {})
+        return {
+            "release": hello.get("release", "unknown"),
+            "sha256": hello.get("sha256", ""),
+            "protocol": hello.get("version"),
         }
 
     async def close(self) -> None:

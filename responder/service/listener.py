@@ -16,8 +16,11 @@ import errno
 import json
 import logging
 import resource
+import ssl
 import time
+from asyncio.sslproto import SSLProtocol
 from collections.abc import Callable
+from ipaddress import ip_address
 from typing import Any
 
 from aiohttp import web
@@ -50,6 +53,16 @@ def connection_limit(wanted: int) -> int:
     return max(allowed, 1)
 
 
+def only_this_host(host: str) -> bool:
+    """`listen.host` is reachable from this machine only (0.0.0.0, ::, a name, or any other address is not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to anything
+
+
 class ConnectionCap:
     """A protocol factory around aiohttp's: at most `limit` connections are open at once; each one beyond
     is answered at once with a JSON 503 and closed, so it costs a file for microseconds, not for as long
@@ -67,11 +80,22 @@ class ConnectionCap:
         )
 
     def __call__(self) -> asyncio.BaseProtocol:
+        release = self.take()
+        if release is None:
+            return _Refusal(self._refusal)
+        return _Counted(self._factory(), release)
+
+    def take(self) -> Callable[[], None] | None:
+        """A slot for a new connection, as the call that gives it back; None (counted as refused) when full."""
         if self.open >= self.limit:
             self._on_refused()
-            return _Refusal(self._refusal)
+            return None
         self.open += 1
-        return _Counted(self._factory(), self._release)
+        return self._release
+
+    def protocol(self) -> asyncio.BaseProtocol:
+        """A new protocol of the server behind the cap."""
+        return self._factory()
 
     def _release(self) -> None:
         self.open -= 1
@@ -84,6 +108,11 @@ class _Refusal(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # noqa: S101 - a TCP server's transport
         transport.write(self._answer)
+        transport.close()
+
+
+class _Closing(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.close()
 
 
@@ -117,10 +146,49 @@ class _Counted(asyncio.Protocol):
         self._inner.resume_writing()
 
 
+class _CountedTLS(asyncio.BufferedProtocol):
+    """`_Counted` for a TLS connection: the cap's slot is held by the TCP connection, outside TLS. asyncio's
+    own TLS server (`create_server(ssl=...)`) never tells the application protocol of a connection whose
+    handshake failed, so a slot counted there would be lost for good to each plain-HTTP request, scanner
+    or untrusting client, until every connection was refused."""
+
+    def __init__(self, inner: SSLProtocol, release: Callable[[], None]) -> None:
+        self._inner = inner
+        self._release: Callable[[], None] | None = release
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._release is not None:
+            self._release()
+            self._release = None
+        self._inner.connection_lost(exc)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buffer: memoryview = self._inner.get_buffer(sizehint)
+        return buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._inner.buffer_updated(nbytes)
+
+    def eof_received(self) -> bool | None:
+        # It may return True (keep the transport open while the application's reading is paused);
+        # typeshed says None.
+        eof_received: Callable[[], bool | None] = self._inner.eof_received
+        return eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
 class CappedSite(web.BaseSite):
     """`web.TCPSite` with a `ConnectionCap` in front of the runner's protocol factory."""
 
-    __slots__ = ("_host", "_on_refused", "_port", "cap")
+    __slots__ = ("_handshake_timeout_s", "_host", "_on_refused", "_port", "_tls", "cap")
 
     def __init__(
         self,
@@ -131,10 +199,13 @@ class CappedSite(web.BaseSite):
         max_connections: int,
         on_refused: Callable[[], None],
         backlog: int = 1024,
+        tls: Callable[[], ssl.SSLContext] | None = None,
+        handshake_timeout_s: float = 10.0,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port = host, port
         self._on_refused = on_refused
+        self._tls, self._handshake_timeout_s = tls, handshake_timeout_s
         self.cap = ConnectionCap(self._factory, max_connections, on_refused)
 
     def _factory(self) -> asyncio.BaseProtocol:
@@ -143,8 +214,12 @@ class CappedSite(web.BaseSite):
         return server()
 
     @property
+    def scheme(self) -> str:
+        return "http" if self._tls is None else "https"
+
+    @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        return f"{self.scheme}://{self._host}:{self._port}"
 
     @property
     def address(self) -> tuple[str, int]:
@@ -157,9 +232,43 @@ class CappedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
+        factory: Callable[[], asyncio.BaseProtocol] = self.cap
+        if self._tls is not None:
+            factory = _TLSCap(self.cap, self._tls, self._handshake_timeout_s, loop)
         self._server = await loop.create_server(
-            self.cap, self._host, self._port, backlog=self._backlog, reuse_address=True
+            factory, self._host, self._port, backlog=self._backlog, reuse_address=True
         )
+
+
+class _TLSCap:
+    """The cap's protocol factory with TLS between the TCP connection and aiohttp's protocol. Each new
+    connection takes the context `tls()` gives at that moment, so a reloaded certificate serves the next
+    handshake while connections already open keep theirs. A handshake not done in `handshake_timeout_s`
+    is aborted, as a request head that slow would be."""
+
+    def __init__(
+        self,
+        cap: ConnectionCap,
+        tls: Callable[[], ssl.SSLContext],
+        handshake_timeout_s: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._cap, self._tls, self._timeout_s, self._loop = cap, tls, handshake_timeout_s, loop
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        release = self._cap.take()
+        if release is None:
+            # Over the cap: a 503 in clear would be unreadable to a TLS client; closing at once is the
+            # answer it understands, and costs no handshake.
+            return _Closing()
+        # No waiter (typeshed wants a future): nothing awaits a server connection's handshake, and a future
+        # failed by it and never read would be logged as an error for each failed handshake. The timeout
+        # may be a float (typeshed says int).
+        tls = SSLProtocol(
+            self._loop, self._cap.protocol(), self._tls(), None,  # type: ignore[arg-type]
+            server_side=True, ssl_handshake_timeout=self._timeout_s,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return _CountedTLS(tls, release)
 
 
 class AcceptErrors:

@@ -20,7 +20,8 @@ class ServiceExited(RuntimeError):
 
 
 class RunningService(NamedTuple):
-    """Unpacks as `(service, url)`; `url` is the listener's base URL, e.g. `http://127.0.0.1:40123`."""
+    """Unpacks as `(service, url)`; `url` is the listener's base URL, e.g. `http://127.0.0.1:40123`
+    (`https://` with `listen.tls_cert`)."""
 
     service: Service
     url: str
@@ -58,10 +59,9 @@ async def running(
                 started.cancel()
                 task.result()  # raises what stopped it
                 raise ServiceExited("the service stopped before it started")
-        if service.address is None:
+        if service.url is None:
             raise ServiceExited("the service started without a listening address")
-        host, port = service.address
-        yield RunningService(service, f"http://{host}:{port}")
+        yield RunningService(service, service.url)
     finally:
         stop.set()
         async with asyncio.timeout(timeout_s):

@@ -45,9 +45,10 @@ from responder.pep.transport import TransportSettings
 from responder.policy import load_rules
 from responder.service import sources
 from responder.service.admin import admin_routes, metrics_routes
+from responder.service.certificate import Certificate, ListenerCertificate, load_certificate
 from responder.service.guard import BlastRadius, ProtectedTargets
 from responder.service.lifecycle import Lifecycle
-from responder.service.listener import AcceptErrors, CappedSite, connection_limit
+from responder.service.listener import AcceptErrors, CappedSite, connection_limit, only_this_host
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
 from responder.service.reloading import RuleReloader
@@ -120,13 +121,28 @@ class Service:
         self.partitions_owned: set[int] = set()  # of the ingest topic, in scale-out mode
         self.reconciler: Reconciler | None = None
         self.rules: RuleReloader | None = None  # once the journal is open
+        self.certificate: ListenerCertificate | None = None  # with listen.tls_cert, once the journal is open
+
+    @property
+    def url(self) -> str | None:
+        """The listener's base URL (`https://` with `listen.tls_cert`), once it listens."""
+        if self.address is None:
+            return None
+        scheme = "http" if self.settings.listen.tls_cert is None else "https"
+        host, port = self.address
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
     def request_reload(self) -> None:
-        """Reload the rule files (SIGHUP): carried out by the running service, audited as by "signal"."""
+        """Reload the rule files and the listener's certificate (SIGHUP): carried out by the running
+        service, each audited as by "signal"."""
         if self.rules is None:
-            log.warning("rules reload asked for before the service started: the rules being loaded are current")
+            log.warning(
+                "reload asked for before the service started: the rules and certificate being loaded are current"
+            )
             return
         self.rules.request()
+        if self.certificate is not None:
+            self.certificate.request()
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -140,6 +156,10 @@ class Service:
     async def _run(self, stop: asyncio.Event) -> None:
         s = self.settings
         rules = load_rules(list(s.rules))
+        first_certificate = None
+        if s.listen.tls_cert is not None and s.listen.tls_key is not None:
+            # Before anything opens: a certificate that cannot serve stops the start (exit 2, the file named).
+            first_certificate = load_certificate(s.listen.tls_cert, s.listen.tls_key)
         inventory = load_inventory(s)
         dry_run = s.dry_run
         if inventory is None:
@@ -156,7 +176,7 @@ class Service:
         journal = await open_journal(s.journal)
         try:
             engine = Engine(rules, identity, max_subjects=s.limits.max_subjects)
-            parts = self._assemble(journal, engine, identity, wireguard, dry_run=dry_run)
+            parts = self._assemble(journal, engine, identity, wireguard, dry_run=dry_run, tls=first_certificate)
             await self._start(parts)
             await self._serve(parts, stop)
         finally:
@@ -170,6 +190,7 @@ class Service:
         hubs: Mapping[str, SshHub],
         *,
         dry_run: bool,
+        tls: Certificate | None = None,
     ) -> _Parts:
         s = self.settings
         monitor = None
@@ -203,9 +224,13 @@ class Service:
             engine, list(s.rules), journal=journal, metrics=self.metrics, clock=self.clock,
             applied=lambda r: veto.replace(r.protection),
         )  # fmt: skip
+        if tls is not None and s.listen.tls_cert is not None and s.listen.tls_key is not None:
+            self.certificate = ListenerCertificate(
+                s.listen.tls_cert, s.listen.tls_key, tls, journal=journal, metrics=self.metrics, clock=self.clock
+            )
         return _Parts(
             journal, engine, executor, pipeline, self.lifecycle, self.reconciler, hubs, radius, dry_run, monitor,
-            parsed, retention, self.rules,
+            parsed, retention, self.rules, self.certificate,
         )  # fmt: skip
 
     async def _start(self, p: _Parts) -> None:
@@ -339,12 +364,22 @@ class Service:
             site = CappedSite(
                 runner, s.listen.host, s.listen.port, max_connections=connection_limit(s.listen.max_connections),
                 on_refused=self.metrics.connections_refused.inc,
+                tls=p.certificate.context if p.certificate is not None else None,
+                handshake_timeout_s=s.listen.idle_timeout_s,
             )  # fmt: skip
             await site.start()
             self.metrics.connections_open.set_function(lambda: site.cap.open)
             self.address = site.address
             routes = ", ".join(sorted({r.path for r in hooks.routes()})) or "none (no source is configured)"
-            log.info("listening on %s:%d; webhook routes: %s", *self.address, routes)
+            log.info("listening on %s; webhook routes: %s", self.url, routes)
+            if p.certificate is not None:
+                log.info("serving TLS with %s", p.certificate.current.describe())
+            elif not only_this_host(s.listen.host):
+                log.warning(
+                    "webhooks are served in clear on %s: Okta and Microsoft Graph deliver only to https://, so "
+                    "a reverse proxy must terminate TLS in front of it, or set listen.tls_cert and listen.tls_key",
+                    s.listen.host,
+                )  # fmt: skip
             if s.metrics.listen is not None:
                 self.metrics_address = await self._metrics_listener(stack, s.metrics.listen)
             async with asyncio.TaskGroup() as group:
@@ -353,6 +388,8 @@ class Service:
                 group.create_task(p.pipeline.run(intake), name="pipeline")
                 group.create_task(p.lifecycle.run(intake), name="lifecycle")
                 group.create_task(p.rules.run(intake), name="rules-reload")
+                if p.certificate is not None:
+                    group.create_task(p.certificate.run(intake), name="certificate-reload")
                 if self.hubs and not p.dry_run:
                     group.create_task(p.reconciler.run(intake, s.reconcile_interval_s), name="reconciler")
                 if p.monitor is not None:
@@ -387,6 +424,7 @@ class _Parts:
     parsed: ParsedEvents
     retention: Retention
     rules: RuleReloader
+    certificate: ListenerCertificate | None
 
 
 def _ignore_change(_hub: str, _key: str) -> None:

@@ -26,6 +26,15 @@ class Metrics:
         self.deliveries = Counter(
             "responder_deliveries", "Deliveries received, by source and outcome", ["source", "outcome"], registry=r
         )
+        self.tls_certificate_reloads = Counter(
+            "responder_tls_certificate_reloads", "Listener certificate reloads (SIGHUP), by outcome: applied, refused",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.tls_certificate_expiry = Gauge(
+            "responder_tls_certificate_expiry_timestamp_seconds",
+            "When the listener certificate being served expires (Unix time); 0 without listen.tls_cert",
+            registry=r,
+        )
         self.events = Counter("responder_events", "Canonical events accepted, by source", ["source"], registry=r)
         self.rules_reloads = Counter(
             "responder_rules_reloads", "Rule reloads (SIGHUP or the admin API), by outcome: applied or refused",

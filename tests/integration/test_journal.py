@@ -274,3 +274,20 @@ async def test_a_journal_written_before_the_outage_columns_gets_them_on_open(tmp
         assert kept is not None and kept.state is IntentState.DONE and kept.pending_since is None
     finally:
         await journal.close()
+
+
+async def test_a_pull_source_resumes_from_the_state_it_saved_last(journal_url: str) -> None:
+    journal = await open_journal(journal_url)
+    try:
+        assert await journal.source_state("okta.system_log") is None
+        await journal.save_source_state("okta.system_log", {"after": "page-1"}, "2026-12-03T10:00:00+00:00")
+        await journal.save_source_state("okta.system_log", {"after": "page-2", "n": 2}, "2026-12-03T10:00:05+00:00")
+        await journal.save_source_state("graph.users", {"delta": "link"}, "2026-12-03T10:00:06+00:00")
+    finally:
+        await journal.close()
+    reopened = await open_journal(journal_url)  # a restart reads what the last save left
+    try:
+        assert await reopened.source_state("okta.system_log") == {"after": "page-2", "n": 2}
+        assert await reopened.source_state("graph.users") == {"delta": "link"}
+    finally:
+        await reopened.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from responder.enrollment import AgentRelease
 from responder.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -59,6 +60,8 @@ async def test_hubs_status_shows_peers_and_sets(lab: Lab) -> None:
     assert hub["sets"]["admin_devices"] == 1
     keys = {p["key"] for p in hub["peers"]}
     assert keys == {str(p.public_key) for p in lab.inventory.peers_on("hub1")}
+    release = AgentRelease.shipped()  # the agent's release and the sha256 of the file it runs from
+    assert hub["agent"] == {"release": release.version, "sha256": release.sha256, "protocol": 2}
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 
@@ -23,8 +24,9 @@ def free_port() -> int:
 class ServiceProcess:
     """Started (ready once /healthz answers), killed with SIGKILL, stopped with SIGTERM (exit status 0)."""
 
-    def __init__(self, config: Path, log: Path, base: str) -> None:
-        self.config, self.log, self.base = config, log, base
+    def __init__(self, config: Path, log: Path, base: str, *, tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: the client context that trusts the listener, when `base` is https://."""
+        self.config, self.log, self.base, self.tls = config, log, base, tls
         self.process: asyncio.subprocess.Process | None = None
         self.kills = 0
 
@@ -36,7 +38,7 @@ class ServiceProcess:
         async with aiohttp.ClientSession() as http, asyncio.timeout(30):
             while True:
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{self.base}/healthz") as r:
+                    async with http.get(f"{self.base}/healthz", ssl=self.tls or True) as r:
                         if r.status == 200:
                             return
                 assert self.process.returncode is None, self.log.read_text()[-3000:]
