@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.2.0"  # the release, as `hubs status` and `hubs check` report it and the package is named
+__version__ = "0.3.0"  # the release, as `hubs status` and `hubs check` report it and the package is named
 VERSION = 2  # the protocol: 2 adds the `revoked` operation
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 INTERFACE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
