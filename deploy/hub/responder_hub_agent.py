@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.2.0"  # the release, as `hubs status` and `hubs check` report it and the package is named
+__version__ = "0.3.0"  # the release, as `hubs status` and `hubs check` report it and the package is named
 VERSION = 2  # the protocol: 2 adds the `revoked` operation
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 INTERFACE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
@@ -113,18 +113,33 @@ class Policy:
     """The hub's own configuration: which sets deny (a quarantine), so adding to them takes access away.
 
     `{"deny_sets": [{"family": "inet", "table": "zerotrust", "set": "quarantine"}]}`; family defaults to
-    inet. A missing file means no deny set: the agent can still remove, and put back what it removed."""
+    inet. A missing file means no deny set: the agent can still remove, and put back what it removed.
+
+    Where the hub keeps what it loads at its next start, so that what the agent takes away stays away:
+    `"wireguard_files": {"wg0": "/etc/wireguard/wg0.conf"}` (default: /etc/wireguard/IF.conf where it
+    exists; null: none) and `"elements_file": "/var/lib/responder-hub/elements.nft"` (the default; null:
+    none), the nft include the hub's ruleset file ends with."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.error: str | None = None
         self.deny_sets: frozenset[tuple[str, str, str]] = frozenset()
+        self.wireguard_files: dict[str, Path | None] = {}
+        self.elements_file: Path | None = STATE_DIR / "elements.nft"
         try:
             raw = json.loads(path.read_text())
             entries = raw["deny_sets"] if isinstance(raw, dict) else None
             if not isinstance(entries, list):
                 raise Invalid('the file must be an object with a "deny_sets" list')
             self.deny_sets = frozenset(self._entry(e) for e in entries)
+            files = raw.get("wireguard_files", {})
+            if not isinstance(files, dict):
+                raise Invalid('"wireguard_files" maps an interface to its wg-quick file (or null)')
+            self.wireguard_files = {
+                name(i, INTERFACE, "interface"): _absolute(f, "wireguard_files") for i, f in files.items()
+            }
+            if "elements_file" in raw:
+                self.elements_file = _absolute(raw["elements_file"], "elements_file")
         except FileNotFoundError:
             pass
         except (OSError, ValueError, KeyError, RecursionError) as exc:
@@ -143,6 +158,14 @@ class Policy:
         if self.error is not None:
             raise RuntimeError(self.error)
         return (family, table, set_name) in self.deny_sets
+
+
+def _absolute(value: Any, what: str) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise Invalid(f"{what}: an absolute path, or null")
+    return Path(value)
 
 
 POLICY = Policy(CONFIG)
@@ -179,6 +202,147 @@ def store(file: str, data: dict[str, Any]) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(json.dumps(data, sort_keys=True))  # the C encoder: json.dump to a file is pure Python
+    tmp.replace(path)
+
+
+# -- what the hub loads at its next start ----------------------------------------------------------
+#
+# A peer removed from the running interface comes back with `wg-quick up` or `wg syncconf` from its
+# file, and a deleted element with `nft -f` of the ruleset file. So a change is also made in those files.
+# The running change stands either way; a file that cannot be written is reported in the answer
+# (`persisted: false` and `persist_error`), and the file is then left exactly as it was.
+
+WG_CONF_DIR = Path("/etc/wireguard")
+SECTION = re.compile(r"^\s*\[[A-Za-z]+\]\s*$")
+PUBLIC_KEY_LINE = re.compile(r"^\s*PublicKey\s*=\s*(\S+)\s*$", re.IGNORECASE)
+
+
+def wireguard_file(interface: str) -> Path | None:
+    """The wg-quick file the interface is configured from, or None when the hub has none. (A broken
+    agent.json does not stop a removal: the default file is used then.)"""
+    if POLICY.error is None and interface in POLICY.wireguard_files:
+        return POLICY.wireguard_files[interface]
+    default = WG_CONF_DIR / f"{interface}.conf"
+    return default if default.is_file() else None
+
+
+def peer_blocks(text: str) -> dict[str, tuple[int, int]]:
+    """Each `[Peer]` block of a wg-quick file by its public key: (first line, end line), the comment lines
+    right above its header (`# admin1`) included, up to the next section's own comments."""
+    lines = text.splitlines(keepends=True)
+    headers = [i for i, line in enumerate(lines) if SECTION.match(line)]
+    starts = []
+    for h in headers:
+        start = h
+        while start > 0 and lines[start - 1].lstrip().startswith("#") and start - 1 not in headers:
+            start -= 1
+        starts.append(start)
+    blocks: dict[str, tuple[int, int]] = {}
+    for n, h in enumerate(headers):
+        if lines[h].strip().lower() != "[peer]":
+            continue
+        end = starts[n + 1] if n + 1 < len(headers) else len(lines)
+        for line in lines[h + 1 : end]:
+            found = PUBLIC_KEY_LINE.match(line)
+            if found:
+                blocks.setdefault(found.group(1), (starts[n], end))
+                break
+    return blocks
+
+
+def peer_block(text: str, peer: str) -> str | None:
+    """The text of the peer's block, as in the file, or None when the file has no such peer."""
+    where = peer_blocks(text).get(peer)
+    return None if where is None else "".join(text.splitlines(keepends=True)[where[0] : where[1]])
+
+
+def without_peers(text: str, keys: list[str]) -> str:
+    lines = text.splitlines(keepends=True)
+    drop = {i for k, (start, end) in peer_blocks(text).items() if k in keys for i in range(start, end)}
+    return "".join(line for i, line in enumerate(lines) if i not in drop)
+
+
+def with_blocks(text: str, blocks: list[str]) -> str:
+    """The file with these blocks put back at its end, each as it was."""
+    for block in blocks:
+        if text and not text.endswith("\n"):
+            text += "\n"
+        if text.strip() and not text.endswith("\n\n"):
+            text += "\n"
+        text += block if block.endswith("\n") else block + "\n"
+    return text
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write the file whole and in place of the old one: a temporary file in the same directory with the
+    old one's mode and owner, fsynced, renamed over it, the directory fsynced. A reader (wg-quick, a
+    reboot) sees the old file or the new one, never a part."""
+    old = path.stat()
+    tmp = path.with_name(f".{path.name}.responder-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                os.fchown(fd, old.st_uid, old.st_gid)
+            os.fchmod(fd, old.st_mode & 0o7777)
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def persisted(error: str | None, where: Path | None) -> dict[str, Any]:
+    """The answer's word on the hub's files: true (they agree with the change), false with the error (the
+    running change stands, the file is as it was), or null (the hub keeps no such file)."""
+    if where is None:
+        return {"persisted": None}
+    if error is not None:
+        return {"persisted": False, "persist_error": f"{where}: {error}"}
+    return {"persisted": True}
+
+
+def elements_text(removed: set[str], added: dict[str, float | None], now: float) -> str:
+    """The nft include that keeps what this agent changed through a reload of the hub's ruleset file:
+    `add` + `delete` for an element it deleted (valid whether or not the file above had it, so the
+    firewall never fails to load because of it), `add` for one it added to a deny set, with the time its
+    timeout had left when this was written (a reload later re-adds it for that long: longer than it had
+    left then, never shorter)."""
+    lines = ["# Written by responder-hub-agent: what it changed in sets, kept through `nft -f`. Do not edit.\n"]
+    for entry in sorted(removed):
+        family, table, set_name, addr = entry.split(" ")
+        lines.append(f"add element {family} {table} {set_name} {{ {addr} }}\n")
+        lines.append(f"delete element {family} {table} {set_name} {{ {addr} }}\n")
+    for entry, ends in sorted(added.items()):
+        family, table, set_name, addr = entry.split(" ")
+        if ends is None:
+            lines.append(f"add element {family} {table} {set_name} {{ {addr} }}\n")
+        elif ends > now:
+            left = max(1, int(ends - now + 0.999))
+            lines.append(f"add element {family} {table} {set_name} {{ {addr} timeout {left}s }}\n")
+    return "".join(lines)
+
+
+def write_elements(path: Path, text: str) -> None:
+    """Like `store`, renamed into place and not fsynced: it is rewritten with every set change, and a
+    quarantine lost with the power is re-asserted by the responder's reconciler."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_text() == text:
+            return
+    tmp = path.with_name(f"{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
     tmp.replace(path)
 
 
@@ -352,9 +516,16 @@ def _remove(interface: str, keys: list[str], restorable: bool) -> dict[str, Any]
         else:
             before = peers(interface, keys)
         restore = {k: {x: before[k][x] for x in ("allowed_ips", "endpoint", "keepalive")} for k in keys if k in before}
-        if restorable and restore:
+        conf = wireguard_file(interface)
+        if restorable and (restore or conf is not None):
             with record(REMOVED_PEERS) as removed:
-                removed.setdefault(interface, {}).update(restore)  # what `add_peers` may put back, and nothing else
+                mine = removed.setdefault(interface, {})
+                for k, was in restore.items():  # what `add_peers` may put back, and nothing else
+                    # A copy: the record gains the file's block, which the answer must never carry.
+                    mine[k] = {**was, **{x: v for x, v in mine.get(k, {}).items() if x == "conf"}}
+                _keep_blocks(conf, mine, keys)
+                if not mine:
+                    del removed[interface]
         if path is not None:
             device.ask(removal)  # a set last in its exchange (see Uapi.ask)
             (got_after,) = device.ask(GET)
@@ -367,8 +538,9 @@ def _remove(interface: str, keys: list[str], restorable: bool) -> dict[str, Any]
             if result.returncode != 0:
                 raise RuntimeError(f"wg set: {result.stderr.strip()}")
             after = peers(interface, keys)
-    if not restorable:
-        with record(REMOVED_PEERS) as removed:
+    with record(REMOVED_PEERS) as removed:  # its lock: one edit of the file at a time
+        error = _edit_file(conf, lambda text: without_peers(text, keys))
+        if not restorable:
             mine = removed.get(interface, {})
             for k in keys:
                 mine.pop(k, None)  # a revoked key never comes back
@@ -378,7 +550,54 @@ def _remove(interface: str, keys: list[str], restorable: bool) -> dict[str, Any]
         "restore": restore,
         "absent_before": [k for k in keys if k not in before],
         "verified": all(k not in after for k in keys),
+        **persisted(error, conf),
     }
+
+
+def _keep_blocks(conf: Path | None, mine: dict[str, Any], keys: list[str]) -> None:
+    """Record each removed peer's block of the interface's file with what `add_peers` may put back, before
+    the file changes. A peer absent from the interface but still in the file (a retried removal, or one
+    removed at runtime by hand) is recorded from its block, so the file's peer too can be put back."""
+    if conf is None:
+        return
+    try:
+        text = conf.read_text()
+    except (OSError, ValueError):
+        return  # the removal goes ahead; the file edit after it says what is wrong with the file
+    for k in keys:
+        block = peer_block(text, k)
+        if block is None:
+            continue
+        if k not in mine:
+            values = [v for line in block.splitlines() if _field(line) == "allowedips" for v in _values(line)]
+            try:  # as `wg` reads them: a host address with a prefix is its network
+                allowed = [str(ipaddress.ip_network(v, strict=False)) for v in values]
+            except ValueError:
+                continue
+            mine[k] = {"allowed_ips": allowed, "endpoint": None, "keepalive": None}
+        mine[k]["conf"] = block  # root's only: it may hold a preshared key, and never leaves the hub
+
+
+def _values(line: str) -> list[str]:
+    return [v.strip() for v in line.partition("=")[2].split(",") if v.strip()]
+
+
+def _field(line: str) -> str:
+    return line.partition("=")[0].strip().lower() if "=" in line else ""
+
+
+def _edit_file(conf: Path | None, change: Any) -> str | None:
+    """Apply `change` (text -> text) to the file; None when done (or nothing to do), else why not."""
+    if conf is None:
+        return None
+    try:
+        text = conf.read_text()
+        new = change(text)
+        if new != text:
+            replace_file(conf, new)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def op_remove_peers(req: dict[str, Any]) -> dict[str, Any]:
@@ -487,13 +706,24 @@ def op_add_peers(req: dict[str, Any]) -> dict[str, Any]:
         if todo:
             _put_back(interface, todo)
         after = peers(interface, keys)
-        for s in todo:
-            if s["key"] in after:
-                mine.pop(s["key"], None)  # put back: a second add needs a second removal
+        back = [s["key"] for s in todo if s["key"] in after]
+        # The file after the interface: a peer back in the file but not running would come back at the
+        # next start without anyone having seen it work.
+        conf = wireguard_file(interface)
+        blocks = {k: mine[k]["conf"] for k in back if mine[k].get("conf")}
+
+        def put_back(text: str) -> str:
+            there = peer_blocks(text)
+            return with_blocks(text, [block for k, block in blocks.items() if k not in there])
+
+        error = _edit_file(conf, put_back)
+        for k in back:
+            if error is None or k not in blocks:
+                mine.pop(k, None)  # put back: a second add needs a second removal
         if interface in removed and not mine:
             del removed[interface]
     ok = all(s["key"] in after and sorted(after[s["key"]]["allowed_ips"]) == sorted(s["allowed_ips"]) for s in specs)
-    return {"verified": ok}
+    return {"verified": ok, **persisted(error, conf)}
 
 
 # -- nftables --------------------------------------------------------------------------------------
@@ -628,9 +858,10 @@ def _refuse_grants(
 
 def _guarded(
     family: str, table: str, deletes: list[Element], adds: list[Element], *, ends: dict[str, float | None], apply: Any
-) -> None:
+) -> dict[str, Any]:
     """Run `apply` only if no change grants access (see _refuse_grants), and keep the record of what this
-    agent took (deleted from an allowing set) and set (added to a deny set).
+    agent took (deleted from an allowing set) and set (added to a deny set), in STATE_DIR and in the nft
+    include of the hub's ruleset file (the answer's `persisted`).
 
     What the change takes is recorded before it runs, and what it gives back is struck off after: an agent
     killed in between leaves a record that allows a put-back or a lifting that changes nothing, never an
@@ -661,6 +892,14 @@ def _guarded(
             if not POLICY.denies(family, table, s):
                 removed.discard(f"{family} {table} {s} {a}")
         kept["removed"], kept["added"] = sorted(removed), added
+        where = POLICY.elements_file
+        if where is None:
+            return persisted(None, None)
+        try:
+            write_elements(where, elements_text(removed, added, time.time()))
+        except OSError as exc:
+            return persisted(str(exc), where)
+        return persisted(None, where)
 
 
 def _read_back(family: str, table: str, deletes: list[Element], adds: list[Element]) -> bool:
@@ -697,8 +936,8 @@ def op_elements(req: dict[str, Any]) -> dict[str, Any]:
         if commands:
             nft_cmd({"nftables": commands})
 
-    _guarded(family, table, deletes, adds, ends=ends, apply=apply)
-    return {"verified": _read_back(family, table, deletes, adds), "commands": len(commands)}
+    kept = _guarded(family, table, deletes, adds, ends=ends, apply=apply)
+    return {"verified": _read_back(family, table, deletes, adds), "commands": len(commands), **kept}
 
 
 def op_list_set(req: dict[str, Any]) -> dict[str, Any]:

@@ -168,7 +168,7 @@ async def _inflict(lab: Lab, fault: Fault, hub: str, answers_only: bool) -> str:
             return f"{hub}: {await faults.kill_agents(lab, hub)} hub agents killed"
         case Fault.REBOOT:
             await faults.reboot(lab, hub)
-            return f"{hub}: wg0 and the zerotrust table rebuilt from the boot configuration"
+            return f"{hub}: wg0 rebuilt by wg-quick from its wg0.conf, the zerotrust table from its ruleset file"
 
 
 @app.command()
@@ -182,7 +182,8 @@ def fault(
     ] = False,
 ) -> None:
     """A real fault on a hub, to watch the responder through it: a partition of its management path (nft
-    in the hub), its heal, an sshd restart, the hub agents killed, a reboot (wg0 and ruleset from boot)."""
+    in the hub), its heal, an sshd restart, the hub agents killed, a reboot (`wg-quick down/up` of wg0 and
+    `nft -f` of the hub's ruleset file)."""
     if os.geteuid() != 0:
         raise _fail(LabError("the lab needs root"))
     try:

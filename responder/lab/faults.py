@@ -2,7 +2,7 @@
 
 Each fault is made the way it happens on a real hub, never mocked: a partition drops the management
 path's packets with nftables inside the hub's namespace, a restart kills real processes, a reboot
-recreates the WireGuard interface and reloads the ruleset from the hub's boot configuration. The
+rebuilds the WireGuard interface with `wg-quick` from the hub's wg0.conf and reloads its ruleset file. The
 read-backs look at the hub from its own namespace, not over SSH, so they hold even when the responder's
 view of the hub is wrong.
 """
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from responder.lab.lab import Lab, LabError
-from responder.lab.process import run
 from responder.lab.topology import MANAGEMENT_ADDRESS, Role
 
 FAULT_TABLE = "responder_fault"
@@ -178,25 +177,14 @@ async def kill_agents(lab: Lab, hub: str) -> int:
 
 
 async def reboot(lab: Lab, hub: str) -> None:
-    """The hub as after a reboot: `wg0` recreated and loaded from the hub's boot configuration (peers the
-    responder removed are back), the `zerotrust` table reloaded from its ruleset file (deleted elements are
-    back, quarantine elements gone), connection tracking empty. sshd and a partition are left as they are:
-    this is about the enforcement state the responder must re-assert."""
+    """The hub as after a reboot: `wg0` rebuilt by `wg-quick` from the hub's wg0.conf, the `zerotrust`
+    table reloaded from its ruleset file, connection tracking empty. What was changed at runtime only is
+    undone (a peer removed by hand is back, a quarantine added by hand gone); what the hub agent changed
+    stays, for it changed the files too. sshd and a partition are left as they are: this is about the
+    enforcement state the responder must re-assert."""
     name = _hub(lab, hub)
-    ns = lab.topology.netns(name)
-    if await lab.stop(name, "wireguard-go"):
-        (lab.node_dir(name) / "wireguard" / "wg0.sock").unlink(missing_ok=True)
-    else:
-        await run("ip", "-n", ns, "link", "delete", "wg0", check=False)
-    # wireguard-go removes its interface as it exits; wait for that so the new one gets the name.
-    deadline = time.monotonic() + 5
-    while (await run("ip", "-n", ns, "link", "show", "wg0", check=False)).ok:
-        if time.monotonic() > deadline:
-            raise LabError(f"wg0 on {name} did not go away")
-        await asyncio.sleep(0.05)
-    await lab.create_interface(name)
-    await lab.exec(name, "wg", "setconf", "wg0", str(lab.boot_config(name)), check=True)
-    await lab.exec(name, "nft", "-f", str(lab.node_dir(name) / "ruleset.nft"), check=True)
+    await lab.restart_wireguard(name)
+    await lab.exec(name, "nft", "-f", str(lab.ruleset_file(name)), check=True)
     await lab.exec(name, "conntrack", "-F", check=False)  # empty already when nothing was tracked
 
 

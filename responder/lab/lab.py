@@ -2,7 +2,9 @@
 
 Every node is a network namespace (`<prefix>-<node>`) plus a private mount namespace in which
 /run/wireguard is the node's own directory, so several wireguard-go instances named `wg0` do not
-collide on their control sockets and `wg` inside a node talks to that node's interface. The nodes
+collide on their control sockets and `wg` inside a node talks to that node's interface. A hub is
+configured as a real one is: its own /etc/wireguard holds a `wg0.conf` that `wg-quick up wg0` loads, and
+its ruleset file ends with the hub agent's include, so `nft -f` of it is the hub's firewall reload. The nodes
 hang off a bridge in a switch namespace (`<prefix>-sw`). Nothing is ever created in the machine's root
 network namespace: links are created directly inside the lab's namespaces (`ip -n`).
 """
@@ -43,11 +45,13 @@ from responder.lab.topology import (
     Topology,
     tunnel_network,
 )
+from responder.lab.wgconf import PeerEntry, hub_config, with_running_peers
 from responder.netns import Namespace
 
 STATE_ROOT = Path("/run/responder-lab")
 NETNS_DIR = Path("/run/netns")
 WG_RUN_DIR = Path("/run/wireguard")
+WG_CONF_DIR = Path("/etc/wireguard")  # a hub's own, bound over this path inside the hub only
 AGENT_STATE_DIR = Path("/var/lib/responder-hub")
 AGENT = Path(__file__).resolve().parents[2] / "deploy" / "hub" / "responder_hub_agent.py"
 SUDOERS_RULE = AGENT.parent / "sudoers.responder"
@@ -206,6 +210,9 @@ class Lab:
             raise LabError(f"missing tools: {', '.join(missing)}; run `make install` as root")
         if shutil.which("wireguard-go") is None and not Path("/sys/module/wireguard").exists():
             raise LabError("no WireGuard: neither the kernel module nor wireguard-go; run `make install`")
+        if not WG_CONF_DIR.is_dir() or shutil.which("wg-quick") is None:
+            # The hubs' own directories are bound over it; the machine's is never written.
+            raise LabError(f"no {WG_CONF_DIR} or no wg-quick: install wireguard-tools (`make install`)")
 
     def leftovers(self) -> list[str]:
         """Namespaces of this prefix that exist now (after a crash, or a lab that is up)."""
@@ -261,9 +268,6 @@ class Lab:
         if not self.bare:
             self._write_inventory(keys)
         await self._wait_ready()
-        # After the handshakes, so the peers' endpoints are in it: a rebooted hub reaches its peers at
-        # once instead of waiting for them to time out their sessions and handshake again.
-        await self._gather(self.save_boot_config(n.name) for n in topo.nodes if n.role is Role.HUB)
 
     async def _gather(self, jobs: Iterable[Awaitable[None]]) -> None:
         # Bounded: each job runs a handful of short commands; more at once only contends on the lock
@@ -287,6 +291,8 @@ class Lab:
         node_dir = self.node_dir(name)
         (node_dir / "wireguard").mkdir(parents=True, mode=0o700)
         (node_dir / "agent-state").mkdir(mode=0o700)
+        if node.role is Role.HUB:
+            (node_dir / "etc-wireguard").mkdir(mode=0o700)
         await run("ip", "netns", "add", ns)
         await run("ip", "-n", ns, "link", "set", "lo", "up")
         # Both ends are created inside lab namespaces: the root namespace never sees the link.
@@ -300,6 +306,8 @@ class Lab:
         netns = f"--net={self.netns_path(name)}"
         await run("nsenter", f"--mount={mnt}", "mount", "--bind", str(node_dir / "wireguard"), str(WG_RUN_DIR))
         await run("nsenter", f"--mount={mnt}", "mount", "--bind", str(node_dir / "agent-state"), str(AGENT_STATE_DIR))
+        if node.role is Role.HUB:
+            await run("nsenter", f"--mount={mnt}", "mount", "--bind", str(node_dir / "etc-wireguard"), str(WG_CONF_DIR))
         # sysfs shows the namespace of whoever mounts it: make /sys/class/net the node's own.
         await run("nsenter", netns, f"--mount={mnt}", "mount", "-t", "sysfs", "sysfs", "/sys")
 
@@ -328,21 +336,55 @@ class Lab:
 
     async def _wireguard(self, node: Node, keys: dict[str, tuple[str, str]]) -> None:
         name, topo = node.name, self.topology
+        if node.role is Role.HUB:
+            await self._hub_wireguard(node, keys)
+            return
         key_file = self.node_dir(name) / "wg.key"
         _write_secret(key_file, keys[name][0] + "\n")
         await self.create_interface(name)
-        net = tunnel_network(node.index)
-        argv = ["wg", "set", "wg0", "private-key", str(key_file)]
-        if node.role is Role.HUB:
-            argv += ["listen-port", str(WG_PORT)]
-            for peer in topo.peers_of(node):
-                argv += ["peer", keys[peer.name][1], "allowed-ips", f"{peer.tunnel}/32"]
-                argv += ["persistent-keepalive", str(KEEPALIVE_S)]
-        else:
-            hub = topo.hub_of(node)
-            argv += ["peer", keys[hub.name][1], "endpoint", f"{hub.underlay}:{WG_PORT}"]
-            argv += ["allowed-ips", str(net), "persistent-keepalive", str(KEEPALIVE_S)]
+        hub = topo.hub_of(node)
+        # A fixed port, so the hub's file can name each peer's endpoint: a hub brought up again reaches
+        # its peers at once instead of waiting for them to time out their sessions and handshake again.
+        argv = ["wg", "set", "wg0", "private-key", str(key_file), "listen-port", str(WG_PORT)]
+        argv += ["peer", keys[hub.name][1], "endpoint", f"{hub.underlay}:{WG_PORT}"]
+        argv += ["allowed-ips", str(tunnel_network(node.index)), "persistent-keepalive", str(KEEPALIVE_S)]
         await self.exec(name, *argv, check=True)
+
+    async def _hub_wireguard(self, hub: Node, keys: dict[str, tuple[str, str]]) -> None:
+        """The hub's wg0.conf, as its owner writes it, and `wg-quick up wg0` from it."""
+        assert hub.tunnel is not None  # noqa: S101 - every hub has a tunnel address
+        peers = [
+            PeerEntry(
+                p.name, keys[p.name][1], (f"{p.tunnel}/32",), endpoint=f"{p.underlay}:{WG_PORT}", keepalive=KEEPALIVE_S
+            )
+            for p in self.topology.peers_of(hub)
+        ]
+        config = hub_config(
+            private_key=keys[hub.name][0],
+            listen_port=WG_PORT,
+            address=f"{hub.tunnel}/{tunnel_network(hub.index).prefixlen}",
+            peers=peers,
+        )
+        _write_secret(self.boot_config(hub.name), config)
+        await self.exec(hub.name, "wg-quick", "up", "wg0", check=True)
+
+    async def restart_wireguard(self, hub: str) -> None:
+        """`wg-quick down wg0 && wg-quick up wg0` on the hub: wg0 rebuilt from its file, as a reboot or an
+        operator does. Whatever was changed at runtime only is gone."""
+        await self.exec(hub, "wg-quick", "down", "wg0", check=False)  # also when wg0 is gone already
+        ns, sock = self.topology.netns(hub), self.node_dir(hub) / "wireguard" / "wg0.sock"
+
+        async def gone() -> bool:
+            # wireguard-go exits once its interface is deleted and then removes its control socket; a new
+            # one cannot listen before that.
+            return not sock.exists() and not (await run("ip", "-n", ns, "link", "show", "wg0", check=False)).ok
+
+        deadline = time.monotonic() + 5
+        while not await gone():
+            if time.monotonic() > deadline:
+                raise LabError(f"wg0 on {hub} did not go away")
+            await asyncio.sleep(0.02)
+        await self.exec(hub, "wg-quick", "up", "wg0", check=True)
 
     async def create_interface(self, name: str) -> None:
         """Create the node's `wg0` (kernel WireGuard, else a wireguard-go process) with its tunnel address,
@@ -359,14 +401,33 @@ class Lab:
         await run("ip", "-n", ns, "link", "set", "wg0", "up")
 
     def boot_config(self, hub: str) -> Path:
-        """The hub's WireGuard configuration as a reboot loads it (`wg setconf`); it holds the private key."""
-        return self.node_dir(hub) / "wg0.conf"
+        """The hub's wg0.conf as `wg-quick up wg0` on the hub loads it (its /etc/wireguard/wg0.conf); it
+        holds the private key."""
+        return self.node_dir(hub) / "etc-wireguard" / "wg0.conf"
 
-    async def save_boot_config(self, hub: str) -> None:
-        """Persist the hub's running WireGuard configuration as its boot configuration (`wg showconf`), as
-        an operator does after enrolling peers."""
-        conf = await self.exec(hub, "wg", "showconf", "wg0", check=True)
-        _write_secret(self.boot_config(hub), conf.stdout)
+    def ruleset_file(self, hub: str) -> Path:
+        """The hub's nftables ruleset file: `nft -f` of it is the hub's firewall reload (at boot too)."""
+        return self.node_dir(hub) / "ruleset.nft"
+
+    async def save_boot_config(self, hub: str, names: dict[str, str] | None = None) -> None:
+        """Keep the hub's wg0.conf in step with its running peers, as an operator does after enrolling
+        devices: new peers get a block (named from `names`, public key to name), gone ones lose theirs,
+        the others and their comments stay as they are."""
+        dump = await self.exec(hub, "wg", "show", "wg0", "dump", check=True)
+        running = []
+        for line in dump.stdout.splitlines()[1:]:  # the first line is the interface
+            key, _, endpoint, allowed, _, _, _, keepalive = line.split("\t")[:8]
+            running.append(
+                PeerEntry(
+                    key,
+                    key,
+                    tuple(allowed.split(",")) if allowed != "(none)" else (),
+                    endpoint=None if endpoint == "(none)" else endpoint,
+                    keepalive=None if keepalive == "off" else int(keepalive),
+                )
+            )
+        path = self.boot_config(hub)
+        _write_secret(path, with_running_peers(path.read_text(), running, names or {}))
 
     async def _hub_services(self, hub: Node) -> None:
         name, topo = hub.name, self.topology
@@ -378,9 +439,9 @@ class Lab:
             app_servers=[p.tunnel for p in peers if p.role is Role.APP and p.tunnel],
             management=MANAGEMENT_ADDRESS,
         )
-        (node_dir / "ruleset.nft").write_text(ruleset)
+        self.ruleset_file(name).write_text(ruleset)
         await self.exec(name, "sysctl", "-qw", "net.ipv4.ip_forward=1", check=True)
-        await self.exec(name, "nft", "-f", str(node_dir / "ruleset.nft"), check=True)
+        await self.exec(name, "nft", "-f", str(self.ruleset_file(name)), check=True)
 
         host_key = node_dir / "ssh_host_ed25519_key"
         await run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.prefix}-{name}", "-f", str(host_key))

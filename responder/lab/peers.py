@@ -1,8 +1,8 @@
 """Extra WireGuard peers on the lab's hubs: many people to act on, beside the lab's own admin and app nodes.
 
 Each is a real peer (a generated key, a /32 of its hub's tunnel network) and a real element of an nft
-set, enrolled as an operator would: in the running hub and in the hub's boot configuration, so a
-rebooted hub brings them back. There is no device behind them; packets are proven with the lab's nodes.
+set, enrolled as an operator would: in the running hub and in the hub's wg0.conf and ruleset file, so
+a rebooted hub brings them back. There is no device behind them; packets are proven with the lab's nodes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from responder.lab.lab import Lab, LabError
+from responder.lab.ruleset import AGENT_ELEMENTS_INCLUDE
 
 EXTRA_PER_HUB = 220  # host addresses .30 to .249 of each hub's /24; the lab's own nodes sit below .30
 
@@ -43,7 +44,7 @@ def extra_peers(
 
 
 async def enroll(lab: Lab, peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Put the peers on their hubs (WireGuard peer and set element) and into each hub's boot configuration.
+    """Put the peers on their hubs (WireGuard peer and set element) and into each hub's wg0.conf and ruleset.
     Returns them."""
     for hub in sorted({str(p["hub"]) for p in peers}):
         mine = [p for p in peers if p["hub"] == hub]
@@ -56,9 +57,10 @@ async def enroll(lab: Lab, peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
             elements = ", ".join(str(p["tunnel_ip"]) for p in mine if set_name in p["sets"])
             added += f"add element inet zerotrust {set_name} {{ {elements} }}\n"
         await lab.exec(hub, "nft", "-f", "-", stdin=added, check=True)
-        await lab.save_boot_config(hub)
-        with (lab.node_dir(hub) / "ruleset.nft").open("a") as ruleset:
-            ruleset.write(added)
+        await lab.save_boot_config(hub, {str(p["public_key"]): str(p["name"]) for p in mine})
+        # Before the hub agent's include, which must come last (what it deleted stays deleted).
+        ruleset = lab.ruleset_file(hub)
+        ruleset.write_text(ruleset.read_text().replace(AGENT_ELEMENTS_INCLUDE, added + AGENT_ELEMENTS_INCLUDE))
     return peers
 
 

@@ -7,6 +7,11 @@ from collections.abc import Iterable
 
 from responder.lab.topology import MONITORING_PORTS, WG_PORT
 
+# The hub agent's nft include (deploy/hub/README.md): what it changed in the sets, re-applied by every
+# `nft -f` of the ruleset file. Last, after the sets' own elements; a glob, so a hub where the agent has
+# not written it yet still loads.
+AGENT_ELEMENTS_INCLUDE = 'include "/var/lib/responder-hub/elements*.nft"\n'
+
 
 def hub_ruleset(
     *,
@@ -16,7 +21,8 @@ def hub_ruleset(
     management: ipaddress.IPv4Address,
 ) -> str:
     """Default deny in both chains; the `quarantine` deny set sits before the established-flow rule so a
-    quarantined address loses its live sessions at once, and its element timeouts expire in the kernel."""
+    quarantined address loses its live sessions at once, and its element timeouts expire in the kernel.
+    It ends with the hub agent's include (AGENT_ELEMENTS_INCLUDE)."""
 
     def elements(addresses: Iterable[object]) -> str:
         items = ", ".join(str(a) for a in addresses)
@@ -69,4 +75,4 @@ table inet zerotrust {{
         ip daddr @quarantine drop
     }}
 }}
-"""
+{AGENT_ELEMENTS_INCLUDE}"""

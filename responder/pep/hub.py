@@ -171,6 +171,7 @@ class SshHub:
                     restore = restores.get(str(a.peer_key))
                     if str(a.peer_key) in answer.get("absent_before", []):
                         detail += " (the peer was already absent)"
+                detail += _not_persisted(answer)
                 at = float(answer.get("answered_at", finished))
                 results.append(
                     ActionResult.applied(
@@ -210,8 +211,9 @@ class SshHub:
                 answered=isinstance(exc, HubRefused),
             )  # fmt: skip
         verified = bool(answer.get("verified"))
+        detail = ("restored" if verified else "restore not verified") + _not_persisted(answer)
         return ActionResult.applied(
-            action, verified=verified, detail="restored" if verified else "restore not verified",
+            action, verified=verified, detail=detail,
             duration_ms=(time.perf_counter() - started) * 1000,
         )  # fmt: skip
 
@@ -312,3 +314,13 @@ class SshHub:
 
     async def close(self) -> None:
         await self.transport.close()
+
+
+def _not_persisted(answer: Mapping[str, Any]) -> str:
+    """What a detail adds when the hub agent could not make the change in the hub's own files (wg0.conf,
+    the nft include): the running change stands, but a restart of the hub's interface or firewall from
+    those files undoes it until the reconciler re-asserts it."""
+    if answer.get("persisted") is not False:
+        return ""
+    why = str(answer.get("persist_error", "unknown error"))
+    return f"; not kept in the hub's configuration files ({why}): a reload of them undoes it"

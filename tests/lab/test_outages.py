@@ -402,13 +402,8 @@ async def test_a_responder_killed_during_a_partition_converges_within_seconds_of
 # -- c: sshd restarted, the hub agent killed mid-request, a hub rebooted ------------------------------------
 
 
-async def _drift_reported(journal: Journal, hub: str) -> bool:
-    """The audit trail holds a drift on `hub` (an entry per decision whose action was re-asserted)."""
-    return any(e.kind == "drift" and json.loads(e.detail).get("hub") == hub for e in await journal.audit_trail())
-
-
 @pytest.mark.timeout(180)
-async def test_after_an_sshd_restart_an_agent_kill_and_a_reboot_everything_in_force_is_reasserted(
+async def test_after_an_sshd_restart_an_agent_kill_and_a_reboot_everything_in_force_stays_in_force(
     outages: Outages, tmp_path: Path
 ) -> None:
     lab = outages.lab
@@ -458,14 +453,14 @@ async def test_after_an_sshd_restart_an_agent_kill_and_a_reboot_everything_in_fo
         assert time.monotonic() - killed_at <= slack
         ids += new
 
-        # hub4 reboots: its peers and set elements come back from its boot configuration; the responder
-        # takes them away again within a reconcile interval, and reports the drift.
+        # hub4 reboots: wg0 comes back from its wg0.conf and the `zerotrust` table from its ruleset file. The
+        # hub agent made each change in those files too, so everything in force is still in force the moment
+        # the hub is back, before the responder could re-assert anything. (A reboot that does bring access
+        # back, from changes made at runtime only, is tests/lab/test_faults.py's; the reconciler repairing
+        # such drift is tests/lab/test_service.py's.)
         await faults.reboot(lab, "hub4")
-        rebooted_at = time.monotonic()
-        # (Whether the peers came back is not read here: the reconciler may already have removed them
-        # again. The drift it reports below says they did; tests/lab/test_faults.py proves the reboot.)
 
-        async def reasserted() -> bool:
+        async def in_force() -> bool:
             hubs = await _hub_state(lab)
             for intent in await _intents(journal, ids, IntentKind.APPLY):
                 action = _action(intent)
@@ -473,11 +468,7 @@ async def test_after_an_sshd_restart_an_agent_kill_and_a_reboot_everything_in_fo
                     return False
             return True
 
-        await eventually(reasserted, slack, "everything in force on hub4 re-asserted after the reboot", every=0.2)
-        assert time.monotonic() - rebooted_at <= slack
-        await eventually(lambda: _drift_reported(journal, "hub4"), 2, "the reboot reported as drift")
-        async with http.get(f"{service.base}/metrics", headers=ADMIN_HEADERS) as r:
-            assert 'responder_drift_total{action="remove_peer",hub="hub4"}' in await r.text()
+        assert await in_force(), "a cut-off on hub4 came back with the reboot"
         await _wait_reaches(lab, 4, 5, want=False)
 
         await assert_journal_matches_hubs(lab, journal, ids)
