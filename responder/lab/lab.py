@@ -258,8 +258,6 @@ class Lab:
         await self._soc()
         await self._gather(self._wireguard(n, keys) for n in topo.nodes if n.role is not Role.SOC)
         await self._gather(self._hub_services(n) for n in topo.nodes if n.role is Role.HUB)
-        if self.bare:
-            await self._gather(self._bare_hub(n, keys) for n in topo.nodes if n.role is Role.HUB)
         await self._gather(
             self._spawn(n.name, "echo", *_python_module("responder.lab.echo"), *map(str, n.listens))
             for n in topo.nodes
@@ -506,24 +504,6 @@ class Lab:
         await self.start_sshd(name)
         hub = self.topology.node(name)
         await self._spawn(name, "echo", *_python_module("responder.lab.echo"), *map(str, hub.listens))
-
-    async def _bare_hub(self, hub: Node, keys: dict[str, tuple[str, str]]) -> None:
-        """Give the hub a wg-quick file naming its peers in comments (`# admin1` above each [Peer]), as
-        operators keep them: where enrollment reads peer names. A hub whose /etc/wireguard the lab already
-        made its own keeps the file it has there; the machine's /etc/wireguard is never read or written."""
-        own = await self.exec(hub.name, "mountpoint", "-q", "/etc/wireguard")
-        if own.ok and (await self.exec(hub.name, "test", "-e", "/etc/wireguard/wg0.conf")).ok:
-            return
-        conf_dir = self.node_dir(hub.name) / "etc-wireguard"
-        conf_dir.mkdir(mode=0o700)
-        prefixlen = tunnel_network(hub.index).prefixlen
-        lines = ["[Interface]", f"Address = {hub.tunnel}/{prefixlen}", f"ListenPort = {WG_PORT}"]
-        lines += [f"PrivateKey = {keys[hub.name][0]}", ""]
-        for peer in self.topology.peers_of(hub):
-            lines += [f"# {peer.name}", "[Peer]", f"PublicKey = {keys[peer.name][1]}"]
-            lines += [f"AllowedIPs = {peer.tunnel}/32", f"PersistentKeepalive = {KEEPALIVE_S}", ""]
-        _write_secret(conf_dir / "wg0.conf", "\n".join(lines))
-        await run("nsenter", f"--mount={self._mount_ns(hub.name)}", "mount", "--bind", str(conf_dir), "/etc/wireguard")
 
     async def start_sshd(self, hub: str) -> None:
         """Start the hub's sshd with the configuration the build wrote (at build, and after a restart)."""
