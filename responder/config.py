@@ -9,6 +9,7 @@ they never appear in a repr, a log line or an error message.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any, Literal, Self, cast
@@ -39,7 +40,7 @@ DEFAULT_LAB_INVENTORY = Path("/run/responder-lab/rsp/inventory.yaml")
 MIN_SECRET_CHARS = 16
 # The secrets that authenticate a caller: an empty or guessable one would let anyone in. (The Kafka
 # password is the broker's to judge.)
-AUTHENTICATING_SECRETS = ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization")
+AUTHENTICATING_SECRETS = ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "okta_api_token")
 
 
 class _Section(BaseModel):
@@ -180,6 +181,42 @@ class Ssf(_Section):
         return url
 
 
+class OktaSystemLog(_Section):
+    """The Okta System Log poller: what hooks never deliver (ThreatInsight, impersonation, entity risk)."""
+
+    org_url: str = Field(description="https://YOUR-ORG.okta.com; http only to a loopback address, for tests")
+    interval_s: float = Field(default=5.0, gt=0, le=3600, description="Wait between polls once caught up")
+    event_types: tuple[str, ...] = Field(
+        default=(), description="Read besides the types the loaded rules match for source okta"
+    )
+    start: Literal["now"] | datetime = Field(
+        default="now", description="Where to begin with no saved cursor: now (a few minutes back) or an ISO time"
+    )
+    page_limit: int = Field(default=1000, ge=1, le=1000, description="Events a page (Okta's maximum is 1000)")
+    max_pages_per_poll: int = Field(default=20, ge=1, le=1000, description="Pages read at once before a pause")
+    request_timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+    @field_validator("org_url")
+    @classmethod
+    def _https_or_loopback(cls, url: str) -> str:
+        # The API token goes with every request: never in clear over a network.
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            loopback = host == "localhost" or ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if parts.scheme not in ("https", "http") or not host or parts.path.strip("/") or parts.query:
+            raise ValueError(f"org_url must be the org's base URL such as https://example.okta.com, not {url!r}")
+        if parts.scheme == "http" and not loopback:
+            raise ValueError(f"org_url must use https (plain http only to a loopback address, for tests): {url!r}")
+        return url.rstrip("/")
+
+
+class Okta(_Section):
+    system_log: OktaSystemLog | None = None
+
+
 class Limits(_Section):
     actions_per_minute: int = Field(default=120, ge=1)
     actions_per_minute_per_rule: int = Field(default=30, ge=1)
@@ -243,6 +280,7 @@ class Settings(BaseSettings):
     )
     kafka: Kafka | None = None
     ssf: Ssf | None = None
+    okta: Okta | None = None
     metrics: MetricsEndpoint = MetricsEndpoint()
     dry_run: bool = False
     instance: str | None = Field(
@@ -276,11 +314,15 @@ class Settings(BaseSettings):
     ssf_authorization_file: Path | None = None
     kafka_password: SecretStr | None = None
     kafka_password_file: Path | None = None
+    okta_api_token: SecretStr | None = None
+    okta_api_token_file: Path | None = None
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Self:
         origin: dict[str, str] = {}
-        for name in ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "kafka_password"):
+        for name in (
+            "okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "kafka_password", "okta_api_token"
+        ):  # fmt: skip
             path: Path | None = getattr(self, f"{name}_file")
             if path is not None:
                 if getattr(self, name) is not None:
@@ -295,6 +337,8 @@ class Settings(BaseSettings):
                 origin[name] = f" (read from {path})"
         if self.kafka is not None and self.kafka.sasl_mechanism is not None and self.kafka_password is None:
             raise ValueError("kafka.sasl_mechanism is set: set kafka_password or kafka_password_file")
+        if self.okta is not None and self.okta.system_log is not None and self.okta_api_token is None:
+            raise ValueError("okta.system_log is set: set okta_api_token or okta_api_token_file (SSWS API token)")
         for name in AUTHENTICATING_SECRETS:
             secret: SecretStr | None = getattr(self, name)
             if secret is not None and len(secret.get_secret_value().strip()) < MIN_SECRET_CHARS:
