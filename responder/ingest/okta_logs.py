@@ -166,7 +166,6 @@ class SystemLogPoller:
                 "okta.system_log: %d event types make too long a filter; reading every event and keeping those",
                 len(c.event_types),
             )
-        await self._resume()
         timeout = aiohttp.ClientTimeout(total=c.request_timeout_s)
         async with aiohttp.ClientSession(timeout=timeout, raise_for_status=False) as http:
             while True:
@@ -213,10 +212,12 @@ class SystemLogPoller:
     async def poll(self, http: aiohttp.ClientSession) -> int:
         """Read pages until one is short (caught up) or `max_pages_per_poll` were read; each page's events
         are accepted before its next link is saved. Returns the events accepted."""
+        if self._next is None:
+            await self._resume()
         started = self._clock()
         total = 0
         for _ in range(self.config.max_pages_per_poll):
-            assert self._next is not None  # noqa: S101 - set by _resume before the first poll
+            assert self._next is not None  # noqa: S101 - set by _resume
             raw, following = await self._page(http, self._next)
             total += await self._accept(raw, self._next)
             if following is not None:
@@ -235,7 +236,7 @@ class SystemLogPoller:
         headers = {"Authorization": f"SSWS {self.config.api_token.get_secret_value()}", "Accept": "application/json"}
         try:
             async with asyncio.timeout(self.config.request_timeout_s), http.get(url, headers=headers) as r:
-                body = await r.content.read(self.config.max_response_bytes + 1)
+                body = await _read_capped(r, self.config.max_response_bytes)
                 self.pages += 1
                 await self._check(r, body)
                 link = next_link(", ".join(r.headers.getall("Link", [])))
@@ -322,6 +323,18 @@ class SystemLogPoller:
             # One clear line when it starts failing (a refused token every tenth try), not one a poll.
             log.error("okta.system_log %s: %s; trying again in %.0fs", self.config.org_url, exc, pause)
         return pause
+
+
+async def _read_capped(r: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The body, or its first `cap + 1` bytes when it is longer: memory stays bounded whatever is sent."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in r.content.iter_chunked(64 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            break
+    return b"".join(chunks)
 
 
 def _int(text: str | None) -> int | None:
