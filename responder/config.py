@@ -195,6 +195,11 @@ class OktaSystemLog(_Section):
     page_limit: int = Field(default=1000, ge=1, le=1000, description="Events a page (Okta's maximum is 1000)")
     max_pages_per_poll: int = Field(default=20, ge=1, le=1000, description="Pages read at once before a pause")
     request_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    client_id: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="An OAuth service app (private_key_jwt, scope okta.logs.read) instead of an API token",
+    )  # fmt: skip
+    key_id: str | None = Field(default=None, max_length=128, description="The service app key's kid, if several")
 
     @field_validator("org_url")
     @classmethod
@@ -316,12 +321,15 @@ class Settings(BaseSettings):
     kafka_password_file: Path | None = None
     okta_api_token: SecretStr | None = None
     okta_api_token_file: Path | None = None
+    okta_private_key: SecretStr | None = None  # PEM: the Okta service app's private_key_jwt key
+    okta_private_key_file: Path | None = None
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Self:
         origin: dict[str, str] = {}
         for name in (
-            "okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "kafka_password", "okta_api_token"
+            "okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "kafka_password", "okta_api_token",
+            "okta_private_key",
         ):  # fmt: skip
             path: Path | None = getattr(self, f"{name}_file")
             if path is not None:
@@ -337,8 +345,7 @@ class Settings(BaseSettings):
                 origin[name] = f" (read from {path})"
         if self.kafka is not None and self.kafka.sasl_mechanism is not None and self.kafka_password is None:
             raise ValueError("kafka.sasl_mechanism is set: set kafka_password or kafka_password_file")
-        if self.okta is not None and self.okta.system_log is not None and self.okta_api_token is None:
-            raise ValueError("okta.system_log is set: set okta_api_token or okta_api_token_file (SSWS API token)")
+        self._okta_credentials()
         for name in AUTHENTICATING_SECRETS:
             secret: SecretStr | None = getattr(self, name)
             if secret is not None and len(secret.get_secret_value().strip()) < MIN_SECRET_CHARS:
@@ -349,6 +356,29 @@ class Settings(BaseSettings):
                     f"(e.g. `openssl rand -hex 32`), or leave it unset to turn off what it guards"
                 )
         return self
+
+    def _okta_credentials(self) -> None:
+        system_log = self.okta.system_log if self.okta is not None else None
+        if system_log is None:
+            return
+        app = system_log.client_id is not None
+        if app and self.okta_private_key is None:
+            raise ValueError("okta.system_log.client_id is set: set okta_private_key or okta_private_key_file (PEM)")
+        if app and self.okta_api_token is not None:
+            raise ValueError("okta.system_log: use an API token or a service app (client_id), not both")
+        if not app and self.okta_api_token is None:
+            raise ValueError(
+                "okta.system_log is set: set okta_api_token or okta_api_token_file (SSWS API token), "
+                "or okta.system_log.client_id and okta_private_key_file (service app)"
+            )
+        if self.okta_private_key is not None:
+            # Only when a key is set: the module brings aiohttp and jwt, which `responder` commands need not load.
+            from responder.ingest.okta_auth import check_private_key  # noqa: PLC0415
+
+            try:
+                check_private_key(self.okta_private_key.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"okta_private_key {exc}") from None
 
     @classmethod
     def settings_customise_sources(

@@ -23,8 +23,8 @@ Rate limits: `X-Rate-Limit-Remaining` below a tenth of `X-Rate-Limit-Limit` wait
 so in one log line and on /readyz, and the poller keeps trying slowly (a token fixed in Okta is picked up
 without a restart).
 
-Auth: an API token (`Authorization: SSWS <token>`), of an admin with a read-only role. Okta's OAuth service
-apps (`private_key_jwt`, scope `okta.logs.read`) are not implemented here yet.
+Auth (`okta_auth`): an API token (`SSWS`) of an admin with a read-only role, or an OAuth service app
+(`private_key_jwt` client credentials, scope `okta.logs.read`, no DPoP), its access token cached until expiry.
 """
 
 from __future__ import annotations
@@ -37,18 +37,18 @@ import logging
 import random
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
-from pydantic import SecretStr
 
 from responder.core.events import Event, Source
 from responder.core.rules import RuleSet
 from responder.ingest import okta
 from responder.ingest.handoff import Handoff
+from responder.ingest.okta_auth import CredentialsRefused, OktaCredentials, TokenEndpointBusy
 from responder.journal import DeliveryRecord, Journal, JournalUnavailable
 from responder.telemetry.metrics import Metrics
 
@@ -67,7 +67,7 @@ class SystemLogConfig:
     (None: `start_back` before now)."""
 
     org_url: str
-    api_token: SecretStr = field(repr=False)
+    credentials: OktaCredentials
     event_types: frozenset[str]
     interval_s: float = 5.0
     start: datetime | None = None
@@ -233,7 +233,7 @@ class SystemLogPoller:
         return total
 
     async def _page(self, http: aiohttp.ClientSession, url: str) -> tuple[list[Any], str | None]:
-        headers = {"Authorization": f"SSWS {self.config.api_token.get_secret_value()}", "Accept": "application/json"}
+        headers = {"Authorization": await self._authorization(http), "Accept": "application/json"}
         try:
             async with asyncio.timeout(self.config.request_timeout_s), http.get(url, headers=headers) as r:
                 body = await _read_capped(r, self.config.max_response_bytes)
@@ -254,12 +254,24 @@ class SystemLogPoller:
             raise SystemLogError("invalid", f"a next link to another place ({urlsplit(link).netloc}) refused")
         return raw, link
 
+    async def _authorization(self, http: aiohttp.ClientSession) -> str:
+        try:
+            return await self.config.credentials.authorization(http)
+        except CredentialsRefused as exc:
+            raise SystemLogError("unauthorized", f"the token endpoint refused: {exc}") from None
+        except TokenEndpointBusy as exc:
+            kind = "rate_limited" if exc.wait_s is not None else "unreachable"
+            raise SystemLogError(kind, str(exc), wait_s=exc.wait_s) from None
+
     async def _check(self, r: aiohttp.ClientResponse, body: bytes) -> None:
         reset_in = _reset_in(r.headers, self._clock())
         if r.status == 429:
             raise SystemLogError("rate_limited", "429 Too Many Requests", wait_s=reset_in)
         if r.status in (401, 403):
-            raise SystemLogError("unauthorized", f"{r.status} {_okta_error(body)}: check okta_api_token and its role")
+            self.config.credentials.refused()
+            raise SystemLogError(
+                "unauthorized", f"{r.status} {_okta_error(body)}: check the API token or service app and its role"
+            )
         if r.status >= 400:
             raise SystemLogError("http", f"{r.status} {_okta_error(body)}")
         remaining, limit = _int(r.headers.get("X-Rate-Limit-Remaining")), _int(r.headers.get("X-Rate-Limit-Limit"))

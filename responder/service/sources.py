@@ -16,6 +16,7 @@ from responder.core.rules import RuleSet
 from responder.ingest import ssf
 from responder.ingest.handoff import Handoff
 from responder.ingest.kafka import AlertConsumer, ConsumerConfig
+from responder.ingest.okta_auth import ApiToken, OktaCredentials, ServiceApp
 from responder.ingest.okta_logs import SystemLogConfig, SystemLogPoller, event_types_read
 from responder.ingest.scaleout import CanonicalFormat, Rebalanced
 from responder.ingest.siem import formats_for, load_connectors
@@ -152,7 +153,15 @@ def okta_system_log(
     config = settings.okta.system_log if settings.okta is not None else None
     if config is None:
         return None
-    assert settings.okta_api_token is not None  # noqa: S101 - the settings refuse a poller without one
+    credentials: OktaCredentials
+    if config.client_id is not None and settings.okta_private_key is not None:
+        credentials = ServiceApp(
+            config.org_url, config.client_id, settings.okta_private_key, key_id=config.key_id,
+            timeout_s=config.request_timeout_s,
+        )  # fmt: skip
+    else:
+        assert settings.okta_api_token is not None  # noqa: S101 - the settings refuse a poller without either
+        credentials = ApiToken(settings.okta_api_token)
     types = event_types_read(rules, config.event_types)
     if not types:
         log.error("okta.system_log: no rule reads Okta events and no event_types are set: nothing to poll")
@@ -162,7 +171,7 @@ def okta_system_log(
         start = start.replace(tzinfo=UTC)
     return SystemLogPoller(
         SystemLogConfig(
-            org_url=config.org_url, api_token=settings.okta_api_token, event_types=types,
+            org_url=config.org_url, credentials=credentials, event_types=types,
             interval_s=config.interval_s, start=start, page_limit=config.page_limit,
             max_pages_per_poll=config.max_pages_per_poll, request_timeout_s=config.request_timeout_s,
         ),

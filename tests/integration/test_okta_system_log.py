@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from responder.config import Okta, OktaSystemLog, Settings
 from responder.ingest.handoff import JournalHandoff
+from responder.ingest.okta_auth import ApiToken
 from responder.ingest.okta_logs import (
     MAX_FILTER_CHARS,
     SOURCE,
@@ -81,7 +82,7 @@ def _poller(
     **options: object,
 ) -> SystemLogPoller:
     config = SystemLogConfig(
-        org_url=url, api_token=SecretStr(token), event_types=frozenset({REPORT, THREAT}), interval_s=0.01,
+        org_url=url, credentials=ApiToken(SecretStr(token)), event_types=frozenset({REPORT, THREAT}), interval_s=0.01,
         start=datetime.now(UTC) - timedelta(hours=1), max_wait_s=0.5, **options,  # type: ignore[arg-type]
     )  # fmt: skip
     return SystemLogPoller(
@@ -195,7 +196,7 @@ async def test_a_refused_token_says_so_and_keeps_trying(
     assert "401 E0000011" in str(poller.status()["detail"])
     assert _sample(metrics, "responder_source_errors_total", source=SOURCE, kind="unauthorized") >= 3
     lines = [r.getMessage() for r in caplog.records if "okta.system_log" in r.getMessage() and "401" in r.getMessage()]
-    assert len(lines) == 1 and "check okta_api_token" in lines[0] and TOKEN not in lines[0]
+    assert len(lines) == 1 and "check the API token" in lines[0] and TOKEN not in lines[0]
 
 
 async def test_an_invalid_event_costs_only_itself(contract: OktaSystemLogContract, journal: Journal) -> None:
