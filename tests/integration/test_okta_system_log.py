@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from pydantic import SecretStr
 
 from responder.config import Okta, OktaSystemLog, Settings
 from responder.ingest.handoff import JournalHandoff
-from responder.ingest.okta_auth import ApiToken
+from responder.ingest.okta_auth import ApiToken, OktaCredentials, ServiceApp
 from responder.ingest.okta_logs import (
     MAX_FILTER_CHARS,
     SOURCE,
     SystemLogConfig,
+    SystemLogError,
     SystemLogPoller,
     event_types_read,
     filter_expression,
@@ -79,10 +83,12 @@ def _poller(
     *,
     token: str = TOKEN,
     sleep: _Sleeps | None = None,
+    credentials: OktaCredentials | None = None,
     **options: object,
 ) -> SystemLogPoller:
     config = SystemLogConfig(
-        org_url=url, credentials=ApiToken(SecretStr(token)), event_types=frozenset({REPORT, THREAT}), interval_s=0.01,
+        org_url=url, credentials=credentials or ApiToken(SecretStr(token)), event_types=frozenset({REPORT, THREAT}),
+        interval_s=0.01,
         start=datetime.now(UTC) - timedelta(hours=1), max_wait_s=0.5, **options,  # type: ignore[arg-type]
     )  # fmt: skip
     return SystemLogPoller(
@@ -297,6 +303,62 @@ async def test_a_sigkilled_service_resumes_from_the_saved_cursor(
     finally:
         await service.stop()
         await journal.close()
+
+
+def _key_pair() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    public = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+async def test_a_service_app_reads_with_a_cached_access_token_and_renews_it(
+    contract: OktaSystemLogContract, journal: Journal
+) -> None:
+    private, public = _key_pair()
+    contract.register_app("0oa-responder", public, lifetime_s=62)  # renewed 60 s before expiry: after 2 s
+    app = ServiceApp(contract.url, "0oa-responder", SecretStr(private))
+    poller = _poller(contract.url, journal, credentials=app)
+    contract.add(log_event(REPORT, actor_login="erin@example.com"))
+    async with aiohttp.ClientSession() as http:
+        assert await poller.poll(http) == 1
+        contract.add(log_event(REPORT, actor_login="frank@example.com"))
+        assert await poller.poll(http) == 1
+        assert app.issued == 1  # one token for both polls
+        await asyncio.sleep(2.1)  # within a minute of its expiry: a new one
+        await poller.poll(http)
+        assert app.issued == 2
+        contract.access_tokens.clear()  # revoked in Okta: the 401 drops it, the next poll gets another
+        with pytest.raises(SystemLogError, match="401"):
+            await poller.poll(http)
+        await poller.poll(http)
+        assert app.issued == 3
+    assert [error for _, error in contract.token_requests] == [None, None, None]
+    assert len(await event_keys(journal)) == 2
+    assert "BEGIN" not in repr(app) and "PRIVATE" not in repr(poller.config)
+
+
+@pytest.mark.parametrize(
+    ("setup", "said"),
+    [
+        ({"require_dpop": True}, "turn off 'Require Demonstrating Proof of Possession'"),
+        ({"scopes": frozenset({"okta.users.read"})}, "grant okta.logs.read"),
+        ({"other_key": True}, "invalid_client"),
+    ],
+)
+async def test_a_refused_service_app_says_what_to_change(
+    contract: OktaSystemLogContract, journal: Journal, setup: dict[str, object], said: str
+) -> None:
+    private, public = _key_pair()
+    if setup.pop("other_key", False):
+        public = _key_pair()[1]
+    contract.register_app("0oa-responder", public, **setup)  # type: ignore[arg-type]
+    poller = _poller(contract.url, journal, credentials=ServiceApp(contract.url, "0oa-responder", SecretStr(private)))
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(SystemLogError, match=re.escape(said)) as refused:
+            await poller.poll(http)
+    assert refused.value.kind == "unauthorized"
+    assert not contract.requests  # the logs were never asked without a token
 
 
 # --- helpers --------------------------------------------------------------------------------------

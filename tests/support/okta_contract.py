@@ -12,6 +12,11 @@ https://developer.okta.com/docs/reference/error-codes/). What it honours:
   `after`, an opaque cursor handed out in `Link: <...>; rel="next"`.
 - a *polling* request (no `until`, ascending) always answers with a next link, an empty page too, whose
   cursor is where the log ended; a bounded one gives a next link only while more events remain.
+- OAuth service apps (https://developer.okta.com/docs/guides/implement-oauth-for-okta-serviceapp/):
+  `POST /oauth2/v1/token`, client credentials with a `private_key_jwt` client assertion (signature, `iss` =
+  `sub` = client id, `aud` the token URL, `exp`, a `jti` used once), the scopes granted; errors as
+  `{"error", "error_description"}` (`invalid_client`, `invalid_scope`, `invalid_dpop_proof` when the app
+  requires DPoP); the access token is accepted as `Bearer` on the logs until `expires_in` has passed.
 - rate limits: every answer carries `X-Rate-Limit-Limit`, `-Remaining` and `-Reset` (epoch seconds) for
   a window of `limit_per_window` requests; past it, 429 with `E0000047` until the window resets.
 
@@ -32,10 +37,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import jwt
 from aiohttp import web
 
 Json = dict[str, Any]
 MAX_LIMIT = 1000
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _CLAUSE = re.compile(r'^\s*eventType\s+eq\s+"([^"\\]+)"\s*$')
 
 
@@ -78,6 +85,14 @@ def log_event(
     return event
 
 
+@dataclass(frozen=True)
+class _App:
+    public_key_pem: str
+    scopes: frozenset[str]
+    require_dpop: bool
+    lifetime_s: int
+
+
 @dataclass
 class Seen:
     path_qs: str
@@ -116,6 +131,10 @@ class OktaSystemLogContract:
         self._window_start = time.time()
         self._used = 0
         self.pages_with_events = 0
+        self.apps: dict[str, _App] = {}
+        self.access_tokens: dict[str, tuple[float, frozenset[str]]] = {}
+        self.token_requests: list[tuple[str, tuple[str, str, int] | None]] = []  # (client id, error or None)
+        self._jtis: set[str] = set()
         self._on_page: Callable[[int], Any] | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -123,6 +142,7 @@ class OktaSystemLogContract:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application()
         app.router.add_get("/api/v1/logs", self.logs)
+        app.router.add_post("/oauth2/v1/token", self.token)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -134,6 +154,75 @@ class OktaSystemLogContract:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def register_app(
+        self,
+        client_id: str,
+        public_key_pem: str,
+        *,
+        scopes: frozenset[str] = frozenset({"okta.logs.read"}),
+        require_dpop: bool = False,
+        lifetime_s: int = 3600,
+    ) -> None:
+        """A service app whose client assertions `public_key_pem` verifies."""
+        self.apps[client_id] = _App(public_key_pem, scopes, require_dpop, lifetime_s)
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        client_id, error = self._client(form)
+        if error is not None:
+            self.token_requests.append((client_id, error))
+            return web.json_response({"error": error[0], "error_description": error[1]}, status=error[2])
+        app = self.apps[client_id]
+        if app.require_dpop and "DPoP" not in request.headers:
+            self.token_requests.append((client_id, ("invalid_dpop_proof", "", 400)))
+            return web.json_response(
+                {"error": "invalid_dpop_proof", "error_description": "The DPoP proof JWT header is missing."},
+                status=400,
+            )
+        wanted = set(str(form.get("scope", "")).split())
+        if not wanted or not wanted <= app.scopes:
+            self.token_requests.append((client_id, ("invalid_scope", "", 400)))
+            return web.json_response(
+                {"error": "invalid_scope", "error_description": "The following scopes are not allowed."}, status=400
+            )
+        token = uuid.uuid4().hex + uuid.uuid4().hex
+        self.access_tokens[token] = (time.time() + app.lifetime_s, frozenset(wanted))
+        self.token_requests.append((client_id, None))
+        return web.json_response(
+            {"token_type": "Bearer", "expires_in": app.lifetime_s, "access_token": token, "scope": " ".join(wanted)}
+        )
+
+    def _client(self, form: Any) -> tuple[str, tuple[str, str, int] | None]:
+        """The client id the assertion proves, or the error Okta answers."""
+        if form.get("grant_type") != "client_credentials" or form.get("client_assertion_type") != ASSERTION_TYPE:
+            return "", ("invalid_client", "grant_type or client_assertion_type is missing or wrong.", 401)
+        assertion = str(form.get("client_assertion", ""))
+        try:
+            client_id = str(jwt.decode(assertion, options={"verify_signature": False}).get("iss", ""))
+        except jwt.PyJWTError:
+            return "", ("invalid_client", "The client_assertion token is malformed.", 401)
+        app = self.apps.get(client_id)
+        if app is None:
+            return client_id, ("invalid_client", "Client authentication failed.", 401)
+        try:
+            claims = jwt.decode(
+                assertion, app.public_key_pem, algorithms=["RS256", "ES256"], audience=f"{self.url}/oauth2/v1/token",
+                issuer=client_id, options={"require": ["exp", "iat", "jti", "sub"]},
+            )  # fmt: skip
+        except jwt.PyJWTError as exc:
+            return client_id, ("invalid_client", f"The client_assertion token is invalid: {exc}", 401)
+        if claims["sub"] != client_id or claims["jti"] in self._jtis:
+            return client_id, ("invalid_client", "The client_assertion token has already been used.", 401)
+        self._jtis.add(claims["jti"])
+        return client_id, None
+
+    def _authorized(self, header: str) -> bool:
+        if header == f"SSWS {self.api_token}":
+            return True
+        scheme, _, token = header.partition(" ")
+        granted = self.access_tokens.get(token) if scheme == "Bearer" else None
+        return granted is not None and granted[0] > time.time() and "okta.logs.read" in granted[1]
 
     def add(self, *events: Json) -> None:
         for event in events:
@@ -171,7 +260,7 @@ class OktaSystemLogContract:
 
     def _refusal(self, request: web.Request, rate: dict[str, str]) -> web.Response | None:
         """401 for a wrong token, 429 past the window's limit, or a queued fault."""
-        if request.headers.get("Authorization", "") != f"SSWS {self.api_token}":
+        if not self._authorized(request.headers.get("Authorization", "")):
             return _error(401, "E0000011", "Invalid token provided")
         if self._used >= self.limit_per_window:
             rate["X-Rate-Limit-Remaining"] = "0"

@@ -3,9 +3,12 @@
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from responder.config import ConfigError, load_settings
 from responder.ingest.handoff import Waking
+from responder.ingest.okta_auth import ServiceApp
 from responder.policy.loader import load_rules
 from responder.service.sources import okta_system_log
 from responder.telemetry.metrics import Metrics
@@ -73,3 +76,40 @@ def test_the_poller_reads_the_rules_types_and_the_configured_ones(
     assert poller is not None
     assert {"user.lifecycle.deactivate", "security.threat.detected"} <= poller.config.event_types
     assert poller.config.start is None and not poller.ready
+
+
+def _pem(key_size: int) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+
+
+def test_a_service_app_needs_its_private_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="set okta_private_key or okta_private_key_file"):
+        load_settings(_config(tmp_path, extra="    client_id: 0oa-responder\n"))
+
+
+def test_a_service_app_and_an_api_token_are_not_both_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESPONDER_OKTA_API_TOKEN", "00a-okta-api-token-value")
+    monkeypatch.setenv("RESPONDER_OKTA_PRIVATE_KEY", _pem(2048))
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings(_config(tmp_path, extra="    client_id: 0oa-responder\n"))
+
+
+def test_a_weak_or_unreadable_private_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = tmp_path / "okta.pem"
+    key.write_text(_pem(1024))
+    monkeypatch.setenv("RESPONDER_OKTA_PRIVATE_KEY_FILE", str(key))
+    with pytest.raises(ConfigError, match="okta_private_key is too weak"):
+        load_settings(_config(tmp_path, extra="    client_id: 0oa-responder\n"))
+    key.write_text("not a key at all, but long enough")
+    with pytest.raises(ConfigError, match="okta_private_key is not an unencrypted PEM private key") as refused:
+        load_settings(_config(tmp_path, extra="    client_id: 0oa-responder\n"))
+    assert "long enough" not in str(refused.value)
+
+
+def test_a_service_app_builds_a_poller_with_its_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESPONDER_OKTA_PRIVATE_KEY", _pem(2048))
+    settings = load_settings(_config(tmp_path, extra="    client_id: 0oa-responder\n"))
+    poller = okta_system_log(settings, load_rules([RULES]), Waking(None, None), None, Metrics())  # type: ignore[arg-type]
+    assert poller is not None and isinstance(poller.config.credentials, ServiceApp)
+    assert poller.config.credentials.scopes == ("okta.logs.read",)
