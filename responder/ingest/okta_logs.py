@@ -177,6 +177,14 @@ class SystemLogPoller:
                 except JournalUnavailable:
                     self._metrics.source_errors.labels(SOURCE, "journal").inc()
                     pause = min(c.max_wait_s, 2.0 ** min(self._status.failures, 6))
+                except Exception:
+                    # A fault of ours (or of a hand-off downstream): logged with its traceback and retried
+                    # later, so that one source cannot take the webhooks down with it.
+                    log.exception("okta.system_log: the poll failed; trying again in %.0fs", c.max_wait_s)
+                    self._metrics.source_polls.labels(SOURCE, "error").inc()
+                    self._metrics.source_errors.labels(SOURCE, "internal").inc()
+                    self._status = _Status(ready=False, detail="internal error: see the log")
+                    pause = c.max_wait_s
                 await self._sleep(pause)
 
     async def _resume(self) -> None:
@@ -238,10 +246,14 @@ class SystemLogPoller:
             async with asyncio.timeout(self.config.request_timeout_s), http.get(url, headers=headers) as r:
                 body = await _read_capped(r, self.config.max_response_bytes)
                 self.pages += 1
-                await self._check(r, body)
+                slow_down_s = self._check(r, body)
                 link = next_link(", ".join(r.headers.getall("Link", [])))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise SystemLogError("unreachable", f"{type(exc).__name__}: {exc or 'timed out'}") from None
+        if slow_down_s:
+            # Near the limit: the next request would be refused (and a 429 counts against the org, not just us).
+            self._metrics.source_errors.labels(SOURCE, "rate_limit_low").inc()
+            await self._sleep(slow_down_s)
         if len(body) > self.config.max_response_bytes:
             raise SystemLogError("too_large", f"a page over {self.config.max_response_bytes} bytes")
         try:
@@ -263,7 +275,8 @@ class SystemLogPoller:
             kind = "rate_limited" if exc.wait_s is not None else "unreachable"
             raise SystemLogError(kind, str(exc), wait_s=exc.wait_s) from None
 
-    async def _check(self, r: aiohttp.ClientResponse, body: bytes) -> None:
+    def _check(self, r: aiohttp.ClientResponse, body: bytes) -> float:
+        """SystemLogError for a refusal; otherwise how long to wait before the next request (0: none)."""
         reset_in = _reset_in(r.headers, self._clock())
         if r.status == 429:
             raise SystemLogError("rate_limited", "429 Too Many Requests", wait_s=reset_in)
@@ -276,9 +289,8 @@ class SystemLogPoller:
             raise SystemLogError("http", f"{r.status} {_okta_error(body)}")
         remaining, limit = _int(r.headers.get("X-Rate-Limit-Remaining")), _int(r.headers.get("X-Rate-Limit-Limit"))
         if remaining is not None and reset_in is not None and remaining <= max(1, (limit or 0) // 10):
-            # Near the limit: the next request would be refused (and a 429 counts against the org, not just us).
-            self._metrics.source_errors.labels(SOURCE, "rate_limit_low").inc()
-            await self._sleep(min(reset_in, self.config.max_wait_s))
+            return min(reset_in, self.config.max_wait_s)
+        return 0.0
 
     async def _accept(self, raw: list[Any], url: str) -> int:
         wanted = [e for e in raw if not isinstance(e, dict) or e.get("eventType") in self.config.event_types]
