@@ -40,7 +40,10 @@ DEFAULT_LAB_INVENTORY = Path("/run/responder-lab/rsp/inventory.yaml")
 MIN_SECRET_CHARS = 16
 # The secrets that authenticate a caller: an empty or guessable one would let anyone in. (The Kafka
 # password is the broker's to judge.)
-AUTHENTICATING_SECRETS = ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "okta_api_token")
+AUTHENTICATING_SECRETS = ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization")
+# The credentials the responder presents to others (Kafka, Okta) are theirs to judge; an Okta API token's length
+# is checked by `_okta_credentials`, a service app's key by its kind and size.
+SECRETS = (*AUTHENTICATING_SECRETS, "kafka_password", "okta_api_token", "okta_private_key")
 
 
 class _Section(BaseModel):
@@ -327,12 +330,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Self:
         origin: dict[str, str] = {}
-        for name in (
-            "okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "kafka_password", "okta_api_token",
-            "okta_private_key",
-        ):  # fmt: skip
+        for name in SECRETS:
             path: Path | None = getattr(self, f"{name}_file")
-            if path is not None:
+            if path is not None and not self.model_config.get("defer_secret_files"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"set {name} or {name}_file, not both")
                 try:
@@ -343,7 +343,12 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name}_file {path} is empty")
                 object.__setattr__(self, name, SecretStr(value))
                 origin[name] = f" (read from {path})"
-        if self.kafka is not None and self.kafka.sasl_mechanism is not None and self.kafka_password is None:
+        if (
+            self.kafka is not None
+            and self.kafka.sasl_mechanism is not None
+            and self.kafka_password is None
+            and self.kafka_password_file is None
+        ):
             raise ValueError("kafka.sasl_mechanism is set: set kafka_password or kafka_password_file")
         self._okta_credentials()
         for name in AUTHENTICATING_SECRETS:
@@ -361,16 +366,21 @@ class Settings(BaseSettings):
         system_log = self.okta.system_log if self.okta is not None else None
         if system_log is None:
             return
+        # With `defer_secret_files` (config check) a file is named but not read: it counts as given.
+        token = self.okta_api_token is not None or self.okta_api_token_file is not None
+        key = self.okta_private_key is not None or self.okta_private_key_file is not None
         app = system_log.client_id is not None
-        if app and self.okta_private_key is None:
+        if app and not key:
             raise ValueError("okta.system_log.client_id is set: set okta_private_key or okta_private_key_file (PEM)")
-        if app and self.okta_api_token is not None:
+        if app and token:
             raise ValueError("okta.system_log: use an API token or a service app (client_id), not both")
-        if not app and self.okta_api_token is None:
+        if not app and not token:
             raise ValueError(
                 "okta.system_log is set: set okta_api_token or okta_api_token_file (SSWS API token), "
                 "or okta.system_log.client_id and okta_private_key_file (service app)"
             )
+        if self.okta_api_token is not None and len(self.okta_api_token.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError("okta_api_token is too short: an Okta API token is 42 characters, copy it whole")
         if self.okta_private_key is not None:
             # Only when a key is set: the module brings aiohttp and jwt, which `responder` commands need not load.
             from responder.ingest.okta_auth import check_private_key  # noqa: PLC0415
@@ -404,16 +414,22 @@ class ConfigError(ValueError):
         self.problems = list(problems)
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(config: Path | None = None, *, defer_secret_files: bool = False, **overrides: Any) -> Settings:
     """Settings from `config` (YAML), the environment and `overrides` (command-line options).
-    Raises FileNotFoundError for a missing file and ConfigError for anything else wrong."""
+    Raises FileNotFoundError for a missing file and ConfigError for anything else wrong.
+    `defer_secret_files`: the `*_file` secrets are left unread (their values None), for a caller that checks
+    each file itself and reports every one (`responder config check`) instead of stopping at the first."""
     cls: type[Settings] = Settings
+    config_dict = dict(Settings.model_config)
+    if defer_secret_files:
+        config_dict["defer_secret_files"] = True
     if config is not None:
         if not config.is_file():
             raise FileNotFoundError(f"config file {config} does not exist")
         _check_yaml(config)
         # A subclass per file: pydantic-settings reads the YAML path from the class's model_config.
-        config_dict = {**Settings.model_config, "yaml_file": config}
+        config_dict["yaml_file"] = config
+    if config_dict != Settings.model_config:
         cls = cast("type[Settings]", type("Settings", (Settings,), {"model_config": config_dict}))
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})
