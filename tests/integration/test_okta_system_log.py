@@ -5,6 +5,7 @@ one decision for an event that came both through the hook and the log."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator
@@ -147,6 +148,48 @@ async def test_pages_are_followed_and_the_cursor_resumes_where_it_stopped(
         assert await again.poll(http) == 0  # caught up: an empty page, still with a next link
     keys = await event_keys(journal)
     assert len(keys) == len(set(keys)) == 2503  # the noise was filtered out by Okta
+
+
+async def test_with_too_many_types_for_a_filter_the_poller_reads_all_and_keeps_the_wanted(
+    contract: OktaSystemLogContract, journal: Journal
+) -> None:
+    wanted = log_event(REPORT, actor_login="gina@example.com")
+    contract.add(log_event("user.session.start", actor_login="noise@example.com"), wanted)
+    many = frozenset({REPORT, *(f"custom.event.type.{n:04d}" for n in range(MAX_FILTER_CHARS // 20))})
+    poller = _poller(contract.url, journal)
+    poller = SystemLogPoller(
+        dataclasses.replace(poller.config, event_types=many), JournalHandoff(journal, "test"), journal, Metrics()
+    )
+    async with aiohttp.ClientSession() as http:
+        assert await poller.poll(http) == 1
+    assert "filter" not in contract.requests[0].query
+    assert await event_keys(journal) == [f"okta:{wanted['uuid']}"]
+
+
+async def test_a_page_too_large_or_a_link_elsewhere_is_refused(
+    contract: OktaSystemLogContract, journal: Journal
+) -> None:
+    contract.add(*(log_event(REPORT, actor_login=f"u{n}@example.com") for n in range(20)))
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(SystemLogError, match="a page over 4096 bytes") as refused:
+            await _poller(contract.url, journal, max_response_bytes=4096).poll(http)
+        assert refused.value.kind == "too_large"
+        # The cursor is only ever followed to the org it was configured with: the token goes nowhere else.
+        elsewhere = "http://169.254.169.254/api/v1/logs?after=x"
+        await journal.save_source_state(SOURCE, {"next": elsewhere, "filter": filter_expression({REPORT, THREAT})}, "t")
+        await _poller(contract.url, journal).poll(http)
+        assert "since" in contract.requests[-1].query and "after" not in contract.requests[-1].query
+    assert len(await event_keys(journal)) == 20
+
+
+async def test_a_poll_reads_at_most_max_pages_then_pauses(contract: OktaSystemLogContract, journal: Journal) -> None:
+    contract.add(*(log_event(REPORT, actor_login=f"u{n}@example.com") for n in range(50)))
+    poller = _poller(contract.url, journal, page_limit=10, max_pages_per_poll=2)
+    async with aiohttp.ClientSession() as http:
+        assert await poller.poll(http) == 20
+        assert await poller.poll(http) == 20
+        assert await poller.poll(http) == 10
+    assert len(await event_keys(journal)) == 50
 
 
 async def test_429_waits_for_the_reset_and_then_loses_nothing(
