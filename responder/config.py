@@ -9,6 +9,7 @@ they never appear in a repr, a log line or an error message.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any, Literal, Self, cast
@@ -40,7 +41,9 @@ MIN_SECRET_CHARS = 16
 # The secrets that authenticate a caller: an empty or guessable one would let anyone in. (The Kafka
 # password is the broker's to judge.)
 AUTHENTICATING_SECRETS = ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization")
-SECRETS = (*AUTHENTICATING_SECRETS, "kafka_password")
+# The credentials the responder presents to others (Kafka, Okta) are theirs to judge; an Okta API token's length
+# is checked by `_okta_credentials`, a service app's key by its kind and size.
+SECRETS = (*AUTHENTICATING_SECRETS, "kafka_password", "okta_api_token", "okta_private_key")
 
 
 class _Section(BaseModel):
@@ -181,6 +184,47 @@ class Ssf(_Section):
         return url
 
 
+class OktaSystemLog(_Section):
+    """The Okta System Log poller: what hooks never deliver (ThreatInsight, impersonation, entity risk)."""
+
+    org_url: str = Field(description="https://YOUR-ORG.okta.com; http only to a loopback address, for tests")
+    interval_s: float = Field(default=5.0, gt=0, le=3600, description="Wait between polls once caught up")
+    event_types: tuple[str, ...] = Field(
+        default=(), description="Read besides the types the loaded rules match for source okta"
+    )
+    start: Literal["now"] | datetime = Field(
+        default="now", description="Where to begin with no saved cursor: now (a few minutes back) or an ISO time"
+    )
+    page_limit: int = Field(default=1000, ge=1, le=1000, description="Events a page (Okta's maximum is 1000)")
+    max_pages_per_poll: int = Field(default=20, ge=1, le=1000, description="Pages read at once before a pause")
+    request_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    client_id: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="An OAuth service app (private_key_jwt, scope okta.logs.read) instead of an API token",
+    )  # fmt: skip
+    key_id: str | None = Field(default=None, max_length=128, description="The service app key's kid, if several")
+
+    @field_validator("org_url")
+    @classmethod
+    def _https_or_loopback(cls, url: str) -> str:
+        # The API token goes with every request: never in clear over a network.
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            loopback = host == "localhost" or ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if parts.scheme not in ("https", "http") or not host or parts.path.strip("/") or parts.query:
+            raise ValueError(f"org_url must be the org's base URL such as https://example.okta.com, not {url!r}")
+        if parts.scheme == "http" and not loopback:
+            raise ValueError(f"org_url must use https (plain http only to a loopback address, for tests): {url!r}")
+        return url.rstrip("/")
+
+
+class Okta(_Section):
+    system_log: OktaSystemLog | None = None
+
+
 class Limits(_Section):
     actions_per_minute: int = Field(default=120, ge=1)
     actions_per_minute_per_rule: int = Field(default=30, ge=1)
@@ -244,6 +288,7 @@ class Settings(BaseSettings):
     )
     kafka: Kafka | None = None
     ssf: Ssf | None = None
+    okta: Okta | None = None
     metrics: MetricsEndpoint = MetricsEndpoint()
     dry_run: bool = False
     instance: str | None = Field(
@@ -277,6 +322,10 @@ class Settings(BaseSettings):
     ssf_authorization_file: Path | None = None
     kafka_password: SecretStr | None = None
     kafka_password_file: Path | None = None
+    okta_api_token: SecretStr | None = None
+    okta_api_token_file: Path | None = None
+    okta_private_key: SecretStr | None = None  # PEM: the Okta service app's private_key_jwt key
+    okta_private_key_file: Path | None = None
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Self:
@@ -301,6 +350,7 @@ class Settings(BaseSettings):
             and self.kafka_password_file is None
         ):
             raise ValueError("kafka.sasl_mechanism is set: set kafka_password or kafka_password_file")
+        self._okta_credentials()
         for name in AUTHENTICATING_SECRETS:
             secret: SecretStr | None = getattr(self, name)
             if secret is not None and len(secret.get_secret_value().strip()) < MIN_SECRET_CHARS:
@@ -311,6 +361,34 @@ class Settings(BaseSettings):
                     f"(e.g. `openssl rand -hex 32`), or leave it unset to turn off what it guards"
                 )
         return self
+
+    def _okta_credentials(self) -> None:
+        system_log = self.okta.system_log if self.okta is not None else None
+        if system_log is None:
+            return
+        # With `defer_secret_files` (config check) a file is named but not read: it counts as given.
+        token = self.okta_api_token is not None or self.okta_api_token_file is not None
+        key = self.okta_private_key is not None or self.okta_private_key_file is not None
+        app = system_log.client_id is not None
+        if app and not key:
+            raise ValueError("okta.system_log.client_id is set: set okta_private_key or okta_private_key_file (PEM)")
+        if app and token:
+            raise ValueError("okta.system_log: use an API token or a service app (client_id), not both")
+        if not app and not token:
+            raise ValueError(
+                "okta.system_log is set: set okta_api_token or okta_api_token_file (SSWS API token), "
+                "or okta.system_log.client_id and okta_private_key_file (service app)"
+            )
+        if self.okta_api_token is not None and len(self.okta_api_token.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError("okta_api_token is too short: an Okta API token is 42 characters, copy it whole")
+        if self.okta_private_key is not None:
+            # Only when a key is set: the module brings aiohttp and jwt, which `responder` commands need not load.
+            from responder.ingest.okta_auth import check_private_key  # noqa: PLC0415
+
+            try:
+                check_private_key(self.okta_private_key.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"okta_private_key {exc}") from None
 
     @classmethod
     def settings_customise_sources(

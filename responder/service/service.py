@@ -32,6 +32,8 @@ from responder.core.identity import IdentityMap
 from responder.executor import Executor
 from responder.ingest.handoff import Handoff, JournalHandoff, ParsedEvents, Waking
 from responder.ingest.kafka import AlertConsumer
+from responder.ingest.okta_logs import SOURCE as OKTA_SYSTEM_LOG
+from responder.ingest.okta_logs import SystemLogPoller
 from responder.ingest.scaleout import KafkaHandoff, Rebalanced, partition_of
 from responder.ingest.webhooks import DeliveryRecorder, Webhooks, json_errors
 from responder.inventory import Inventory
@@ -253,7 +255,14 @@ class Service:
     def _max_clock_skew(self) -> timedelta:
         return timedelta(seconds=self.settings.max_clock_skew_s)
 
-    def _app(self, p: _Parts, hooks: Webhooks, consumers: Sequence[AlertConsumer] = ()) -> web.Application:
+    def _app(
+        self,
+        p: _Parts,
+        hooks: Webhooks,
+        consumers: Sequence[AlertConsumer] = (),
+        pulled: Mapping[str, SystemLogPoller] | None = None,
+    ) -> web.Application:
+        pulled = pulled or {}
         s = self.settings
         app = web.Application(client_max_size=s.listen.max_body_bytes, middlewares=[json_errors])
         app.add_routes(hooks.routes())
@@ -271,6 +280,8 @@ class Service:
             checks["enforcing"] = not (p.dry_run or p.radius.tripped)
             if consumers:
                 checks["kafka"] = all(c.connected for c in consumers)
+            for name, source in pulled.items():
+                checks[f"source:{name}"] = source.ready
             return checks
 
         def subject(key: str) -> dict[str, object]:
@@ -286,6 +297,7 @@ class Service:
             admin_routes(
                 p.journal, p.lifecycle, ready, registry, s.admin_token, subject_state=subject,
                 unenforced=p.reconciler.readiness_detail, reload_rules=p.rules.reload,
+                sources=(lambda: {n: src.status() for n, src in pulled.items()}) if pulled else None,
             )
         )  # fmt: skip
         return app
@@ -345,11 +357,20 @@ class Service:
         log.info("metrics on %s:%d/metrics (no token: this address is its access control)", *address)
         return address
 
+    def _pull_sources(self, p: _Parts, handoff: Handoff) -> dict[str, SystemLogPoller]:
+        """The configured pull sources, by name (`okta.system_log`, ...), each run as a task of the service."""
+        pulled: dict[str, SystemLogPoller] = {}
+        okta_log = sources.okta_system_log(self.settings, p.engine.rules, handoff, p.journal, self.metrics)
+        if okta_log is not None:
+            pulled[OKTA_SYSTEM_LOG] = okta_log
+        return pulled
+
     async def _listen(self, p: _Parts, handoff: Handoff, consumers: list[AlertConsumer], stop: asyncio.Event) -> None:
         s = self.settings
         hooks = sources.webhooks(s, handoff, self.metrics, self.tracer, self.recorder)
+        pulled = self._pull_sources(p, handoff)
         runner = web.AppRunner(
-            self._app(p, hooks, consumers),
+            self._app(p, hooks, consumers, pulled),
             access_log=None,
             handle_signals=False,
             keepalive_timeout=s.listen.idle_timeout_s,
@@ -384,6 +405,8 @@ class Service:
                 self.metrics_address = await self._metrics_listener(stack, s.metrics.listen)
             async with asyncio.TaskGroup() as group:
                 workers = [group.create_task(c.keep_running(), name="kafka") for c in consumers]
+                # Pull sources stop with intake, like Kafka: what they read is journaled before they save.
+                workers += [group.create_task(src.run(), name=name) for name, src in pulled.items()]
                 group.create_task(self._resume(p), name="resume")
                 group.create_task(p.pipeline.run(intake), name="pipeline")
                 group.create_task(p.lifecycle.run(intake), name="lifecycle")

@@ -1,22 +1,30 @@
-"""Building the sources from the settings: the webhook routes and the Kafka consumer."""
+"""Building the sources from the settings: the webhook routes, the Kafka consumer and the pull sources."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
 from collections.abc import AsyncIterator
+from datetime import UTC
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import Tracer
 
 from responder.config import Kafka, Settings
+from responder.core.rules import RuleSet
 from responder.ingest import ssf
 from responder.ingest.handoff import Handoff
 from responder.ingest.kafka import AlertConsumer, ConsumerConfig
+from responder.ingest.okta_auth import ApiToken, OktaCredentials, ServiceApp
+from responder.ingest.okta_logs import SystemLogConfig, SystemLogPoller, event_types_read
 from responder.ingest.scaleout import CanonicalFormat, Rebalanced
 from responder.ingest.siem import formats_for, load_connectors
 from responder.ingest.webhooks import DeliveryRecorder, SsfReceiver, WebhookConfig, Webhooks
+from responder.journal import Journal
 from responder.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 def webhooks(
@@ -136,3 +144,37 @@ def ingest_consumer(
         listener=listener,
     )
     return AlertConsumer(config, handoff, metrics, tracer)
+
+
+def okta_system_log(
+    settings: Settings, rules: RuleSet, handoff: Handoff, journal: Journal, metrics: Metrics
+) -> SystemLogPoller | None:
+    """The System Log poller, reading the event types the loaded rules match for Okta and those configured
+    (fixed at start: a rule reload that reads new types takes effect at the next restart)."""
+    config = settings.okta.system_log if settings.okta is not None else None
+    if config is None:
+        return None
+    credentials: OktaCredentials
+    if config.client_id is not None and settings.okta_private_key is not None:
+        credentials = ServiceApp(
+            config.org_url, config.client_id, settings.okta_private_key, key_id=config.key_id,
+            timeout_s=config.request_timeout_s,
+        )  # fmt: skip
+    else:
+        assert settings.okta_api_token is not None  # noqa: S101 - the settings refuse a poller without either
+        credentials = ApiToken(settings.okta_api_token)
+    types = event_types_read(rules, config.event_types)
+    if not types:
+        log.error("okta.system_log: no rule reads Okta events and no event_types are set: nothing to poll")
+        return None
+    start = None if config.start == "now" else config.start
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    return SystemLogPoller(
+        SystemLogConfig(
+            org_url=config.org_url, credentials=credentials, event_types=types,
+            interval_s=config.interval_s, start=start, page_limit=config.page_limit,
+            max_pages_per_poll=config.max_pages_per_poll, request_timeout_s=config.request_timeout_s,
+        ),
+        handoff, journal, metrics,
+    )  # fmt: skip
