@@ -180,6 +180,61 @@ class Ssf(_Section):
         return url
 
 
+class EntraSubscriptions(_Section):
+    """Microsoft Graph change-notification subscriptions the service creates and keeps alive."""
+
+    notification_url: str = Field(
+        description="Where Graph delivers changes: this service's /hooks/entra, as Graph reaches it"
+    )
+    lifecycle_notification_url: str = Field(description="This service's /hooks/entra/lifecycle, as Graph reaches it")
+    resources: tuple[Literal["users", "groups"], ...] = Field(default=("users",), min_length=1)
+    lifetime_minutes: int = Field(
+        default=41_760, ge=45, le=41_760, description="Asked of Graph for each subscription (its maximum for users)"
+    )
+    renew_below: float = Field(
+        default=0.5, gt=0, lt=1, description="Renew when less than this fraction of the lifetime remains"
+    )
+    check_interval_s: float = Field(default=60.0, gt=0, description="How often expiries are looked at")
+
+    @field_validator("notification_url", "lifecycle_notification_url")
+    @classmethod
+    def _https(cls, url: str) -> str:
+        return _graph_url(url, "a notification URL")
+
+
+class EntraRiskPolling(_Section):
+    """Entra ID Protection read by polling Graph (for tenants without Event Hubs)."""
+
+    interval_s: float = Field(default=60.0, gt=0, description="Time between two polls")
+    first_lookback_s: float = Field(default=86_400.0, ge=0, description="How far back the very first poll reads")
+    overlap_s: float = Field(
+        default=3600.0, ge=0, description="Each poll reads this far behind its cursor: offline detections are backdated"
+    )
+
+
+class Entra(_Section):
+    """App-only access to Microsoft Graph (client credentials; the secret is entra_client_secret[_file])."""
+
+    tenant_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9.-]+$")
+    client_id: str = Field(min_length=1, max_length=128)
+    graph_url: str = "https://graph.microsoft.com/v1.0"
+    login_url: str = "https://login.microsoftonline.com"
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="Each Graph call gives up after this")
+    subscriptions: EntraSubscriptions | None = None
+    risk_polling: EntraRiskPolling | None = None
+
+    @field_validator("graph_url", "login_url")
+    @classmethod
+    def _https(cls, url: str) -> str:
+        return _graph_url(url, "a Graph or login URL")
+
+
+def _graph_url(url: str, what: str) -> str:
+    from responder.ingest.graph_client import check_url  # noqa: PLC0415 - keeps aiohttp out of config imports
+
+    return check_url(url, what)
+
+
 class Limits(_Section):
     actions_per_minute: int = Field(default=120, ge=1)
     actions_per_minute_per_rule: int = Field(default=30, ge=1)
@@ -243,6 +298,7 @@ class Settings(BaseSettings):
     )
     kafka: Kafka | None = None
     ssf: Ssf | None = None
+    entra: Entra | None = None
     metrics: MetricsEndpoint = MetricsEndpoint()
     dry_run: bool = False
     instance: str | None = Field(
@@ -276,11 +332,14 @@ class Settings(BaseSettings):
     ssf_authorization_file: Path | None = None
     kafka_password: SecretStr | None = None
     kafka_password_file: Path | None = None
+    entra_client_secret: SecretStr | None = None
+    entra_client_secret_file: Path | None = None
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Self:
         origin: dict[str, str] = {}
-        for name in ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "kafka_password"):
+        files = ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "kafka_password")
+        for name in (*files, "entra_client_secret"):
             path: Path | None = getattr(self, f"{name}_file")
             if path is not None:
                 if getattr(self, name) is not None:
@@ -295,6 +354,18 @@ class Settings(BaseSettings):
                 origin[name] = f" (read from {path})"
         if self.kafka is not None and self.kafka.sasl_mechanism is not None and self.kafka_password is None:
             raise ValueError("kafka.sasl_mechanism is set: set kafka_password or kafka_password_file")
+        if self.entra is not None and (self.entra.subscriptions or self.entra.risk_polling):
+            if self.entra_client_secret is None:
+                raise ValueError("entra is set: set entra_client_secret or entra_client_secret_file")
+            if len(self.entra_client_secret.get_secret_value().strip()) < MIN_SECRET_CHARS:
+                raise ValueError(
+                    f"entra_client_secret{origin.get('entra_client_secret', '')} is too short to be an Entra "
+                    f"client secret (at least {MIN_SECRET_CHARS} characters)"
+                )
+            if self.entra.subscriptions is not None and self.entra_client_state is None:
+                raise ValueError(
+                    "entra.subscriptions needs entra_client_state: Graph sends it back with each notification"
+                )
         for name in AUTHENTICATING_SECRETS:
             secret: SecretStr | None = getattr(self, name)
             if secret is not None and len(secret.get_secret_value().strip()) < MIN_SECRET_CHARS:

@@ -114,8 +114,13 @@ class Webhooks:
         metrics: Metrics,
         tracer: Tracer | None = None,
         recorder: DeliveryRecorder | None = None,
+        *,
+        notified: Callable[[Sequence[entra.ChangeNotification]], None] | None = None,
     ) -> None:
         self.config = config
+        # Graph notifications, once journaled, for whoever acts on them (the subscriptions keeper): it must
+        # return at once, Graph waits for the answer.
+        self._notified = notified
         self._handoff = handoff
         self._metrics = metrics
         self._tracer = tracer or trace.NoOpTracer()
@@ -313,6 +318,8 @@ class Webhooks:
         await self._hand_off(
             request, "entra", f"{'lifecycle:' if lifecycle else ''}{delivery_id}", kept, split.events, rejected=skipped
         )
+        if self._notified is not None and split.genuine:
+            self._notified(split.genuine)
         return web.Response(status=202)
 
     async def entra(self, request: web.Request) -> web.Response:

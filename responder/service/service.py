@@ -253,7 +253,13 @@ class Service:
     def _max_clock_skew(self) -> timedelta:
         return timedelta(seconds=self.settings.max_clock_skew_s)
 
-    def _app(self, p: _Parts, hooks: Webhooks, consumers: Sequence[AlertConsumer] = ()) -> web.Application:
+    def _app(
+        self,
+        p: _Parts,
+        hooks: Webhooks,
+        consumers: Sequence[AlertConsumer] = (),
+        pulled: sources.GraphSources | None = None,
+    ) -> web.Application:
         s = self.settings
         app = web.Application(client_max_size=s.listen.max_body_bytes, middlewares=[json_errors])
         app.add_routes(hooks.routes())
@@ -271,6 +277,8 @@ class Service:
             checks["enforcing"] = not (p.dry_run or p.radius.tripped)
             if consumers:
                 checks["kafka"] = all(c.connected for c in consumers)
+            for name, source in (pulled.running if pulled else {}).items():
+                checks[f"source:{name}"] = source.ready
             return checks
 
         def subject(key: str) -> dict[str, object]:
@@ -286,6 +294,7 @@ class Service:
             admin_routes(
                 p.journal, p.lifecycle, ready, registry, s.admin_token, subject_state=subject,
                 unenforced=p.reconciler.readiness_detail, reload_rules=p.rules.reload,
+                pull_sources=(lambda: {n: src.status() for n, src in pulled.running.items()}) if pulled else None,
             )
         )  # fmt: skip
         return app
@@ -314,7 +323,9 @@ class Service:
             ) is not None:
                 consumers.append(alerts)
             self._ingest = consumers[0] if kafka is not None and kafka.ingest_topic else None
-            await self._listen(p, handoff, consumers, stop)
+            pulled = sources.graph_sources(self.settings, p.journal, handoff, self.metrics, self.clock)
+            stack.push_async_callback(pulled.close)
+            await self._listen(p, handoff, consumers, pulled, stop)
 
     async def _rebalanced(self, p: _Parts, assigned: set[TopicPartition]) -> None:
         """New partitions: take over the pending events of their subjects, and rebuild the engine."""
@@ -345,11 +356,19 @@ class Service:
         log.info("metrics on %s:%d/metrics (no token: this address is its access control)", *address)
         return address
 
-    async def _listen(self, p: _Parts, handoff: Handoff, consumers: list[AlertConsumer], stop: asyncio.Event) -> None:
+    async def _listen(
+        self,
+        p: _Parts,
+        handoff: Handoff,
+        consumers: list[AlertConsumer],
+        pulled: sources.GraphSources,
+        stop: asyncio.Event,
+    ) -> None:
         s = self.settings
-        hooks = sources.webhooks(s, handoff, self.metrics, self.tracer, self.recorder)
+        notified = pulled.subscriptions.notified if pulled.subscriptions is not None else None
+        hooks = sources.webhooks(s, handoff, self.metrics, self.tracer, self.recorder, notified=notified)
         runner = web.AppRunner(
-            self._app(p, hooks, consumers),
+            self._app(p, hooks, consumers, pulled),
             access_log=None,
             handle_signals=False,
             keepalive_timeout=s.listen.idle_timeout_s,
@@ -384,6 +403,8 @@ class Service:
                 self.metrics_address = await self._metrics_listener(stack, s.metrics.listen)
             async with asyncio.TaskGroup() as group:
                 workers = [group.create_task(c.keep_running(), name="kafka") for c in consumers]
+                # After the listener: creating a subscription makes Graph call the notification URL first.
+                workers += [group.create_task(src.run(), name=name) for name, src in pulled.running.items()]
                 group.create_task(self._resume(p), name="resume")
                 group.create_task(p.pipeline.run(intake), name="pipeline")
                 group.create_task(p.lifecycle.run(intake), name="lifecycle")

@@ -1,21 +1,28 @@
-"""Building the sources from the settings: the webhook routes and the Kafka consumer."""
+"""Building the sources from the settings: the webhook routes, the Kafka consumer and the pull sources."""
 
 from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import Tracer
 
 from responder.config import Kafka, Settings
 from responder.ingest import ssf
+from responder.ingest.entra import ChangeNotification
+from responder.ingest.entra_risk import RiskPoller, RiskPolling
+from responder.ingest.graph_client import AppCredentials, GraphClient
+from responder.ingest.graph_subscriptions import GraphSubscriptions, SubscriptionSettings
 from responder.ingest.handoff import Handoff
 from responder.ingest.kafka import AlertConsumer, ConsumerConfig
 from responder.ingest.scaleout import CanonicalFormat, Rebalanced
 from responder.ingest.siem import formats_for, load_connectors
 from responder.ingest.webhooks import DeliveryRecorder, SsfReceiver, WebhookConfig, Webhooks
+from responder.journal import Journal
 from responder.telemetry.metrics import Metrics
 
 
@@ -25,6 +32,8 @@ def webhooks(
     metrics: Metrics,
     tracer: Tracer | None = None,
     recorder: DeliveryRecorder | None = None,
+    *,
+    notified: Callable[[Sequence[ChangeNotification]], None] | None = None,
 ) -> Webhooks:
     receiver = None
     if settings.ssf is not None:
@@ -41,7 +50,7 @@ def webhooks(
         body_timeout_s=settings.listen.body_timeout_s,
         ssf_path=settings.ssf.path if settings.ssf else "/hooks/ssf",
     )
-    return Webhooks(config, handoff, metrics, tracer, recorder)
+    return Webhooks(config, handoff, metrics, tracer, recorder, notified=notified)
 
 
 class KafkaTLSError(ValueError):
@@ -135,3 +144,48 @@ def ingest_consumer(
         listener=listener,
     )
     return AlertConsumer(config, handoff, metrics, tracer)
+
+
+@dataclass
+class GraphSources:
+    """The Graph pull sources configured (`entra.subscriptions`, `entra.risk_polling`) and their client."""
+
+    client: GraphClient | None = None
+    subscriptions: GraphSubscriptions | None = None
+    risk: RiskPoller | None = None
+    running: dict[str, GraphSubscriptions | RiskPoller] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
+def graph_sources(
+    settings: Settings, journal: Journal, handoff: Handoff, metrics: Metrics, now: Callable[[], datetime]
+) -> GraphSources:
+    entra = settings.entra
+    if entra is None or (entra.subscriptions is None and entra.risk_polling is None):
+        return GraphSources()
+    assert settings.entra_client_secret is not None  # noqa: S101 - the settings require it with entra
+    client = GraphClient(
+        AppCredentials(entra.tenant_id, entra.client_id, settings.entra_client_secret),
+        graph_url=entra.graph_url, login_url=entra.login_url, timeout_s=entra.timeout_s, now=now,
+    )  # fmt: skip
+    out = GraphSources(client)
+    if (subs := entra.subscriptions) is not None:
+        assert settings.entra_client_state is not None  # noqa: S101 - the settings require it with subscriptions
+        keeper = SubscriptionSettings(
+            notification_url=subs.notification_url, lifecycle_notification_url=subs.lifecycle_notification_url,
+            client_state=settings.entra_client_state, resources=subs.resources,
+            lifetime_minutes=subs.lifetime_minutes, renew_below=subs.renew_below,
+            check_interval_s=subs.check_interval_s,
+        )  # fmt: skip
+        out.subscriptions = GraphSubscriptions(client, journal, handoff, metrics, settings=keeper, now=now)
+        out.running["entra.subscriptions"] = out.subscriptions
+    if (risk := entra.risk_polling) is not None:
+        polling = RiskPolling(
+            interval_s=risk.interval_s, first_lookback_s=risk.first_lookback_s, overlap_s=risk.overlap_s
+        )
+        out.risk = RiskPoller(client, journal, handoff, metrics, settings=polling, now=now)
+        out.running["entra.risk"] = out.risk
+    return out
