@@ -42,6 +42,7 @@ Clock = Callable[[], datetime]
 USER_FIELDS = "accountEnabled,userPrincipalName,mail"
 # Graph's maximum for users and groups: 41,760 minutes (under 29 days).
 MAX_LIFETIME_MINUTES = 41_760
+MAX_TRIES = 3  # of one notified change, before it is left to the delta resynchronisation
 _USER_ATTRIBUTES = ("accountEnabled", "userPrincipalName", "mail")
 _DELETED_PREFIX = re.compile(r"^[0-9a-f]{32}")  # a soft-deleted user's UPN starts with its id, no dashes
 
@@ -151,6 +152,7 @@ class GraphSubscriptions:
         self._work: deque[Work] = deque()
         self._arrived = asyncio.Event()
         self._resync = True  # every start catches up through delta
+        self._head_failures = 0  # of the work item in front
         self._names: dict[str, str] = {}  # user id → UPN, from what was read: a deleted user is no longer there
         self._last_ok: datetime | None = None
         self._last_error: str | None = None
@@ -233,8 +235,20 @@ class GraphSubscriptions:
             await self._verify()
         await self._keep_alive()
         while self._work:
-            await self._handle(self._work[0])
+            try:
+                await self._handle(self._work[0])
+            except Throttled:
+                raise
+            except GraphError:
+                # One that keeps failing (a permission missing, a bad answer) must not hold the rest up:
+                # after a few tries it is left to the delta resynchronisation.
+                self._head_failures += 1
+                if self._head_failures < MAX_TRIES:
+                    raise
+                log.warning("%s: giving up on %s; the next resynchronisation covers it", SOURCE, self._work[0])
+                self._resync = True
             self._work.popleft()
+            self._head_failures = 0
         if self._resync:
             await self.resync()
         self._metrics.source_polls.labels(SOURCE, "ok").inc()
