@@ -290,3 +290,30 @@ async def test_readiness_names_each_pull_source_and_a_failing_one(
             )
 
         await _until(says_why)
+
+
+async def test_a_user_disabled_while_the_service_was_down_is_caught_up_by_delta_at_the_next_start(
+    tmp_path: Path, graph: GraphContract, clock: _Clock
+) -> None:
+    graph.add_user(ALICE)
+    bob = graph.add_user(BOB)
+    port = _free_port()
+    settings = _settings(tmp_path, graph, port, subscriptions=_subscriptions(port))
+    async with _service(settings, _hub(), clock):
+        await _until(lambda: _delta_link_saved(settings))
+    await graph.disable_user(bob, notify=False)  # Graph's delivery failed: the service was down
+    async with _service(settings, _hub(), clock):
+        await _until(lambda: _events_of_type(settings, "user.disabled"))
+    [event] = await _events_of_type(settings, "user.disabled")
+    assert event["subjects"]["users"] == [BOB]
+    # The subscription saved by the first run was found again, not created twice.
+    assert [s.status for s in graph.requests if s.method == "POST" and s.path == "/v1.0/subscriptions"] == [201]
+
+
+async def _delta_link_saved(settings: Settings) -> bool:
+    journal = await open_journal(settings.journal)
+    try:
+        state = await journal.source_state("entra.subscriptions")
+    finally:
+        await journal.close()
+    return state is not None and "delta_link" in state and bool(state.get("subscriptions"))
