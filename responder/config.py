@@ -213,13 +213,20 @@ class EntraRiskPolling(_Section):
 
 
 class Entra(_Section):
-    """App-only access to Microsoft Graph (client credentials; the secret is entra_client_secret[_file])."""
+    """App-only access to Microsoft Graph (client credentials): a secret (entra_client_secret[_file]) or a
+    certificate registered on the app (client_certificate and client_key)."""
 
     tenant_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9.-]+$")
     client_id: str = Field(min_length=1, max_length=128)
     graph_url: str = "https://graph.microsoft.com/v1.0"
     login_url: str = "https://login.microsoftonline.com"
     timeout_s: float = Field(default=10.0, gt=0, le=120, description="Each Graph call gives up after this")
+    client_certificate: FilePath | None = Field(
+        default=None, description="The app's certificate (PEM), instead of a client secret"
+    )
+    client_key: FilePath | None = Field(
+        default=None, description="Its private key (PEM, RSA, unencrypted, not readable by other users)"
+    )
     subscriptions: EntraSubscriptions | None = None
     risk_polling: EntraRiskPolling | None = None
 
@@ -227,6 +234,22 @@ class Entra(_Section):
     @classmethod
     def _https(cls, url: str) -> str:
         return _graph_url(url, "a Graph or login URL")
+
+
+def _entra_certificate(entra: Entra) -> None:
+    """The certificate and key given together, and usable; ValueError naming the file otherwise."""
+    if (entra.client_certificate is None) != (entra.client_key is None):
+        raise ValueError("set entra.client_certificate and entra.client_key together (a certificate needs its key)")
+    if entra.client_certificate is None or entra.client_key is None:
+        return
+    from responder.ingest.graph_client import ClientCertificate  # noqa: PLC0415 - see _graph_url
+
+    try:
+        ClientCertificate.load(entra.client_certificate.read_bytes(), entra.client_key.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"entra.client_certificate / client_key: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"entra.client_certificate {entra.client_certificate}: {exc}") from None
 
 
 def _graph_url(url: str, what: str) -> str:
@@ -354,18 +377,6 @@ class Settings(BaseSettings):
                 origin[name] = f" (read from {path})"
         if self.kafka is not None and self.kafka.sasl_mechanism is not None and self.kafka_password is None:
             raise ValueError("kafka.sasl_mechanism is set: set kafka_password or kafka_password_file")
-        if self.entra is not None and (self.entra.subscriptions or self.entra.risk_polling):
-            if self.entra_client_secret is None:
-                raise ValueError("entra is set: set entra_client_secret or entra_client_secret_file")
-            if len(self.entra_client_secret.get_secret_value().strip()) < MIN_SECRET_CHARS:
-                raise ValueError(
-                    f"entra_client_secret{origin.get('entra_client_secret', '')} is too short to be an Entra "
-                    f"client secret (at least {MIN_SECRET_CHARS} characters)"
-                )
-            if self.entra.subscriptions is not None and self.entra_client_state is None:
-                raise ValueError(
-                    "entra.subscriptions needs entra_client_state: Graph sends it back with each notification"
-                )
         for name in AUTHENTICATING_SECRETS:
             secret: SecretStr | None = getattr(self, name)
             if secret is not None and len(secret.get_secret_value().strip()) < MIN_SECRET_CHARS:
@@ -374,6 +385,32 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{name}{origin.get(name, '')} is {given}: set at least {MIN_SECRET_CHARS} characters "
                     f"(e.g. `openssl rand -hex 32`), or leave it unset to turn off what it guards"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _entra_credentials(self) -> Self:
+        """After the secrets are read from their files: the Graph pull sources have one way to get a token."""
+        if self.entra is not None and (self.entra.subscriptions or self.entra.risk_polling):
+            _entra_certificate(self.entra)
+            if self.entra.client_certificate is not None and self.entra_client_secret is not None:
+                raise ValueError("set entra_client_secret or entra.client_certificate, not both")
+            if self.entra.client_certificate is None and self.entra_client_secret is None:
+                raise ValueError(
+                    "entra is set: set entra_client_secret or entra_client_secret_file "
+                    "(or entra.client_certificate and entra.client_key)"
+                )
+            if (
+                self.entra_client_secret is not None
+                and len(self.entra_client_secret.get_secret_value().strip()) < MIN_SECRET_CHARS
+            ):
+                raise ValueError(
+                    "entra_client_secret is too short to be an Entra "
+                    f"client secret (at least {MIN_SECRET_CHARS} characters)"
+                )
+            if self.entra.subscriptions is not None and self.entra_client_state is None:
+                raise ValueError(
+                    "entra.subscriptions needs entra_client_state: Graph sends it back with each notification"
                 )
         return self
 

@@ -1,17 +1,20 @@
 """A small Microsoft Graph client for the pull sources: app-only auth, paging, throttling, size caps.
 
 App-only auth is the OAuth 2.0 client credentials grant against
-`{login_url}/{tenant}/oauth2/v2.0/token` with scope `{graph resource}/.default` and a client secret; the
-token is kept until a minute before it expires. Every call has a timeout; a response is read up to
-`max_response_bytes`; 429 and 503 raise `Throttled` with the `Retry-After` Graph sent (the caller waits
-that long: it knows whether to retry now or on its next round). Paging follows `@odata.nextLink` and
-stops at `@odata.deltaLink`.
+`{login_url}/{tenant}/oauth2/v2.0/token` with scope `{graph resource}/.default` and either a client secret
+or a certificate (a client assertion: a JWT signed with the certificate's key, naming the certificate by
+its SHA-256 thumbprint, `x5t#S256`); the token is kept until a minute before it expires. Every call has a
+timeout; a response is read up to `max_response_bytes`; 429 and 503 raise `Throttled` with the
+`Retry-After` Graph sent (the caller waits that long: it knows whether to retry now or on its next round).
+Paging follows `@odata.nextLink` and stops at `@odata.deltaLink`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +23,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import SecretStr
 
 Clock = Callable[[], datetime]
@@ -69,13 +76,61 @@ def check_url(url: str, name: str) -> str:
     raise ValueError(f"{name} must be an https:// URL (plain http only to a loopback address, for tests): {url!r}")
 
 
+ASSERTION_LIFETIME = timedelta(minutes=10)
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """A certificate registered on the app, and its private key (RSA: Entra signs and checks RS256)."""
+
+    thumbprint_s256: str  # base64url of the SHA-256 of the certificate's DER
+    key: PrivateKeyTypes = field(repr=False)
+
+    @classmethod
+    def load(cls, certificate_pem: bytes, key_pem: bytes) -> ClientCertificate:
+        """From PEM; ValueError saying which of the two cannot be used."""
+        try:
+            certificate = x509.load_pem_x509_certificate(certificate_pem)
+        except ValueError:
+            raise ValueError("the client certificate is not a PEM certificate") from None
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError):
+            raise ValueError("the client certificate's key is not an unencrypted PEM private key") from None
+        digest = certificate.fingerprint(hashes.SHA256())
+        return cls(base64.urlsafe_b64encode(digest).rstrip(b"=").decode(), key)
+
+    def assertion(self, client_id: str, audience: str, now: datetime) -> str:
+        claims = {
+            "aud": audience, "iss": client_id, "sub": client_id, "jti": str(uuid.uuid4()),
+            "nbf": int(now.timestamp()), "iat": int(now.timestamp()),
+            "exp": int((now + ASSERTION_LIFETIME).timestamp()),
+        }  # fmt: skip
+        headers = {"x5t#S256": self.thumbprint_s256, "typ": "JWT"}
+        return jwt.encode(claims, self.key, algorithm="RS256", headers=headers)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class AppCredentials:
-    """An app registration's client credentials. The secret never appears in a repr or a log line."""
+    """An app registration's client credentials: a secret or a certificate. Neither appears in a repr or
+    a log line."""
 
     tenant: str
     client_id: str
-    client_secret: SecretStr = field(repr=False)
+    client_secret: SecretStr | None = field(default=None, repr=False)
+    certificate: ClientCertificate | None = field(default=None, repr=False)
+
+    def form(self, token_url: str, scope: str, now: datetime) -> dict[str, str]:
+        form = {"grant_type": "client_credentials", "client_id": self.client_id, "scope": scope}
+        if self.certificate is not None:
+            return form | {
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": self.certificate.assertion(self.client_id, token_url, now),
+            }
+        if self.client_secret is None:
+            raise GraphError("auth", "no client secret and no certificate to ask for a token with")
+        return form | {"client_secret": self.client_secret.get_secret_value()}
 
 
 @dataclass
@@ -135,14 +190,9 @@ class GraphClient:
     async def _token_value(self) -> str:
         if self._token is not None and self._now() < self._token.expires - TOKEN_MARGIN:
             return self._token.value
-        c = self._credentials
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": c.client_id,
-            "client_secret": c.client_secret.get_secret_value(),
-            "scope": self._scope,
-        }
-        status, body = await self._send("POST", f"{self._login_url}/{c.tenant}/oauth2/v2.0/token", data=form)
+        url = f"{self._login_url}/{self._credentials.tenant}/oauth2/v2.0/token"
+        form = self._credentials.form(url, self._scope, self._now())
+        status, body = await self._send("POST", url, data=form)
         if status != 200 or not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
             # The token endpoint's own words (error, error_description) name what is wrong; never the secret.
             detail = body.get("error", "") if isinstance(body, dict) else ""

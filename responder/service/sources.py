@@ -15,7 +15,7 @@ from responder.config import Kafka, Settings
 from responder.ingest import ssf
 from responder.ingest.entra import ChangeNotification
 from responder.ingest.entra_risk import RiskPoller, RiskPolling
-from responder.ingest.graph_client import AppCredentials, GraphClient
+from responder.ingest.graph_client import AppCredentials, ClientCertificate, GraphClient
 from responder.ingest.graph_subscriptions import GraphSubscriptions, SubscriptionSettings
 from responder.ingest.handoff import Handoff
 from responder.ingest.kafka import AlertConsumer, ConsumerConfig
@@ -166,9 +166,11 @@ def graph_sources(
     entra = settings.entra
     if entra is None or (entra.subscriptions is None and entra.risk_polling is None):
         return GraphSources()
-    assert settings.entra_client_secret is not None  # noqa: S101 - the settings require it with entra
+    certificate = None
+    if entra.client_certificate is not None and entra.client_key is not None:
+        certificate = ClientCertificate.load(entra.client_certificate.read_bytes(), entra.client_key.read_bytes())
     client = GraphClient(
-        AppCredentials(entra.tenant_id, entra.client_id, settings.entra_client_secret),
+        AppCredentials(entra.tenant_id, entra.client_id, settings.entra_client_secret, certificate),
         graph_url=entra.graph_url, login_url=entra.login_url, timeout_s=entra.timeout_s, now=now,
     )  # fmt: skip
     out = GraphSources(client)

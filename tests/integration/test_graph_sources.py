@@ -16,6 +16,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from responder.config import Entra, EntraRiskPolling, EntraSubscriptions, Listen, Settings
 from responder.inventory import Inventory
@@ -317,3 +321,36 @@ async def _delta_link_saved(settings: Settings) -> bool:
     finally:
         await journal.close()
     return state is not None and "delta_link" in state and bool(state.get("subscriptions"))
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and its RSA key, as an app registration would have them."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "responder graph app")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = directory / "app.crt", directory / "app.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+async def test_a_certificate_signs_the_client_assertion_instead_of_a_secret(
+    tmp_path: Path, graph: GraphContract, clock: _Clock
+) -> None:
+    cert, key = _certificate(tmp_path)
+    graph.certificate_pem = cert.read_bytes()
+    graph.add_detection(ALICE, at=clock() - timedelta(minutes=1))
+    settings = _settings(tmp_path, graph, _free_port(), risk_polling=EntraRiskPolling(interval_s=0.05))
+    assert settings.entra is not None
+    entra = settings.entra.model_copy(update={"client_certificate": cert, "client_key": key})
+    settings = settings.model_copy(update={"entra": entra, "entra_client_secret": None})
+    async with _service(settings, _hub(), clock):
+        await _until(lambda: _leaked_count(settings, 1))
+    assert [s.status for s in graph.requests if s.path.endswith("/token")][:1] == [200]

@@ -3,7 +3,10 @@ responder pulls from: NOT Graph.
 
 Written from Microsoft's documentation:
 - client credentials grant: https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow
-  (form POST to /{tenant}/oauth2/v2.0/token; `access_token`, `expires_in`; errors `invalid_client`, ...)
+  (form POST to /{tenant}/oauth2/v2.0/token; `access_token`, `expires_in`; errors `invalid_client`, ...),
+  with a secret or a certificate credential:
+  https://learn.microsoft.com/entra/identity-platform/certificate-credentials (`client_assertion`, an RS256
+  JWT with `aud` the token URL, `iss` = `sub` = the client id, `exp`, `jti`, and `x5t#S256` in its header)
 - subscriptions: https://learn.microsoft.com/graph/api/resources/subscription (maximum lifetime of a
   users or groups subscription 41,760 minutes; an expired one is deleted), subscription-post-subscriptions
   (the notification and lifecycle URLs are validated first: Graph POSTs `?validationToken=...` and wants
@@ -29,6 +32,7 @@ Time is the test's (`now`), so a month passes in a second. Tests steer it with `
 
 from __future__ import annotations
 
+import base64
 import itertools
 import re
 import secrets
@@ -39,7 +43,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import jwt
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 Json = dict[str, Any]
 MAX_MINUTES = 41_760  # users and groups
@@ -103,6 +110,7 @@ class GraphContract:
     tenant: str = "contoso-tenant"
     client_id: str = "responder-app"
     client_secret: str = "client-secret-of-the-contract-app"
+    certificate_pem: bytes | None = None  # registered on the app: client assertions signed by its key
     page_size: int = 2
     token_lifetime_s: int = 3599
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
@@ -272,7 +280,13 @@ class GraphContract:
             )
         if form.get("grant_type") != "client_credentials" or not str(form.get("scope", "")).endswith("/.default"):
             return web.json_response({"error": "invalid_request", "error_description": "AADSTS1002012"}, status=400)
-        if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+        if "client_assertion" in form:
+            if not self._assertion_valid(
+                request, str(form.get("client_assertion_type")), str(form["client_assertion"])
+            ):
+                refused = "AADSTS700027: Client assertion failed signature validation."
+                return web.json_response({"error": "invalid_client", "error_description": refused}, status=401)
+        elif form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
             return web.json_response(
                 {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."},
                 status=401,
@@ -280,6 +294,22 @@ class GraphContract:
         token = secrets.token_urlsafe(24)
         self._tokens[token] = self.now() + timedelta(seconds=self.token_lifetime_s)
         return web.json_response({"token_type": "Bearer", "expires_in": self.token_lifetime_s, "access_token": token})
+
+    def _assertion_valid(self, request: web.Request, kind: str, assertion: str) -> bool:
+        if self.certificate_pem is None or kind != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+            return False
+        certificate = x509.load_pem_x509_certificate(self.certificate_pem)
+        thumbprint = base64.urlsafe_b64encode(certificate.fingerprint(hashes.SHA256())).rstrip(b"=").decode()
+        try:
+            if jwt.get_unverified_header(assertion).get("x5t#S256") != thumbprint:
+                return False
+            claims = jwt.decode(
+                assertion, certificate.public_key(), algorithms=["RS256"], audience=str(request.url),  # type: ignore[arg-type]
+                options={"require": ["exp", "aud", "iss", "sub", "jti"]},
+            )  # fmt: skip
+        except jwt.PyJWTError:
+            return False
+        return claims["iss"] == claims["sub"] == self.client_id
 
     def _lifetime_error(self, resource: str, expires: datetime) -> web.Response | None:
         limit = self.now() + timedelta(minutes=MAX_MINUTES)
