@@ -81,6 +81,9 @@ class RiskPoller:
         self._now = now
         self._last_ok: datetime | None = None
         self._last_error: str | None = None
+        # Dedup keys handed off lately, by the time they were read at: the overlap reads them again every
+        # round, and the journal would only count them as duplicates.
+        self._recent: dict[str, datetime] = {}
 
     @property
     def ready(self) -> bool:
@@ -150,16 +153,21 @@ class RiskPoller:
                 if stamp == since and str(obj.get("id")) in seen:
                     continue  # read at the cursor last round
                 try:
-                    events.append(entra.identity_protection_event(obj, kind=c.kind))
+                    event = entra.identity_protection_event(obj, kind=c.kind)
                 except PayloadError as exc:
                     log.warning("%s: a %s was skipped: %s", SOURCE, c.kind, exc)
                     continue
+                if event.dedup_key not in self._recent:
+                    events.append(event)
                 if stamp > newest:
                     newest, at_newest = stamp, set()
                 if stamp == newest:
                     at_newest.add(str(obj.get("id")))
             if events:
                 new += await self._accept(c, page.items, events)
+                self._recent.update((e.dedup_key, _time_of(e.attributes, c.time_field) or newest) for e in events)
+        horizon = newest - timedelta(seconds=self._settings.overlap_s)
+        self._recent = {k: t for k, t in self._recent.items() if t >= horizon}
         return new, {"since": _iso(newest), "ids": sorted(at_newest)}
 
     async def _accept(self, c: Collection, items: list[dict[str, Any]], events: list[Event]) -> int:

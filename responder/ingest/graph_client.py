@@ -225,8 +225,9 @@ class GraphClient:
     async def call(self, method: str, path_or_url: str, body: Mapping[str, Any] | None = None) -> Any:
         """One Graph call, authenticated; its JSON answer (None when empty). 404 raises NotFound, another
         status of 400 or more GraphError naming Graph's `error.code`."""
-        url = path_or_url if path_or_url.startswith(self.graph_url) else f"{self.graph_url}{path_or_url}"
-        if not url.startswith(self.graph_url):
+        # A path is Graph's; a full URL (a next or delta link Graph gave) only if it is under graph_url.
+        url = f"{self.graph_url}{path_or_url}" if path_or_url.startswith("/") else path_or_url
+        if not url.startswith(f"{self.graph_url}/"):
             raise GraphError("bad_response", f"refusing to follow a link off {self.graph_url}: {_path(url)}")
         headers = {"Authorization": f"Bearer {await self._token_value()}"}
         status, answer = await self._send(method, url, json=body, headers=headers)

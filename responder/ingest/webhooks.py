@@ -307,7 +307,11 @@ class Webhooks:
                     "Graph subscription %s: lifecycle event %.64s — %s",
                     n.subscriptionId,
                     n.lifecycleEvent,
-                    "reauthorize it" if n.lifecycleEvent == "reauthorizationRequired" else "recreate it and resync",
+                    "handed to entra.subscriptions"
+                    if self._notified is not None
+                    else "reauthorize it"
+                    if n.lifecycleEvent == "reauthorizationRequired"
+                    else "recreate it and resync",
                 )
         delivery_id = (split.genuine[0].id if split.genuine else None) or uuid.uuid4().hex
         skipped = split.rejected

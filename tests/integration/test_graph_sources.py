@@ -245,6 +245,8 @@ async def test_risk_polling_resumes_from_its_cursor_and_decides_each_detection_o
         metrics = await _metrics(service.url)
         assert 'responder_source_polls_total{outcome="rate_limited",source="entra.risk"} 2.0' in metrics
         assert "responder_source_lag_seconds" in metrics
+        # The overlap reads the same detections every round; they are not handed off again.
+        assert 'responder_duplicate_events_total{source="entra"} 0.0' in metrics
     # A restart: the cursor is in the journal, so only what is new is read into a decision.
     graph.add_detection(ALICE, at=clock() + timedelta(minutes=1))
     async with _service(settings, _hub(), clock):
@@ -354,3 +356,17 @@ async def test_a_certificate_signs_the_client_assertion_instead_of_a_secret(
     async with _service(settings, _hub(), clock):
         await _until(lambda: _leaked_count(settings, 1))
     assert [s.status for s in graph.requests if s.path.endswith("/token")][:1] == [200]
+
+
+async def test_a_throttled_subscription_call_is_tried_again_after_retry_after(
+    tmp_path: Path, graph: GraphContract, clock: _Clock
+) -> None:
+    graph.fail(429, 2, retry_after="0", path_contains="/subscriptions")
+    port = _free_port()
+    settings = _settings(tmp_path, graph, port, subscriptions=_subscriptions(port))
+    async with _service(settings, _hub(), clock) as service:
+        await _until(lambda: len(graph.subscriptions) == 1)
+        assert service.url is not None
+        metrics = await _metrics(service.url)
+    assert 'responder_source_polls_total{outcome="rate_limited",source="entra.subscriptions"} 2.0' in metrics
+    assert [s.status for s in graph.requests if s.path == "/v1.0/subscriptions"] == [429, 429, 201]

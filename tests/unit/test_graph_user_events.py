@@ -10,7 +10,7 @@ import pytest
 
 from responder.config import ConfigError, load_settings
 from responder.core.events import Severity
-from responder.ingest.entra import ChangeNotification
+from responder.ingest.entra import ChangeNotification, event_hubs_event, identity_protection_event
 from responder.ingest.graph_client import MAX_RETRY_AFTER_S, check_url, retry_after
 from responder.ingest.graph_subscriptions import changed_user, notification_key, user_event
 
@@ -119,3 +119,14 @@ def test_a_notification_url_in_clear_to_another_host_is_refused(tmp_path: Path) 
     text = text.replace(ENTRA, "entra_client_state: a-client-state-long-enough\n")
     with pytest.raises(ConfigError, match="notification URL must be an https"):
         load_settings(_config(tmp_path, text))
+
+
+def test_a_detection_polled_from_graph_is_the_same_event_as_through_event_hubs() -> None:
+    detection = {
+        "id": "d1", "riskEventType": "leakedCredentials", "riskLevel": "high", "riskState": "atRisk",
+        "userPrincipalName": "alice@example.com", "detectedDateTime": "2026-12-03T11:00:00Z",
+        "lastUpdatedDateTime": "2026-12-03T11:05:00Z",
+    }  # fmt: skip
+    polled = identity_protection_event(detection, kind="riskDetection")
+    hubs = event_hubs_event({"category": "UserRiskEvents", "time": "2026-12-03T11:06:00Z", "properties": detection})
+    assert polled == hubs
