@@ -153,6 +153,7 @@ class GraphSubscriptions:
         self._arrived = asyncio.Event()
         self._resync = True  # every start catches up through delta
         self._head_failures = 0  # of the work item in front
+        self._unverified = True  # the saved subscriptions are not yet checked with Graph
         self._names: dict[str, str] = {}  # user id → UPN, from what was read: a deleted user is no longer there
         self._last_ok: datetime | None = None
         self._last_error: str | None = None
@@ -213,7 +214,7 @@ class GraphSubscriptions:
                 (self._now() - self._last_ok).total_seconds() if self._last_ok else 0.0
             )
             self._arrived.clear()
-            if failures or self._work:  # backing off: new work waits too (it is queued, and delta follows)
+            if failures or self._work or self._resync:  # backing off: new work waits too (it stays queued)
                 await asyncio.sleep(wait if failures else 0)
                 continue
             try:
@@ -232,7 +233,10 @@ class GraphSubscriptions:
         """Everything due now: what was notified, a resynchronisation, subscriptions to create or renew."""
         if self._state is None:
             self._state = await self._journal.source_state(SOURCE) or {"subscriptions": {}}
+            self._unverified = True
+        if self._unverified:  # until it went through: a throttled start tries again
             await self._verify()
+            self._unverified = False
         await self._keep_alive()
         while self._work:
             try:

@@ -32,6 +32,7 @@ Time is the test's (`now`), so a month passes in a second. Tests steer it with `
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import re
@@ -122,6 +123,7 @@ class GraphContract:
     notifications_sent: list[tuple[str, Json, int]] = field(default_factory=list)  # url, body, status
     _tokens: dict[str, datetime] = field(default_factory=dict)
     _faults: list[tuple[int, int, str, str]] = field(default_factory=list)  # status, count, retry_after, path
+    _holds: list[tuple[str, asyncio.Event, asyncio.Event]] = field(default_factory=list)  # query, arrived, release
     _version: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
     url: str = ""
@@ -164,6 +166,13 @@ class GraphContract:
     def fail(self, status: int, count: int = 1, *, retry_after: str = "1", path_contains: str = "") -> None:
         """The next `count` Graph calls whose path contains `path_contains` get `status` (429, 503)."""
         self._faults.append((status, count, retry_after, path_contains))
+
+    def hold(self, query_contains: str) -> tuple[asyncio.Event, asyncio.Event]:
+        """Requests whose query contains `query_contains` wait, unanswered: `arrived` is set when one is
+        there, and it is answered once the test sets `release` (a crash mid-page)."""
+        arrived, release = asyncio.Event(), asyncio.Event()
+        self._holds.append((query_contains, arrived, release))
+        return arrived, release
 
     def add_user(self, upn: str) -> str:
         user = User(str(uuid.uuid4()), upn, version=next(self._version))
@@ -252,6 +261,10 @@ class GraphContract:
     @web.middleware
     async def _recorded(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         response: web.StreamResponse
+        for query, arrived, release in self._holds:
+            if query in request.query_string:
+                arrived.set()
+                await release.wait()
         fault = next((f for f in self._faults if f[3] in request.path and request.path.startswith("/v1.0")), None)
         if fault is not None:
             status, count, retry_after, path = fault
