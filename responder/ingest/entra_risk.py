@@ -107,8 +107,11 @@ class RiskPoller:
             except Throttled as exc:
                 self._failed("rate_limited", exc)
                 wait = max(wait, exc.retry_after_s)
-            except GraphError as exc:
+            except Exception as exc:  # Graph, the journal, a bug: counted and logged, never the service's end
                 failures += 1
+                if not isinstance(exc, GraphError):
+                    log.exception("%s: round failed", SOURCE)
+                    exc = GraphError("internal", f"{type(exc).__name__}: {exc}")
                 self._failed("error", exc)
                 wait = min(self._settings.interval_s * 2**failures, self._settings.max_backoff_s)
             self._metrics.source_lag.labels(SOURCE).set(self._lag())

@@ -58,7 +58,9 @@ class NotFound(GraphError):
         super().__init__("not_found", f"{what}: not found", 404)
 
 
-ERROR_KINDS = frozenset({"auth", "http", "rate_limited", "timeout", "too_large", "bad_response", "not_found"})
+ERROR_KINDS = frozenset(
+    {"auth", "http", "rate_limited", "timeout", "too_large", "bad_response", "not_found", "internal"}
+)
 
 
 def check_url(url: str, name: str) -> str:

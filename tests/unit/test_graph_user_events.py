@@ -1,18 +1,24 @@
 """The pure parts of the Graph pull sources: what a user as Graph shows it means, which user a change
-notification is about, Retry-After, the URLs the client may call, and the settings."""
+notification is about, Retry-After, the URLs the client may call, the settings, and a poller that
+survives its journal failing."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from responder.config import ConfigError, load_settings
 from responder.core.events import Severity
 from responder.ingest.entra import ChangeNotification, event_hubs_event, identity_protection_event
-from responder.ingest.graph_client import MAX_RETRY_AFTER_S, check_url, retry_after
+from responder.ingest.entra_risk import RiskPoller, RiskPolling
+from responder.ingest.graph_client import MAX_RETRY_AFTER_S, AppCredentials, GraphClient, check_url, retry_after
 from responder.ingest.graph_subscriptions import changed_user, notification_key, user_event
+from responder.telemetry.metrics import Metrics
 
 AT = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 USER = "6e7b768e-07e2-4810-8459-485f84f8f204"
@@ -130,3 +136,30 @@ def test_a_detection_polled_from_graph_is_the_same_event_as_through_event_hubs()
     polled = identity_protection_event(detection, kind="riskDetection")
     hubs = event_hubs_event({"category": "UserRiskEvents", "time": "2026-12-03T11:06:00Z", "properties": detection})
     assert polled == hubs
+
+
+class _BrokenJournal:
+    async def source_state(self, source: str) -> None:
+        raise RuntimeError("database is locked")
+
+
+async def test_a_journal_failure_is_counted_and_waited_out_never_the_end_of_the_service() -> None:
+    client = GraphClient(AppCredentials("t", "c", SecretStr("s" * 20)), graph_url="https://graph.example/v1.0",
+                         now=lambda: AT)  # fmt: skip
+    metrics = Metrics()
+    poller = RiskPoller(
+        client, _BrokenJournal(), handoff=None, metrics=metrics,  # type: ignore[arg-type]
+        settings=RiskPolling(interval_s=0.01, max_backoff_s=0.02), now=lambda: AT,
+    )  # fmt: skip
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(0.2)
+    assert not task.done()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await client.close()
+    assert poller.status() == {"ready": False, "detail": "RuntimeError: database is locked"}
+    errors = metrics.registry.get_sample_value(
+        "responder_source_errors_total", {"source": "entra.risk", "kind": "internal"}
+    )
+    assert errors is not None and errors >= 2
