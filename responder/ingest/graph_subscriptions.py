@@ -304,7 +304,8 @@ class GraphSubscriptions:
         answer = await self._client.call("POST", "/subscriptions", body)
         if not isinstance(answer, dict) or not isinstance(answer.get("id"), str):
             raise GraphError("bad_response", "POST /subscriptions: no id in the answer")
-        self._state_subs()[resource] = {"id": answer["id"], "expires": str(answer.get("expirationDateTime"))}
+        given = answer.get("expirationDateTime")
+        self._state_subs()[resource] = {"id": answer["id"], "expires": str(given or body["expirationDateTime"])}
         await self._save()
         log.info("%s: subscribed to %s (%s) until %s", SOURCE, resource, answer["id"], answer.get("expirationDateTime"))
 
