@@ -210,6 +210,10 @@ async def test_disabling_a_user_in_entra_cuts_their_devices_off(
 
         await _until(cut_off)
         await _until(lambda: ALICE_KEY not in hub.peers)
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/readyz", headers=ADMIN) as r:
+            ready = await r.json()
+        assert ready["sources"]["entra.subscriptions"]["ready"] is True
+        assert ready["checks"]["source:entra.subscriptions"] is True
     events = await _events_of_type(settings, "user.disabled")
     assert [e["subjects"]["users"] for e in events] == [[ALICE]]
     assert any(s.path == f"/v1.0/users/{alice}" for s in graph.requests)
