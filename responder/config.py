@@ -40,6 +40,7 @@ MIN_SECRET_CHARS = 16
 # The secrets that authenticate a caller: an empty or guessable one would let anyone in. (The Kafka
 # password is the broker's to judge.)
 AUTHENTICATING_SECRETS = ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization")
+SECRETS = (*AUTHENTICATING_SECRETS, "kafka_password", "entra_client_secret")
 
 
 class _Section(BaseModel):
@@ -361,10 +362,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Self:
         origin: dict[str, str] = {}
-        files = ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "kafka_password")
-        for name in (*files, "entra_client_secret"):
+        for name in SECRETS:
             path: Path | None = getattr(self, f"{name}_file")
-            if path is not None:
+            if path is not None and not self.model_config.get("defer_secret_files"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"set {name} or {name}_file, not both")
                 try:
@@ -375,7 +375,12 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name}_file {path} is empty")
                 object.__setattr__(self, name, SecretStr(value))
                 origin[name] = f" (read from {path})"
-        if self.kafka is not None and self.kafka.sasl_mechanism is not None and self.kafka_password is None:
+        if (
+            self.kafka is not None
+            and self.kafka.sasl_mechanism is not None
+            and self.kafka_password is None
+            and self.kafka_password_file is None
+        ):
             raise ValueError("kafka.sasl_mechanism is set: set kafka_password or kafka_password_file")
         for name in AUTHENTICATING_SECRETS:
             secret: SecretStr | None = getattr(self, name)
@@ -393,9 +398,10 @@ class Settings(BaseSettings):
         """After the secrets are read from their files: the Graph pull sources have one way to get a token."""
         if self.entra is not None and (self.entra.subscriptions or self.entra.risk_polling):
             _entra_certificate(self.entra)
-            if self.entra.client_certificate is not None and self.entra_client_secret is not None:
+            secret_given = self.entra_client_secret is not None or self.entra_client_secret_file is not None
+            if self.entra.client_certificate is not None and secret_given:
                 raise ValueError("set entra_client_secret or entra.client_certificate, not both")
-            if self.entra.client_certificate is None and self.entra_client_secret is None:
+            if self.entra.client_certificate is None and not secret_given:
                 raise ValueError(
                     "entra is set: set entra_client_secret or entra_client_secret_file "
                     "(or entra.client_certificate and entra.client_key)"
@@ -438,16 +444,22 @@ class ConfigError(ValueError):
         self.problems = list(problems)
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(config: Path | None = None, *, defer_secret_files: bool = False, **overrides: Any) -> Settings:
     """Settings from `config` (YAML), the environment and `overrides` (command-line options).
-    Raises FileNotFoundError for a missing file and ConfigError for anything else wrong."""
+    Raises FileNotFoundError for a missing file and ConfigError for anything else wrong.
+    `defer_secret_files`: the `*_file` secrets are left unread (their values None), for a caller that checks
+    each file itself and reports every one (`responder config check`) instead of stopping at the first."""
     cls: type[Settings] = Settings
+    config_dict = dict(Settings.model_config)
+    if defer_secret_files:
+        config_dict["defer_secret_files"] = True
     if config is not None:
         if not config.is_file():
             raise FileNotFoundError(f"config file {config} does not exist")
         _check_yaml(config)
         # A subclass per file: pydantic-settings reads the YAML path from the class's model_config.
-        config_dict = {**Settings.model_config, "yaml_file": config}
+        config_dict["yaml_file"] = config
+    if config_dict != Settings.model_config:
         cls = cast("type[Settings]", type("Settings", (Settings,), {"model_config": config_dict}))
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})

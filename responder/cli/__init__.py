@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from responder import __version__
-from responder.cli import act, decisions, hubs, lab, replay, rules, run
+from responder.cli import act, config, decisions, hubs, lab, replay, rules, run
 
 app = typer.Typer(
     name="responder",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(act.app, name="act")
+app.add_typer(config.app, name="config")
 app.add_typer(hubs.app, name="hubs")
 app.add_typer(lab.app, name="lab")
 app.add_typer(rules.app, name="rules")

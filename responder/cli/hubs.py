@@ -118,7 +118,7 @@ def enroll(
             help="The responder's public key file; its private key (same path "
             "without .pub) is what the inventory names.",
         ),
-    ] = Path("/etc/responder/id_ed25519.pub"),
+    ] = Path("/etc/responder/secrets/hub_ed25519.pub"),
     source: Annotated[
         str | None,
         typer.Option(

@@ -115,31 +115,13 @@ class AlertConsumer:
         mechanism = options.get("sasl_mechanism")
         said = "the broker refused the SCRAM proof" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
         context = options.get("ssl_context")
-        if isinstance(context, ssl.SSLContext) and (refused := await self._tls_refusal(context, said)):
+        if isinstance(context, ssl.SSLContext) and (
+            refused := await tls_refusal(self.config.bootstrap_servers, context, said)
+        ):
             return refused
         if mechanism:
             return f"{said}: check kafka.sasl_username and kafka_password ({mechanism}) if the broker is up"
         return said
-
-    async def _tls_refusal(self, context: ssl.SSLContext, said: str) -> str | None:
-        """Why a TLS handshake with the first bootstrap server fails, or None when it succeeds."""
-        host, _, port = self.config.bootstrap_servers.split(",")[0].strip().rpartition(":")
-        host = host.strip("[]")
-        try:
-            async with asyncio.timeout(5):
-                _, writer = await asyncio.open_connection(host, int(port), ssl=context, server_hostname=host)
-                writer.close()
-                await writer.wait_closed()
-        except ssl.SSLCertVerificationError as refused:
-            return (
-                f"TLS: the broker's certificate is refused ({refused.verify_message}): "
-                f"check kafka.ssl_cafile and that the certificate names {host}"
-            )
-        except ssl.SSLError as failed:
-            return f"TLS handshake failed ({failed.reason}): {said}"
-        except (OSError, TimeoutError, ValueError) as unreachable:
-            return f"cannot connect ({unreachable or type(unreachable).__name__}): {said}"
-        return None
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         c = self.config
@@ -300,3 +282,25 @@ class AlertConsumer:
             *[(k, v) for k, v in (record.headers or ()) if k.lower() in TRACE_HEADERS],
         ]
         await producer.send_and_wait(self.config.dead_letter_topic, rejected.value, key=record.key, headers=headers)
+
+
+async def tls_refusal(bootstrap_servers: str, context: ssl.SSLContext, said: str) -> str | None:
+    """Why a TLS handshake with the first bootstrap server fails, or None when it succeeds: what to change
+    where aiokafka says only "Unable to bootstrap"."""
+    host, _, port = bootstrap_servers.split(",", maxsplit=1)[0].strip().rpartition(":")
+    host = host.strip("[]")
+    try:
+        async with asyncio.timeout(5):
+            _, writer = await asyncio.open_connection(host, int(port), ssl=context, server_hostname=host)
+            writer.close()
+            await writer.wait_closed()
+    except ssl.SSLCertVerificationError as refused:
+        return (
+            f"TLS: the broker's certificate is refused ({refused.verify_message}): "
+            f"check kafka.ssl_cafile and that the certificate names {host}"
+        )
+    except ssl.SSLError as failed:
+        return f"TLS handshake failed ({failed.reason}): {said}"
+    except (OSError, TimeoutError, ValueError) as unreachable:
+        return f"cannot connect ({unreachable or type(unreachable).__name__}): {said}"
+    return None

@@ -79,7 +79,8 @@ def _reason(exc: OSError) -> str:
     return str(getattr(exc, "reason", None) or exc.strerror or exc)
 
 
-def _client_options(settings: Settings) -> dict[str, object]:
+def client_options(settings: Settings) -> dict[str, object]:
+    """The TLS and SASL options every Kafka client of the service is made with (and `config check`'s)."""
     kafka = settings.kafka
     assert kafka is not None  # noqa: S101 - only called with Kafka configured
     options: dict[str, object] = {"security_protocol": kafka.security_protocol}
@@ -109,7 +110,7 @@ def alert_consumer(
         topics=formats,
         dead_letter_topic=kafka.dead_letter_topic,
         max_in_flight=kafka.max_in_flight,
-        client_options=_client_options(settings),
+        client_options=client_options(settings),
         parse_workers=kafka.parse_workers,
     )
     return AlertConsumer(config, handoff, metrics, tracer, recorder)
@@ -120,7 +121,7 @@ async def ingest_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]
     kafka = settings.kafka
     assert kafka is not None  # noqa: S101 - only called with Kafka configured
     producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers, acks="all", request_timeout_ms=15000, **_client_options(settings)
+        bootstrap_servers=kafka.bootstrap_servers, acks="all", request_timeout_ms=15000, **client_options(settings)
     )
     await producer.start()
     try:
@@ -140,7 +141,7 @@ def ingest_consumer(
         topics={kafka.ingest_topic: CanonicalFormat()},
         dead_letter_topic=kafka.dead_letter_topic,
         max_in_flight=kafka.max_in_flight,
-        client_options=_client_options(settings),
+        client_options=client_options(settings),
         listener=listener,
     )
     return AlertConsumer(config, handoff, metrics, tracer)

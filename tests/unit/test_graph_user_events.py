@@ -163,3 +163,9 @@ async def test_a_journal_failure_is_counted_and_waited_out_never_the_end_of_the_
         "responder_source_errors_total", {"source": "entra.risk", "kind": "internal"}
     )
     assert errors is not None and errors >= 2
+
+
+def test_a_secret_file_left_for_config_check_to_read_counts_as_given(tmp_path: Path) -> None:
+    text = ENTRA + f"entra_client_secret_file: {tmp_path}/not-there-yet\n"
+    settings = load_settings(_config(tmp_path, text), defer_secret_files=True)
+    assert settings.entra is not None and settings.entra_client_secret is None

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from responder.config import ConfigError, load_settings
-from responder.service.sources import KafkaTLSError, _client_options, kafka_ssl_context
+from responder.service.sources import KafkaTLSError, client_options, kafka_ssl_context
 from tests.support.tls import TestCA
 
 
@@ -60,7 +60,7 @@ def test_event_hubs_settings_give_a_verifying_context_and_plain_credentials(tmp_
         ),
         kafka_password=secret,
     )  # fmt: skip
-    options = _client_options(settings)
+    options = client_options(settings)
     context = options["ssl_context"]
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
