@@ -71,7 +71,7 @@ def admin_routes(
     subject_state: Callable[[str], Mapping[str, object]] | None = None,
     unenforced: Callable[[], Mapping[str, object]] | None = None,
     reload_rules: Callable[[str], Awaitable[ReloadResult]] | None = None,
-    pull_sources: Callable[[], Mapping[str, Mapping[str, object]]] | None = None,
+    sources: Callable[[], Mapping[str, Mapping[str, object]]] | None = None,
 ) -> list[web.RouteDef]:
     """The admin routes; /metrics among them, behind the token, unless `registry` is None (served elsewhere)."""
     auth = _authenticated(token)
@@ -94,9 +94,9 @@ def admin_routes(
         if unenforced is not None:
             # By hub: actions in force that the hub has not verified (yet), the oldest, and any outage.
             body["unenforced"] = dict(unenforced())
-        if pull_sources is not None:
-            # Each pull source, `{"ready": bool, "detail": str}`; a failing one is in `checks` too.
-            body["sources"] = {name: dict(status) for name, status in pull_sources().items()}
+        if sources is not None:
+            # By pull source: {"ready": bool, "detail": str}; a failing one shows here and in `checks`.
+            body["sources"] = {name: dict(status) for name, status in sources().items()}
         return web.json_response(body, status=200 if ready else 503)
 
     async def list_decisions(request: web.Request) -> web.Response:

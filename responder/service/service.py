@@ -258,8 +258,9 @@ class Service:
         p: _Parts,
         hooks: Webhooks,
         consumers: Sequence[AlertConsumer] = (),
-        pulled: sources.GraphSources | None = None,
+        pulled: Mapping[str, sources.PullSource] | None = None,
     ) -> web.Application:
+        pulled = pulled or {}
         s = self.settings
         app = web.Application(client_max_size=s.listen.max_body_bytes, middlewares=[json_errors])
         app.add_routes(hooks.routes())
@@ -277,7 +278,7 @@ class Service:
             checks["enforcing"] = not (p.dry_run or p.radius.tripped)
             if consumers:
                 checks["kafka"] = all(c.connected for c in consumers)
-            for name, source in (pulled.running if pulled else {}).items():
+            for name, source in pulled.items():
                 checks[f"source:{name}"] = source.ready
             return checks
 
@@ -294,7 +295,7 @@ class Service:
             admin_routes(
                 p.journal, p.lifecycle, ready, registry, s.admin_token, subject_state=subject,
                 unenforced=p.reconciler.readiness_detail, reload_rules=p.rules.reload,
-                pull_sources=(lambda: {n: src.status() for n, src in pulled.running.items()}) if pulled else None,
+                sources=(lambda: {n: src.status() for n, src in pulled.items()}) if pulled else None,
             )
         )  # fmt: skip
         return app
@@ -323,9 +324,9 @@ class Service:
             ) is not None:
                 consumers.append(alerts)
             self._ingest = consumers[0] if kafka is not None and kafka.ingest_topic else None
-            pulled = sources.graph_sources(self.settings, p.journal, handoff, self.metrics, self.clock)
-            stack.push_async_callback(pulled.close)
-            await self._listen(p, handoff, consumers, pulled, stop)
+            graph = sources.graph_sources(self.settings, p.journal, handoff, self.metrics, self.clock)
+            stack.push_async_callback(graph.close)
+            await self._listen(p, handoff, consumers, graph, stop)
 
     async def _rebalanced(self, p: _Parts, assigned: set[TopicPartition]) -> None:
         """New partitions: take over the pending events of their subjects, and rebuild the engine."""
@@ -361,14 +362,14 @@ class Service:
         p: _Parts,
         handoff: Handoff,
         consumers: list[AlertConsumer],
-        pulled: sources.GraphSources,
+        graph: sources.GraphSources,
         stop: asyncio.Event,
     ) -> None:
         s = self.settings
-        notified = pulled.subscriptions.notified if pulled.subscriptions is not None else None
+        notified = graph.subscriptions.notified if graph.subscriptions is not None else None
         hooks = sources.webhooks(s, handoff, self.metrics, self.tracer, self.recorder, notified=notified)
         runner = web.AppRunner(
-            self._app(p, hooks, consumers, pulled),
+            self._app(p, hooks, consumers, graph.running),
             access_log=None,
             handle_signals=False,
             keepalive_timeout=s.listen.idle_timeout_s,
@@ -404,7 +405,7 @@ class Service:
             async with asyncio.TaskGroup() as group:
                 workers = [group.create_task(c.keep_running(), name="kafka") for c in consumers]
                 # After the listener: creating a subscription makes Graph call the notification URL first.
-                workers += [group.create_task(src.run(), name=name) for name, src in pulled.running.items()]
+                workers += [group.create_task(src.run(), name=name) for name, src in graph.running.items()]
                 group.create_task(self._resume(p), name="resume")
                 group.create_task(p.pipeline.run(intake), name="pipeline")
                 group.create_task(p.lifecycle.run(intake), name="lifecycle")

@@ -7,6 +7,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import Tracer
@@ -147,6 +148,17 @@ def ingest_consumer(
     return AlertConsumer(config, handoff, metrics, tracer)
 
 
+class PullSource(Protocol):
+    """A source the service polls from (its task runs until cancelled) and reports in /readyz."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def status(self) -> dict[str, object]: ...
+
+    async def run(self) -> None: ...
+
+
 @dataclass
 class GraphSources:
     """The Graph pull sources configured (`entra.subscriptions`, `entra.risk_polling`) and their client."""
@@ -154,7 +166,7 @@ class GraphSources:
     client: GraphClient | None = None
     subscriptions: GraphSubscriptions | None = None
     risk: RiskPoller | None = None
-    running: dict[str, GraphSubscriptions | RiskPoller] = field(default_factory=dict)
+    running: dict[str, PullSource] = field(default_factory=dict)
 
     async def close(self) -> None:
         if self.client is not None:

@@ -147,15 +147,15 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
-        # Pull sources (okta.system_log, entra.subscriptions, entra.risk).
+        # Pull sources (okta.system_log, entra.subscriptions, entra.risk): how far behind, how polls end.
         self.source_lag = Gauge(
             "responder_source_lag_seconds",
-            "Now minus the newest event a pull source read, or since its last successful poll, by source",
+            "Now minus the newest event a pull source read, or its last poll that caught up",
             ["source"],
             registry=r,
         )
         self.source_polls = Counter(
-            "responder_source_polls", "Polls of a pull source, by outcome: ok, error, rate_limited",
+            "responder_source_polls", "Polls of a pull source, by outcome (ok, error, rate_limited)",
             ["source", "outcome"], registry=r,
         )  # fmt: skip
         self.source_errors = Counter(
