@@ -42,6 +42,7 @@ Clock = Callable[[], datetime]
 USER_FIELDS = "accountEnabled,userPrincipalName,mail"
 # Graph's maximum for users and groups: 41,760 minutes (under 29 days).
 MAX_LIFETIME_MINUTES = 41_760
+MAX_REMEMBERED = 200_000  # users whose last state is kept in memory (about 100 bytes each)
 MAX_TRIES = 3  # of one notified change, before it is left to the delta resynchronisation
 _USER_ATTRIBUTES = ("accountEnabled", "userPrincipalName", "mail")
 _DELETED_PREFIX = re.compile(r"^[0-9a-f]{32}")  # a soft-deleted user's UPN starts with its id, no dashes
@@ -155,6 +156,9 @@ class GraphSubscriptions:
         self._head_failures = 0  # of the work item in front
         self._unverified = True  # the saved subscriptions are not yet checked with Graph
         self._names: dict[str, str] = {}  # user id → UPN, from what was read: a deleted user is no longer there
+        # user id → the type of the last event handed off for it. Graph notifies any change (a new phone
+        # number too), and the delta returns a changed user whole: only a change of state is an event.
+        self._said: dict[str, str] = {}
         self._last_ok: datetime | None = None
         self._last_error: str | None = None
 
@@ -360,7 +364,7 @@ class GraphSubscriptions:
         else:
             self._remember(change.user_id, user)
             event = user_event(change.user_id, user, key=change.key, at=self._now())
-        if event is not None:
+        if event is not None and self._news(change.user_id, event):
             await self._accept(f"user:{change.user_id}:{change.key}", [event], {"id": change.user_id, "user": user})
 
     async def _deleted_user(self, user_id: str) -> dict[str, Any] | None:
@@ -405,7 +409,7 @@ class GraphSubscriptions:
                 event = user_event(
                     uid, None if removed else user, key=f"delta:{key}", at=self._now(), upn=self._names.get(uid)
                 )
-                if event is not None:
+                if event is not None and self._news(uid, event):
                     events.append(event)
             if events:
                 new += await self._accept(f"delta:{key}:{len(events)}:{events[0].id}", events, {"value": page.items})
@@ -418,10 +422,20 @@ class GraphSubscriptions:
         log.info("%s: users %s; %d events", SOURCE, "baseline read" if baseline else "resynchronised", new)
         return new
 
+    def _news(self, user_id: str, event: Event) -> bool:
+        """Whether `event` says something new of the user (this process forgets on restart: one repeat then)."""
+        return self._said.get(user_id) != event.type
+
     async def _accept(self, delivery_id: str, events: list[Event], body: dict[str, Any]) -> int:
         raw = json.dumps(body, sort_keys=True, default=str).encode()
         delivery = DeliveryRecord(f"{SOURCE}:{delivery_id}"[:512], "entra", _iso(self._now()), body=raw)
         accepted = await self._handoff.accept(delivery, events)
+        for event in events:  # said only once it is in the journal: a failed hand-off is tried again
+            user_id = str(event.attributes["id"])
+            self._said.pop(user_id, None)
+            if len(self._said) >= MAX_REMEMBERED:
+                del self._said[next(iter(self._said))]  # the oldest: dicts keep insertion order
+            self._said[user_id] = event.type
         self._metrics.events.labels("entra").inc(accepted.new)
         self._metrics.duplicates.labels("entra").inc(accepted.duplicates)
         return accepted.new
