@@ -41,9 +41,9 @@ MIN_SECRET_CHARS = 16
 # The secrets that authenticate a caller: an empty or guessable one would let anyone in. (The Kafka
 # password is the broker's to judge.)
 AUTHENTICATING_SECRETS = ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization")
-# The credentials the responder presents to others (Kafka, Okta) are theirs to judge; an Okta API token's length
-# is checked by `_okta_credentials`, a service app's key by its kind and size.
-SECRETS = (*AUTHENTICATING_SECRETS, "kafka_password", "okta_api_token", "okta_private_key")
+# The credentials the responder presents to others (Kafka, Okta, Graph) are theirs to judge; an Okta API
+# token's length is checked by `_okta_credentials`, a service app's key by its kind and size.
+SECRETS = (*AUTHENTICATING_SECRETS, "kafka_password", "okta_api_token", "okta_private_key", "entra_client_secret")
 
 
 class _Section(BaseModel):
@@ -225,6 +225,84 @@ class Okta(_Section):
     system_log: OktaSystemLog | None = None
 
 
+class EntraSubscriptions(_Section):
+    """Microsoft Graph change-notification subscriptions the service creates and keeps alive."""
+
+    notification_url: str = Field(
+        description="Where Graph delivers changes: this service's /hooks/entra, as Graph reaches it"
+    )
+    lifecycle_notification_url: str = Field(description="This service's /hooks/entra/lifecycle, as Graph reaches it")
+    resources: tuple[Literal["users", "groups"], ...] = Field(default=("users",), min_length=1)
+    lifetime_minutes: int = Field(
+        default=41_760, ge=45, le=41_760, description="Asked of Graph for each subscription (its maximum for users)"
+    )
+    renew_below: float = Field(
+        default=0.5, gt=0, lt=1, description="Renew when less than this fraction of the lifetime remains"
+    )
+    check_interval_s: float = Field(default=60.0, gt=0, description="How often expiries are looked at")
+
+    @field_validator("notification_url", "lifecycle_notification_url")
+    @classmethod
+    def _https(cls, url: str) -> str:
+        return _graph_url(url, "a notification URL")
+
+
+class EntraRiskPolling(_Section):
+    """Entra ID Protection read by polling Graph (for tenants without Event Hubs)."""
+
+    interval_s: float = Field(default=60.0, gt=0, description="Time between two polls")
+    first_lookback_s: float = Field(default=86_400.0, ge=0, description="How far back the very first poll reads")
+    overlap_s: float = Field(
+        default=3600.0, ge=0, description="Each poll reads this far behind its cursor: offline detections are backdated"
+    )
+
+
+class Entra(_Section):
+    """App-only access to Microsoft Graph (client credentials): a secret (entra_client_secret[_file]) or a
+    certificate registered on the app (client_certificate and client_key)."""
+
+    tenant_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9.-]+$")
+    client_id: str = Field(min_length=1, max_length=128)
+    graph_url: str = "https://graph.microsoft.com/v1.0"
+    login_url: str = "https://login.microsoftonline.com"
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="Each Graph call gives up after this")
+    client_certificate: FilePath | None = Field(
+        default=None, description="The app's certificate (PEM), instead of a client secret"
+    )
+    client_key: FilePath | None = Field(
+        default=None, description="Its private key (PEM, RSA, unencrypted, not readable by other users)"
+    )
+    subscriptions: EntraSubscriptions | None = None
+    risk_polling: EntraRiskPolling | None = None
+
+    @field_validator("graph_url", "login_url")
+    @classmethod
+    def _https(cls, url: str) -> str:
+        return _graph_url(url, "a Graph or login URL")
+
+
+def _entra_certificate(entra: Entra) -> None:
+    """The certificate and key given together, and usable; ValueError naming the file otherwise."""
+    if (entra.client_certificate is None) != (entra.client_key is None):
+        raise ValueError("set entra.client_certificate and entra.client_key together (a certificate needs its key)")
+    if entra.client_certificate is None or entra.client_key is None:
+        return
+    from responder.ingest.graph_client import ClientCertificate  # noqa: PLC0415 - see _graph_url
+
+    try:
+        ClientCertificate.load(entra.client_certificate.read_bytes(), entra.client_key.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"entra.client_certificate / client_key: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"entra.client_certificate {entra.client_certificate}: {exc}") from None
+
+
+def _graph_url(url: str, what: str) -> str:
+    from responder.ingest.graph_client import check_url  # noqa: PLC0415 - keeps aiohttp out of config imports
+
+    return check_url(url, what)
+
+
 class Limits(_Section):
     actions_per_minute: int = Field(default=120, ge=1)
     actions_per_minute_per_rule: int = Field(default=30, ge=1)
@@ -289,6 +367,7 @@ class Settings(BaseSettings):
     kafka: Kafka | None = None
     ssf: Ssf | None = None
     okta: Okta | None = None
+    entra: Entra | None = None
     metrics: MetricsEndpoint = MetricsEndpoint()
     dry_run: bool = False
     instance: str | None = Field(
@@ -326,6 +405,8 @@ class Settings(BaseSettings):
     okta_api_token_file: Path | None = None
     okta_private_key: SecretStr | None = None  # PEM: the Okta service app's private_key_jwt key
     okta_private_key_file: Path | None = None
+    entra_client_secret: SecretStr | None = None
+    entra_client_secret_file: Path | None = None
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Self:
@@ -389,6 +470,33 @@ class Settings(BaseSettings):
                 check_private_key(self.okta_private_key.get_secret_value())
             except ValueError as exc:
                 raise ValueError(f"okta_private_key {exc}") from None
+
+    @model_validator(mode="after")
+    def _entra_credentials(self) -> Self:
+        """After the secrets are read from their files: the Graph pull sources have one way to get a token."""
+        if self.entra is not None and (self.entra.subscriptions or self.entra.risk_polling):
+            _entra_certificate(self.entra)
+            secret_given = self.entra_client_secret is not None or self.entra_client_secret_file is not None
+            if self.entra.client_certificate is not None and secret_given:
+                raise ValueError("set entra_client_secret or entra.client_certificate, not both")
+            if self.entra.client_certificate is None and not secret_given:
+                raise ValueError(
+                    "entra is set: set entra_client_secret or entra_client_secret_file "
+                    "(or entra.client_certificate and entra.client_key)"
+                )
+            if (
+                self.entra_client_secret is not None
+                and len(self.entra_client_secret.get_secret_value().strip()) < MIN_SECRET_CHARS
+            ):
+                raise ValueError(
+                    "entra_client_secret is too short to be an Entra "
+                    f"client secret (at least {MIN_SECRET_CHARS} characters)"
+                )
+            if self.entra.subscriptions is not None and self.entra_client_state is None:
+                raise ValueError(
+                    "entra.subscriptions needs entra_client_state: Graph sends it back with each notification"
+                )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -114,8 +114,13 @@ class Webhooks:
         metrics: Metrics,
         tracer: Tracer | None = None,
         recorder: DeliveryRecorder | None = None,
+        *,
+        notified: Callable[[Sequence[entra.ChangeNotification]], None] | None = None,
     ) -> None:
         self.config = config
+        # Graph notifications, once journaled, for whoever acts on them (the subscriptions keeper): it must
+        # return at once, Graph waits for the answer.
+        self._notified = notified
         self._handoff = handoff
         self._metrics = metrics
         self._tracer = tracer or trace.NoOpTracer()
@@ -302,7 +307,11 @@ class Webhooks:
                     "Graph subscription %s: lifecycle event %.64s — %s",
                     n.subscriptionId,
                     n.lifecycleEvent,
-                    "reauthorize it" if n.lifecycleEvent == "reauthorizationRequired" else "recreate it and resync",
+                    "handed to entra.subscriptions"
+                    if self._notified is not None
+                    else "reauthorize it"
+                    if n.lifecycleEvent == "reauthorizationRequired"
+                    else "recreate it and resync",
                 )
         delivery_id = (split.genuine[0].id if split.genuine else None) or uuid.uuid4().hex
         skipped = split.rejected
@@ -313,6 +322,8 @@ class Webhooks:
         await self._hand_off(
             request, "entra", f"{'lifecycle:' if lifecycle else ''}{delivery_id}", kept, split.events, rejected=skipped
         )
+        if self._notified is not None and split.genuine:
+            self._notified(split.genuine)
         return web.Response(status=202)
 
     async def entra(self, request: web.Request) -> web.Response:

@@ -33,7 +33,6 @@ from responder.executor import Executor
 from responder.ingest.handoff import Handoff, JournalHandoff, ParsedEvents, Waking
 from responder.ingest.kafka import AlertConsumer
 from responder.ingest.okta_logs import SOURCE as OKTA_SYSTEM_LOG
-from responder.ingest.okta_logs import SystemLogPoller
 from responder.ingest.scaleout import KafkaHandoff, Rebalanced, partition_of
 from responder.ingest.webhooks import DeliveryRecorder, Webhooks, json_errors
 from responder.inventory import Inventory
@@ -260,7 +259,7 @@ class Service:
         p: _Parts,
         hooks: Webhooks,
         consumers: Sequence[AlertConsumer] = (),
-        pulled: Mapping[str, SystemLogPoller] | None = None,
+        pulled: Mapping[str, sources.PullSource] | None = None,
     ) -> web.Application:
         pulled = pulled or {}
         s = self.settings
@@ -326,7 +325,9 @@ class Service:
             ) is not None:
                 consumers.append(alerts)
             self._ingest = consumers[0] if kafka is not None and kafka.ingest_topic else None
-            await self._listen(p, handoff, consumers, stop)
+            graph = sources.graph_sources(self.settings, p.journal, handoff, self.metrics, self.clock)
+            stack.push_async_callback(graph.close)
+            await self._listen(p, handoff, consumers, graph, stop)
 
     async def _rebalanced(self, p: _Parts, assigned: set[TopicPartition]) -> None:
         """New partitions: take over the pending events of their subjects, and rebuild the engine."""
@@ -357,18 +358,27 @@ class Service:
         log.info("metrics on %s:%d/metrics (no token: this address is its access control)", *address)
         return address
 
-    def _pull_sources(self, p: _Parts, handoff: Handoff) -> dict[str, SystemLogPoller]:
-        """The configured pull sources, by name (`okta.system_log`, ...), each run as a task of the service."""
-        pulled: dict[str, SystemLogPoller] = {}
+    def _pull_sources(self, p: _Parts, handoff: Handoff, graph: sources.GraphSources) -> dict[str, sources.PullSource]:
+        """The configured pull sources, by name (`okta.system_log`, `entra.subscriptions`, `entra.risk`), each
+        run as a task of the service."""
+        pulled: dict[str, sources.PullSource] = dict(graph.running)
         okta_log = sources.okta_system_log(self.settings, p.engine.rules, handoff, p.journal, self.metrics)
         if okta_log is not None:
             pulled[OKTA_SYSTEM_LOG] = okta_log
         return pulled
 
-    async def _listen(self, p: _Parts, handoff: Handoff, consumers: list[AlertConsumer], stop: asyncio.Event) -> None:
+    async def _listen(
+        self,
+        p: _Parts,
+        handoff: Handoff,
+        consumers: list[AlertConsumer],
+        graph: sources.GraphSources,
+        stop: asyncio.Event,
+    ) -> None:
         s = self.settings
-        hooks = sources.webhooks(s, handoff, self.metrics, self.tracer, self.recorder)
-        pulled = self._pull_sources(p, handoff)
+        notified = graph.subscriptions.notified if graph.subscriptions is not None else None
+        hooks = sources.webhooks(s, handoff, self.metrics, self.tracer, self.recorder, notified=notified)
+        pulled = self._pull_sources(p, handoff, graph)
         runner = web.AppRunner(
             self._app(p, hooks, consumers, pulled),
             access_log=None,
@@ -405,7 +415,8 @@ class Service:
                 self.metrics_address = await self._metrics_listener(stack, s.metrics.listen)
             async with asyncio.TaskGroup() as group:
                 workers = [group.create_task(c.keep_running(), name="kafka") for c in consumers]
-                # Pull sources stop with intake, like Kafka: what they read is journaled before they save.
+                # Pull sources stop with intake, like Kafka: what they read is journaled before they save. After
+                # the listener: creating a Graph subscription makes Graph call the notification URL first.
                 workers += [group.create_task(src.run(), name=name) for name, src in pulled.items()]
                 group.create_task(self._resume(p), name="resume")
                 group.create_task(p.pipeline.run(intake), name="pipeline")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator
-from datetime import UTC
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import Tracer
@@ -14,6 +16,10 @@ from opentelemetry.trace import Tracer
 from responder.config import Kafka, Settings
 from responder.core.rules import RuleSet
 from responder.ingest import ssf
+from responder.ingest.entra import ChangeNotification
+from responder.ingest.entra_risk import RiskPoller, RiskPolling
+from responder.ingest.graph_client import AppCredentials, ClientCertificate, GraphClient
+from responder.ingest.graph_subscriptions import GraphSubscriptions, SubscriptionSettings
 from responder.ingest.handoff import Handoff
 from responder.ingest.kafka import AlertConsumer, ConsumerConfig
 from responder.ingest.okta_auth import ApiToken, OktaCredentials, ServiceApp
@@ -33,6 +39,8 @@ def webhooks(
     metrics: Metrics,
     tracer: Tracer | None = None,
     recorder: DeliveryRecorder | None = None,
+    *,
+    notified: Callable[[Sequence[ChangeNotification]], None] | None = None,
 ) -> Webhooks:
     receiver = None
     if settings.ssf is not None:
@@ -49,7 +57,7 @@ def webhooks(
         body_timeout_s=settings.listen.body_timeout_s,
         ssf_path=settings.ssf.path if settings.ssf else "/hooks/ssf",
     )
-    return Webhooks(config, handoff, metrics, tracer, recorder)
+    return Webhooks(config, handoff, metrics, tracer, recorder, notified=notified)
 
 
 class KafkaTLSError(ValueError):
@@ -178,3 +186,61 @@ def okta_system_log(
         ),
         handoff, journal, metrics,
     )  # fmt: skip
+
+
+class PullSource(Protocol):
+    """A source the service polls from (its task runs until cancelled) and reports in /readyz."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def status(self) -> dict[str, object]: ...
+
+    async def run(self) -> None: ...
+
+
+@dataclass
+class GraphSources:
+    """The Graph pull sources configured (`entra.subscriptions`, `entra.risk_polling`) and their client."""
+
+    client: GraphClient | None = None
+    subscriptions: GraphSubscriptions | None = None
+    risk: RiskPoller | None = None
+    running: dict[str, PullSource] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
+def graph_sources(
+    settings: Settings, journal: Journal, handoff: Handoff, metrics: Metrics, now: Callable[[], datetime]
+) -> GraphSources:
+    entra = settings.entra
+    if entra is None or (entra.subscriptions is None and entra.risk_polling is None):
+        return GraphSources()
+    certificate = None
+    if entra.client_certificate is not None and entra.client_key is not None:
+        certificate = ClientCertificate.load(entra.client_certificate.read_bytes(), entra.client_key.read_bytes())
+    client = GraphClient(
+        AppCredentials(entra.tenant_id, entra.client_id, settings.entra_client_secret, certificate),
+        graph_url=entra.graph_url, login_url=entra.login_url, timeout_s=entra.timeout_s, now=now,
+    )  # fmt: skip
+    out = GraphSources(client)
+    if (subs := entra.subscriptions) is not None:
+        assert settings.entra_client_state is not None  # noqa: S101 - the settings require it with subscriptions
+        keeper = SubscriptionSettings(
+            notification_url=subs.notification_url, lifecycle_notification_url=subs.lifecycle_notification_url,
+            client_state=settings.entra_client_state, resources=subs.resources,
+            lifetime_minutes=subs.lifetime_minutes, renew_below=subs.renew_below,
+            check_interval_s=subs.check_interval_s,
+        )  # fmt: skip
+        out.subscriptions = GraphSubscriptions(client, journal, handoff, metrics, settings=keeper, now=now)
+        out.running["entra.subscriptions"] = out.subscriptions
+    if (risk := entra.risk_polling) is not None:
+        polling = RiskPolling(
+            interval_s=risk.interval_s, first_lookback_s=risk.first_lookback_s, overlap_s=risk.overlap_s
+        )
+        out.risk = RiskPoller(client, journal, handoff, metrics, settings=polling, now=now)
+        out.running["entra.risk"] = out.risk
+    return out
