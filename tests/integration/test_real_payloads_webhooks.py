@@ -102,7 +102,7 @@ EXPECTED: dict[str, Decides | Refused] = {
     "ssf/caep-assurance-level-change.json": Decides([]),
     "ssf/caep-session-established.json": Decides([]),
     "ssf/risc-credential-compromise.json": Decides([(ALICE, "rotate-key")]),  # an admin: awaits approval
-    "ssf/risc-account-disabled-hijacking.json": Decides([(ALICE, "cut-off")]),
+    "ssf/risc-account-disabled-hijacking.json": Decides([(ALICE, "offboard")]),
     "ssf/risc-account-disabled-phone-number-subject.json": Decides([]),  # a phone number names no peer's owner
     "ssf/risc-account-credential-change-required.json": Decides([]),
     "ssf/risc-identifier-changed.json": Decides([]),
