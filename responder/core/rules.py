@@ -162,6 +162,8 @@ class RuleSet:
 
     def lifted(self, signal_ids: list[str]) -> list[tuple[str, ResponseRule]]:
         """The responses these signals lift, each once, with the first signal that lifts it."""
+        if not self._lifting:
+            return []
         found: dict[str, tuple[str, ResponseRule]] = {}
         for signal in signal_ids:
             for response in self._lifting.get(signal, ()):
