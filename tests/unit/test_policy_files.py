@@ -89,6 +89,20 @@ def test_failing_rule_test_shows_a_diff(tmp_path: Path) -> None:
     assert "+ unexpected: user:alice@example.com -> cut-off" in result.output
 
 
+def test_a_lift_missing_or_not_expected_fails_the_rule_test(tmp_path: Path) -> None:
+    shutil.copytree(RULES, tmp_path / "rules")
+    responses = tmp_path / "rules" / "responses.yaml"
+    responses.write_text(responses.read_text().replace("lifted_by: [okta-user-reactivated, ", "lifted_by: ["))
+    case = tmp_path / "rules" / "tests" / "test_lifecycle.yaml"
+    enabled = "{source: entra, type: user.enabled, users: [bob@example.com]}"
+    extra = f"  - name: a lift not expected\n    events: [{enabled}]\n    expect: {{decisions: []}}\n"
+    case.write_text(case.read_text() + extra)
+    result = runner.invoke(app, ["rules", "test", str(tmp_path / "rules")])
+    assert result.exit_code == 1
+    assert "- expected a lift: user:alice@example.com -> offboard" in result.output
+    assert "+ unexpected lift: user:bob@example.com -> offboard" in result.output
+
+
 def test_hot_reload_swaps_a_valid_set_and_keeps_the_old_one_on_error(tmp_path: Path) -> None:
     rules_dir = tmp_path / "rules"
     shutil.copytree(RULES, rules_dir)
