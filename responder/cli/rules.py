@@ -102,6 +102,7 @@ def _render(outcome: Outcome, names: dict[str, str]) -> list[str]:
         for c in e.contributions:
             lines.append(f"    + {c.points:g} {c.rule_id}: {c.reason}")
         lines += [f"    - {note}" for note in e.notes]
+    lines += [f"  LIFT {x.subject} -> {x.response}: undone by {x.actor}" for x in outcome.lifts]
     for d in outcome.decisions:
         flags = " (needs approval)" if d.requires_approval else ""
         flags += " (dry run)" if d.dry_run else ""
@@ -136,6 +137,7 @@ def explain(
             {
                 "event": o.event_id,
                 "decisions": [d.to_dict() for d in o.decisions],
+                "lifts": [{"subject": x.subject, "response": x.response, "signal": x.signal} for x in o.lifts],
                 "subjects": [
                     {"subject": e.subject, "score": e.score, "matched": list(e.matched), "notes": list(e.notes)}
                     for e in o.explanations

@@ -79,11 +79,30 @@ class SubjectExplanation:
 
 
 @dataclass(frozen=True, slots=True)
+class Lift:
+    """The policy takes back `subject`'s live decisions of `response`: `signal` (a response's `lifted_by`)
+    fired on event `event_id`, saying the reason for them is gone (a person reactivated in the IdP). The
+    engine only says so; the service undoes what the journal holds, as an operator's undo would."""
+
+    subject: str
+    response: str
+    signal: str
+    event_id: str
+    reason: str
+
+    @property
+    def actor(self) -> str:
+        """Who the undo is attributed to in the audit log."""
+        return f"policy:{self.signal} (event {self.event_id})"
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     event_id: str
     decisions: tuple[Decision, ...]
     explanations: tuple[SubjectExplanation, ...]
     refused: tuple[str, ...] = ()  # subjects not tracked: the engine was at its limit of subjects
+    lifts: tuple[Lift, ...] = ()  # carried out before `decisions`, which the event decided after them
 
 
 def action_to_dict(action: Action) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from responder.core.actions import Action, ActionType
 from responder.core.conditions import render
-from responder.core.decisions import Decision, Outcome, SubjectExplanation
+from responder.core.decisions import Decision, Lift, Outcome, SubjectExplanation
 from responder.core.events import Event, Severity
 from responder.core.identity import IdentityMap, SubjectView
 from responder.core.risk import Contribution, Hit, SubjectRisk
@@ -118,6 +118,7 @@ class Engine:
         decisions: list[Decision] = []
         explanations: list[SubjectExplanation] = []
         refused: list[str] = []
+        lifts: list[Lift] = []
         for key in self._identity.resolve(event.subjects):
             risk = self._subjects.get(key)
             subject = self._identity.subject(key)
@@ -132,17 +133,33 @@ class Engine:
                     refused.append(key)
                     continue
                 risk = self._subjects[key] = SubjectRisk([])
+            reasons: dict[str, str] = {}
             for rule in matched:
                 hit = _hit(rule, event, now, context)
+                reasons[rule.id] = hit.reason
                 risk.add(hit, now)
                 self._keep_until(key, risk, hit.expires)
-            explanation, decision = self._respond(event, view, subject, risk, [r.id for r in matched])
+            lifted = self._lift(event, key, risk, reasons)
+            lifts += lifted
+            explanation, decision = self._respond(event, view, subject, risk, [r.id for r in matched], lifted=lifted)
             explanations.append(explanation)
             if decision is not None:
                 decisions.append(decision)
                 if risk.active_until is not None:
                     self._keep_until(key, risk, risk.active_until)
-        return Outcome(event.id, tuple(decisions), tuple(explanations), tuple(refused))
+        return Outcome(event.id, tuple(decisions), tuple(explanations), tuple(refused), tuple(lifts))
+
+    def _lift(self, event: Event, key: str, risk: SubjectRisk, reasons: dict[str, str]) -> list[Lift]:
+        """The responses the matched signals lift on this subject. A lift is said whether or not this
+        engine remembers the response in force: the journal is what holds the decisions (one older than
+        the engine's horizon too), and undoing none is harmless."""
+        lifted: list[Lift] = []
+        for signal, response in self._rules.lifted(list(reasons)):
+            # What decided it goes, or the next event would decide it again on the strength of it.
+            risk.forget(response.deciding_signals)
+            self.release(key, response.id)
+            lifted.append(Lift(key, response.id, signal, event.id, reasons[signal]))
+        return lifted
 
     def _admits(self, event: Event) -> bool:
         """Whether a subject not yet tracked may be added for this event."""
@@ -182,14 +199,21 @@ class Engine:
         self._next_sweep = (minutes[0] + 1) * _MINUTE if minutes else float("inf")
 
     def _respond(
-        self, event: Event, view: _Views, subject: SubjectView, risk: SubjectRisk, matched: list[str]
+        self,
+        event: Event,
+        view: _Views,
+        subject: SubjectView,
+        risk: SubjectRisk,
+        matched: list[str],
+        *,
+        lifted: list[Lift],
     ) -> tuple[SubjectExplanation, Decision | None]:
         rules, now = self._rules, self._now
         score, contributions = risk.score(now, rules.cap, rules.settings.max_score)
         held = risk.held(now)
         active = risk.active(now)
         context = view.lazy(subject, held, score)
-        notes: list[str] = []
+        notes = [f"{x.response}: lifted by {x.signal} ({x.reason})" for x in lifted]
         if event.claimed_time is not None:
             claimed, counted = event.claimed_time.isoformat(), event.time.isoformat()
             notes.append(f"event {event.id} claimed {claimed}, ahead of its receipt: counted at {counted}")

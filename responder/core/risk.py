@@ -46,6 +46,10 @@ class SubjectRisk:
         self.hits = [h for h in self.hits if h.value(now) >= _NEGLIGIBLE]
         self.hits.append(hit)
 
+    def forget(self, rule_ids: frozenset[str]) -> None:
+        """Drop the hits of these signals (what decided a response that was just lifted)."""
+        self.hits = [h for h in self.hits if h.rule_id not in rule_ids]
+
     def score(
         self, now: float, cap: Callable[[str], float], max_score: float
     ) -> tuple[float, tuple[Contribution, ...]]:

@@ -61,8 +61,17 @@ class ResponseRule:
     approval: bool = False
     approval_when: Condition | None = None
     dry_run: bool = False
+    # Signals that take this response back: when one fires on a subject, the subject's live decisions of
+    # this response are undone (see `Lift`) and the signals that decided it are forgotten, so the next
+    # event does not decide it again on the strength of what was just undone.
+    lifted_by: frozenset[str] = frozenset()
     description: str = ""
     where: str = ""
+
+    @property
+    def deciding_signals(self) -> frozenset[str]:
+        """The signals this response names: what a lift forgets."""
+        return self.any_signals | self.all_signals
 
     def unmet(self, score: float, held: frozenset[str], context: Callable[[], dict[str, Any]]) -> str | None:
         """Why this response does not apply, or None when it does."""
@@ -115,6 +124,7 @@ class RuleSet:
     _index: dict[tuple[str, str], tuple[SignalRule, ...]] = field(default_factory=dict, repr=False, compare=False)
     _by_source: dict[str, tuple[SignalRule, ...]] = field(default_factory=dict, repr=False, compare=False)
     _caps: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+    _lifting: dict[str, tuple[ResponseRule, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ids = [r.id for r in self.signals] + [r.id for r in self.responses]
@@ -136,6 +146,11 @@ class RuleSet:
         self._by_source.update({k: tuple(v) for k, v in by_source.items()})
         self._caps.update({r.id: r.cap for r in self.signals})
         object.__setattr__(self, "responses", tuple(sorted(self.responses, key=lambda r: -r.level)))
+        lifting: dict[str, list[ResponseRule]] = {}
+        for response in self.responses:
+            for signal in sorted(response.lifted_by):
+                lifting.setdefault(signal, []).append(response)
+        self._lifting.update({k: tuple(v) for k, v in lifting.items()})
 
     def candidates(self, event: Event) -> tuple[SignalRule, ...]:
         # The Source member itself as the key (a str enum hashes and compares as its value): `.value`
@@ -144,6 +159,16 @@ class RuleSet:
         exact = self._index.get((source, event.type), ())
         anytype = self._by_source.get(source, ())
         return exact + anytype if anytype else exact
+
+    def lifted(self, signal_ids: list[str]) -> list[tuple[str, ResponseRule]]:
+        """The responses these signals lift, each once, with the first signal that lifts it."""
+        if not self._lifting:
+            return []
+        found: dict[str, tuple[str, ResponseRule]] = {}
+        for signal in signal_ids:
+            for response in self._lifting.get(signal, ()):
+                found.setdefault(response.id, (signal, response))
+        return list(found.values())
 
     def cap(self, rule_id: str) -> float:
         return self._caps.get(rule_id, self.settings.max_score)

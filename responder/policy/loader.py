@@ -144,6 +144,7 @@ def _response(spec: ResponseSpec, loaded: _Loaded, i: int, problems: list[Proble
         approval=spec.approval is True,
         approval_when=approval_when,
         dry_run=spec.dry_run,
+        lifted_by=frozenset(spec.lifted_by),
         description=spec.description,
         where="{}:{}".format(*loaded.at("responses", i)[:2]),
     )
@@ -190,7 +191,7 @@ def _check_signal_references(loaded: list[_Loaded], signal_ids: set[str], proble
         refs: list[tuple[str, int, str, list[str]]] = [
             ("responses", i, fld, getattr(r, fld))
             for i, r in enumerate(f.spec.responses)
-            for fld in ("any_signals", "all_signals")
+            for fld in ("any_signals", "all_signals", "lifted_by")
         ]
         refs += [("signals", i, "requires", s.requires) for i, s in enumerate(f.spec.signals)]
         for kind, i, fld, names in refs:

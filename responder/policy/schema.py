@@ -47,7 +47,7 @@ class SignalSpec(_Spec):
     product: StrList = []
     min_severity: SeverityField | None = None
     when: str | None = Field(default=None, description="CEL over event, subject, signals")
-    points: float = Field(gt=0, le=1000)
+    points: float = Field(ge=0, le=1000, description="0: it scores nothing, only lifts a response (lifted_by)")
     window: Duration = Field(description="How long a hit counts at all")
     half_life: Duration | None = Field(default=None, description="Points halve every half_life")
     requires: StrList = Field(default=[], description="Fires only while the subject holds one of these signals")
@@ -88,6 +88,9 @@ class ResponseSpec(_Spec):
     ttl: Duration | None = None
     approval: bool | str = Field(default=False, description="true, or a CEL condition that requires approval")
     dry_run: bool = False
+    lifted_by: StrList = Field(
+        default=[], description="Signals that undo this response's live decisions on the subject (a reactivation)"
+    )
 
 
 class ProtectedSpec(_Spec):

@@ -86,8 +86,14 @@ class ExpectedDecision(_Spec):
     actions: list[str] | None = None
 
 
+class ExpectedLift(_Spec):
+    subject: str
+    response: str
+
+
 class Expectation(_Spec):
     decisions: list[ExpectedDecision] = []
+    lifts: list[ExpectedLift] = Field(default=[], description="Responses the policy takes back (lifted_by)")
     notes: list[str] = Field(default=[], description="Substrings that must appear in the explanation")
 
 
@@ -176,6 +182,13 @@ def _check(case: CaseSpec, decisions: list[Decision], outcomes: list[Outcome], n
                     f"~ {exp.subject} -> {exp.response}: action not expected: {a}" for a in actual if a not in wanted
                 ]
     failures += [f"+ unexpected: {_summary(d, names)}" for d in unmatched]
+    lifts = [(x.subject, x.response) for o in outcomes for x in o.lifts]
+    for want in case.expect.lifts:
+        if (want.subject, want.response) in lifts:
+            lifts.remove((want.subject, want.response))
+        else:
+            failures.append(f"- expected a lift: {want.subject} -> {want.response}")
+    failures += [f"+ unexpected lift: {subject} -> {response}" for subject, response in lifts]
     notes = [n for o in outcomes for e in o.explanations for n in e.notes]
     for wanted_note in case.expect.notes:
         if not any(wanted_note in n for n in notes):

@@ -9,8 +9,9 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
-from responder.core.decisions import action_from_dict
+from responder.core.decisions import Lift, action_from_dict
 from responder.core.engine import Engine
 from responder.executor import Executor
 from responder.journal import DecisionState, Intent, IntentKind, IntentState, Journal
@@ -50,8 +51,8 @@ class Lifecycle:
         # Without the delivery's trace: the approval is a request of its own, maybe hours later.
         await self._executor.execute([Intent(i.id, action_from_dict(json.loads(i.action))) for i in intents])
 
-    async def undo(self, decision_id: str, actor: str) -> None:
-        """Take a decision back (or reject it, while it waits for approval)."""
+    async def undo(self, decision_id: str, actor: str, detail: dict[str, Any] | None = None) -> None:
+        """Take a decision back (or reject it, while it waits for approval); `detail` goes to the audit log."""
         decision = await self._journal.decision(decision_id)
         if decision is None:
             raise LifecycleError(f"no decision {decision_id}")
@@ -62,10 +63,29 @@ class Lifecycle:
         ):
             raise LifecycleError(f"decision {decision_id} is {decision.state.value}: nothing to undo")
         await self._journal.set_intents_state(decision_id, IntentState.AWAITING_APPROVAL, IntentState.CANCELLED)
-        await self._journal.audit(self._clock().isoformat(), actor, target.value, decision_id, {})
+        await self._journal.audit(self._clock().isoformat(), actor, target.value, decision_id, detail or {})
         await self._executor.undo_decision(decision_id)
         await self._undo_replaced(decision.subject, actor)
         self._engine.release(decision.subject, decision.response)
+
+    async def lift(self, lift: Lift) -> list[str]:
+        """The policy takes the subject's live decisions of `lift.response` back (a person reactivated in
+        the IdP): each is undone as an operator's undo would be, attributed to the policy and the event.
+        The ids undone; none when there were none (the lift is said whether or not any was in force)."""
+        undone: list[str] = []
+        for decision in await self._journal.live_decisions(lift.subject):
+            if decision.response != lift.response:
+                continue
+            try:
+                await self.undo(decision.id, lift.actor, {"lifted_by": lift.signal, "event": lift.event_id})
+            except LifecycleError:
+                continue  # taken back meanwhile (an operator, the expiry): nothing is left to do
+            undone.append(decision.id)
+            log.info(
+                "decision %s (%s on %s) lifted by %s: %s", decision.id, lift.response, lift.subject, lift.signal,
+                lift.reason, extra={"decision": decision.id},
+            )  # fmt: skip
+        return undone
 
     async def _undo_replaced(self, subject: str, actor: str) -> None:
         """The weaker decisions a taken-back one had replaced (a quarantine before a cut-off) still have

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -21,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 from pydantic import ValidationError
 
-from responder.core.decisions import Decision, Outcome
+from responder.core.decisions import Decision, Lift, Outcome
 from responder.core.engine import Engine
 from responder.core.events import MAX_CLOCK_SKEW, Event, bounded_by_receipt
 from responder.executor import Executor, intent_records, intents_of
@@ -64,7 +64,9 @@ class Pipeline:
         tracer: Tracer | None = None,
         parsed: ParsedEvents | None = None,
         max_clock_skew: timedelta = MAX_CLOCK_SKEW,
+        lift: Callable[[Lift], Awaitable[object]] | None = None,
     ) -> None:
+        self._lift = lift
         self._parsed = parsed or ParsedEvents(limit=0)
         self._max_clock_skew = max_clock_skew
         self._tracer = tracer or trace.NoOpTracer()
@@ -176,8 +178,22 @@ class Pipeline:
                         "responder.scores": [round(x.score, 1) for x in outcome.explanations],
                         "responder.decisions": [f"{d.id} {d.response}" for d in outcome.decisions],
                     })  # fmt: skip
+                if outcome.lifts and self._lift is not None:
+                    # What the batch decided before this event is written and started first, so the lift
+                    # finds it in the journal; the lift runs before this event is marked processed, so a
+                    # crash in between repeats it (undoing what is undone already changes nothing).
+                    await self._write(planned)
+                    planned, in_batch = [], {}
+                    for lift in outcome.lifts:
+                        await self._lift(lift)
                 carrier = carrier_of_current() if self._traced else stored.trace
                 planned.append(await self._plan(stored, outcome.decisions, carrier, in_batch))
+        await self._write(planned)
+
+    async def _write(self, planned: list[_Planned]) -> None:
+        """Journal the planned outcomes in one transaction, then start carrying out their intents."""
+        if not planned:
+            return
         written = await self._journal.record_outcomes([p.outcome for p in planned], self._clock().isoformat())
         for p, ok in zip(planned, written, strict=True):
             # Not written: processed already, by this instance before a crash or by another one.

@@ -209,12 +209,12 @@ class Service:
         )  # fmt: skip
         radius = BlastRadius(s.limits.actions_per_minute, s.limits.actions_per_minute_per_rule, time.monotonic)
         parsed = ParsedEvents()
+        self.lifecycle = Lifecycle(journal, executor, engine, self.clock, self.metrics)
         pipeline = Pipeline(
             journal=journal, engine=engine, executor=executor, radius=radius, clock=self.clock,
             owner=self.instance, metrics=self.metrics, dry_run=dry_run, wake=self.wake, tracer=self.tracer,
-            parsed=parsed, max_clock_skew=self._max_clock_skew,
+            parsed=parsed, max_clock_skew=self._max_clock_skew, lift=self.lifecycle.lift,
         )  # fmt: skip
-        self.lifecycle = Lifecycle(journal, executor, engine, self.clock, self.metrics)
         self.reconciler = Reconciler(journal, executor, self.hubs, self.clock, self.metrics, settings=s.enforcement)
         retention = Retention(
             journal, self.clock, self.metrics, horizon_s=lambda: engine.rules.horizon_s,

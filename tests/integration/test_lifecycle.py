@@ -38,6 +38,8 @@ ALICE_IP = "10.100.0.10"
 REPORT = "user.account.report_suspicious_activity_by_enduser"  # 80 points: cut-off (4 h)
 THREAT = "security.threat.detected"  # 45 points: quarantine (1 h)
 BREACH = "security.breached_credential.detected"  # 60 points: key rotation, approval for admins
+DEACTIVATE = "user.lifecycle.deactivate"  # offboarding: no approval, no TTL
+ACTIVATE = "user.lifecycle.activate"  # lifts the offboarding (its lifted_by)
 SETTLED = ("done", "failed", "cancelled", "awaiting_approval", "refused")
 
 
@@ -57,17 +59,23 @@ class _Responder:
     def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
         self.http, self.base = http, base
 
-    async def okta(self, event_type: str, user: str = ALICE) -> None:
+    async def okta(self, *event_types: str, user: str = ALICE) -> list[str]:
+        """One hook delivery of these events about `user`, in this order; their uuids."""
         party = {"type": "User", "alternateId": user, "id": f"00u-{user}"}
-        event = {
+        events = [self._event(event_type, party) for event_type in event_types]
+        body = {"eventType": "com.okta.event_hook", "eventId": str(uuid.uuid4()), "data": {"events": events}}
+        headers = {"Authorization": OKTA_SECRET, "Content-Type": "application/json"}
+        async with self.http.post(f"{self.base}/hooks/okta", data=json.dumps(body), headers=headers) as r:
+            assert r.status == 200, await r.text()
+        return [str(e["uuid"]) for e in events]
+
+    @staticmethod
+    def _event(event_type: str, party: dict[str, str]) -> dict[str, Any]:
+        return {
             "uuid": str(uuid.uuid4()), "published": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "eventType": event_type, "version": "0", "severity": "WARN", "actor": party, "target": [party],
             "outcome": {"result": "SUCCESS", "reason": "lifecycle test"},
         }  # fmt: skip
-        body = {"eventType": "com.okta.event_hook", "eventId": str(uuid.uuid4()), "data": {"events": [event]}}
-        headers = {"Authorization": OKTA_SECRET, "Content-Type": "application/json"}
-        async with self.http.post(f"{self.base}/hooks/okta", data=json.dumps(body), headers=headers) as r:
-            assert r.status == 200, await r.text()
 
     async def decision(self, response: str) -> dict[str, Any]:
         """The decision of that response once it exists and its actions are settled, with them."""
@@ -263,6 +271,49 @@ async def test_undo_puts_back_what_the_decision_took_and_verifies_it(responder: 
     assert _undos(undone) == [("delete_element", "done", True), ("remove_peer", "done", True)]  # flows: nothing
     assert hub.peers[ALICE_KEY].allowed_ips == [f"{ALICE_IP}/32"]
     assert ALICE_IP in hub.elements("admin_devices")
+
+
+async def test_a_reactivation_lifts_the_offboarding_through_an_undo_attributed_to_the_policy(
+    responder: _Responder, hub: MemoryHub
+) -> None:
+    await responder.okta(DEACTIVATE)
+    offboard = await responder.decision("offboard")
+    assert offboard["state"] == "active" and offboard["expires_at"] is None
+    assert _applies(offboard) == CUT_OFF_DONE and _cut_off(hub)
+
+    (activated,) = await responder.okta(ACTIVATE)
+    await _until(lambda: _is(responder, offboard["id"], "undone"))
+    undone = await responder.decision("offboard")
+    assert _undos(undone) == [("delete_element", "done", True), ("remove_peer", "done", True)]
+    assert ALICE_KEY in hub.peers and ALICE_IP in hub.elements("admin_devices")
+    ((audit),) = undone["audit"]
+    assert (audit["kind"], audit["actor"]) == ("undone", f"policy:okta-user-reactivated (event {activated})")
+    assert json.loads(audit["detail"]) == {"lifted_by": "okta-user-reactivated", "event": activated}
+
+
+async def test_a_reactivation_in_the_same_batch_as_the_deactivation_lifts_it_too(
+    responder: _Responder, hub: MemoryHub
+) -> None:
+    await responder.okta(DEACTIVATE, ACTIVATE)  # one delivery: decided and lifted in one batch
+    offboard = await responder.decision("offboard")
+    await _until(lambda: _is(responder, offboard["id"], "undone"))
+    assert _applies(await responder.decision("offboard")) == CUT_OFF_DONE
+    assert ALICE_KEY in hub.peers and ALICE_IP in hub.elements("admin_devices")
+    assert _untouched_but_alice(hub)
+
+
+async def test_a_reactivation_leaves_a_cut_off_for_risk_in_force(responder: _Responder, hub: MemoryHub) -> None:
+    await responder.okta(REPORT)
+    cut_off = await responder.decision("cut-off")
+    await responder.okta(ACTIVATE)
+    await responder.okta(REPORT, user="bob@example.com")  # decided after the activation: once it is there
+
+    async def bob_decided() -> bool:
+        async with responder.http.get(f"{responder.base}/api/decisions", headers=ADMIN) as r:
+            return any(d["subject"] == "user:bob@example.com" for d in (await r.json())["decisions"])
+
+    await _until(bob_decided)
+    assert await responder.state_of(cut_off["id"]) == "active" and _cut_off(hub)
 
 
 async def test_a_decision_whose_ttl_runs_out_is_expired_and_undone(

@@ -58,7 +58,6 @@ class Refused:
 EXPECTED: dict[str, Decides | Refused] = {
     # Okta: benign activity, as a user or an admin does it, decides nothing.
     "okta/hook-delivery-user-session-start.json": Decides([]),
-    "okta/user-lifecycle-deactivate-by-admin.json": Decides([]),
     "okta/system-operation-rate-limit-violation.json": Decides([]),
     "okta/system-push-send-factor-verify-push.json": Decides([]),
     "okta/user-authentication-auth-via-mfa.json": Decides([]),
@@ -70,7 +69,11 @@ EXPECTED: dict[str, Decides | Refused] = {
     "okta/session-start-new-device-threat-suspected.json": Decides([]),
     "okta/user-session-start-log-only-security-data.json": Decides([]),
     "okta/user-authentication-verify-new-device-risk-high.json": Decides([]),
+    # Okta's own lockout after failed sign-ins (the actor is the user): never offboards, or anyone could
+    # cut anyone off by failing to sign in as them.
     "okta/user-account-lock-new-device.json": Decides([]),
+    # An administrator deactivated the user: offboarding of the target, not of the administrator.
+    "okta/user-lifecycle-deactivate-by-admin.json": Decides([(ALICE, "offboard")]),
     # An MFA reset alone: 20 points, below the quarantine's 40.
     "okta/user-mfa-factor-reset-all-by-help-desk.json": Decides([]),
     "okta/user-account-report-suspicious-activity-by-enduser.json": Decides([(ALICE, "cut-off")]),
@@ -102,7 +105,7 @@ EXPECTED: dict[str, Decides | Refused] = {
     "ssf/caep-assurance-level-change.json": Decides([]),
     "ssf/caep-session-established.json": Decides([]),
     "ssf/risc-credential-compromise.json": Decides([(ALICE, "rotate-key")]),  # an admin: awaits approval
-    "ssf/risc-account-disabled-hijacking.json": Decides([(ALICE, "cut-off")]),
+    "ssf/risc-account-disabled-hijacking.json": Decides([(ALICE, "offboard")]),
     "ssf/risc-account-disabled-phone-number-subject.json": Decides([]),  # a phone number names no peer's owner
     "ssf/risc-account-credential-change-required.json": Decides([]),
     "ssf/risc-identifier-changed.json": Decides([]),

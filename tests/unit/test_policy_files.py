@@ -21,7 +21,8 @@ runner = CliRunner()
 def test_default_policy_checks() -> None:
     result = runner.invoke(app, ["rules", "check", str(RULES)])
     assert result.exit_code == 0, result.output
-    assert f"{len(load_rules([RULES]).signals)} signals, 3 responses" in result.output
+    rules = load_rules([RULES])
+    assert f"{len(rules.signals)} signals, {len(rules.responses)} responses" in result.output
 
 
 def test_default_policy_passes_its_tests_and_every_rule_is_exercised() -> None:
@@ -86,6 +87,20 @@ def test_failing_rule_test_shows_a_diff(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "- expected: user:alice@example.com -> quarantine" in result.output
     assert "+ unexpected: user:alice@example.com -> cut-off" in result.output
+
+
+def test_a_lift_missing_or_not_expected_fails_the_rule_test(tmp_path: Path) -> None:
+    shutil.copytree(RULES, tmp_path / "rules")
+    responses = tmp_path / "rules" / "responses.yaml"
+    responses.write_text(responses.read_text().replace("lifted_by: [okta-user-reactivated, ", "lifted_by: ["))
+    case = tmp_path / "rules" / "tests" / "test_lifecycle.yaml"
+    enabled = "{source: entra, type: user.enabled, users: [bob@example.com]}"
+    extra = f"  - name: a lift not expected\n    events: [{enabled}]\n    expect: {{decisions: []}}\n"
+    case.write_text(case.read_text() + extra)
+    result = runner.invoke(app, ["rules", "test", str(tmp_path / "rules")])
+    assert result.exit_code == 1
+    assert "- expected a lift: user:alice@example.com -> offboard" in result.output
+    assert "+ unexpected lift: user:bob@example.com -> offboard" in result.output
 
 
 def test_hot_reload_swaps_a_valid_set_and_keeps_the_old_one_on_error(tmp_path: Path) -> None:
