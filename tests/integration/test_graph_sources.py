@@ -36,17 +36,6 @@ TOKEN = "admin-token-for-graph-source-tests"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 ALICE, BOB = "alice@example.com", "bob@example.com"
 ALICE_KEY = "JfQ7FIatlaE5jj7rPYO8QBABX8yb7bNbQy4AKY1QIfc="
-# Until the default policy has offboarding: a disabled or deleted account is enough for a cut-off.
-OFFBOARDING = """\
-signals:
-  - id: test-entra-offboarded
-    description: The account was disabled or deleted in Entra.
-    source: entra
-    type: [user.disabled, user.deleted]
-    points: 100
-    window: 30d
-    reason: "Entra account {event.type}"
-"""
 
 
 class _Clock:
@@ -90,12 +79,9 @@ async def graph(clock: _Clock) -> AsyncIterator[GraphContract]:
 
 
 def _settings(tmp_path: Path, graph: GraphContract, port: int, **entra: Any) -> Settings:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "offboarding.yaml").write_text(OFFBOARDING)
     return Settings(
         listen=Listen(port=port), journal=f"sqlite:///{tmp_path}/journal.db", inventory=INVENTORY,
-        rules=(ROOT / "rules", rules), admin_token=TOKEN, entra_client_state=CLIENT_STATE,
+        rules=(ROOT / "rules",), admin_token=TOKEN, entra_client_state=CLIENT_STATE,
         entra_client_secret=graph.client_secret,
         entra=Entra(tenant_id=graph.tenant, client_id=graph.client_id, graph_url=graph.graph_url,
                     login_url=graph.url, timeout_s=3, **entra),
@@ -206,7 +192,7 @@ async def test_disabling_a_user_in_entra_cuts_their_devices_off(
         base = service.url
 
         async def cut_off() -> bool:
-            return any(d["response"] == "cut-off" for d in await _decisions(base))
+            return any(d["response"] == "offboard" for d in await _decisions(base))
 
         await _until(cut_off)
         await _until(lambda: ALICE_KEY not in hub.peers)

@@ -22,17 +22,6 @@ from tests.support.probes import eventually, tcp
 pytestmark = pytest.mark.lab
 RULES = Path(__file__).resolve().parents[2] / "rules"
 CLIENT_STATE, ADMIN = "graph-lab-client-state", "admin-graph-lab-token"
-# Until the default policy has offboarding: a disabled account is enough for a cut-off.
-OFFBOARDING = """\
-signals:
-  - id: test-entra-offboarded
-    description: The account was disabled or deleted in Entra.
-    source: entra
-    type: [user.disabled, user.deleted]
-    points: 100
-    window: 30d
-    reason: "Entra account {event.type}"
-"""
 
 
 def _free_port() -> int:
@@ -63,15 +52,12 @@ async def _service(settings: Settings) -> AsyncIterator[Service]:
 async def test_disabling_a_user_in_entra_cuts_their_devices_off(lab: Lab, tmp_path: Path) -> None:
     admin1 = next(p for p in lab.inventory.peers if p.name == "admin1")
     assert await tcp(lab, "admin1", "10.100.0.20") == "open"
-    rules = tmp_path / "offboarding"
-    rules.mkdir()
-    (rules / "offboarding.yaml").write_text(OFFBOARDING)
     graph = await running_contract()
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     settings = Settings(
         listen=Listen(port=port), journal=f"sqlite:///{tmp_path}/journal.db", inventory=lab.inventory_path,
-        rules=(RULES, rules), admin_token=ADMIN, entra_client_state=CLIENT_STATE, reconcile_interval_s=0.5,
+        rules=(RULES,), admin_token=ADMIN, entra_client_state=CLIENT_STATE, reconcile_interval_s=0.5,
         entra_client_secret=graph.client_secret,
         entra=Entra(
             tenant_id=graph.tenant, client_id=graph.client_id, graph_url=graph.graph_url, login_url=graph.url,
@@ -114,7 +100,7 @@ async def _undo_all(base: str) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         async with http.get(f"{base}/api/decisions", headers=headers) as r:
             decisions = (await r.json())["decisions"]
-        assert [d["response"] for d in decisions] == ["cut-off"]
+        assert [d["response"] for d in decisions] == ["offboard"]
         for d in decisions:
             async with http.post(f"{base}/api/decisions/{d['id']}/undo", headers=headers, json={"actor": "lab"}) as r:
                 assert r.status == 202, await r.text()

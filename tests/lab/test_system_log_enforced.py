@@ -3,13 +3,11 @@ poller, enforced on the lab's hub: packets prove it.
 
 ThreatInsight's `security.threat.detected` is not hook-eligible; here it names admin1's tunnel address and
 quarantines alice's device (45 points: the default policy's quarantine). Then alice is deactivated in Okta:
-`user.lifecycle.deactivate` cuts her off. The default policy does not read deactivations yet, so the test's
-rules are the repository's plus one offboarding signal (`offboarding.yaml` below).
+`user.lifecycle.deactivate` offboards her (the default policy's `offboard`: her peers removed, no approval).
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,16 +26,6 @@ pytestmark = pytest.mark.lab
 RULES = Path(__file__).resolve().parents[2] / "rules"
 ADMIN, TOKEN = "admin-e2e-token-value", "00a-okta-api-token-for-the-lab-test"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
-OFFBOARDING = """\
-signals:
-  - id: okta-user-deactivated
-    description: The person was deactivated in Okta (offboarding).
-    source: okta
-    type: user.lifecycle.deactivate
-    points: 100
-    window: 30d
-    reason: "deactivated in Okta"
-"""
 
 
 @pytest.fixture
@@ -56,13 +44,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def _rules(tmp: Path) -> Path:
-    target = tmp / "rules"
-    shutil.copytree(RULES, target, ignore=shutil.ignore_patterns("tests"))
-    (target / "offboarding.yaml").write_text(OFFBOARDING)
-    return target
-
-
 async def _decisions(http: aiohttp.ClientSession, base: str) -> list[dict[str, Any]]:
     async with http.get(f"{base}/api/decisions", headers=ADMIN_HEADERS) as r:
         assert r.status == 200
@@ -75,7 +56,7 @@ async def test_threat_and_deactivation_read_from_the_system_log_quarantine_then_
     admin1 = next(p for p in lab.inventory.peers if p.name == "admin1")
     assert admin1.owner == "alice@example.com"
     settings = Settings(
-        journal=f"sqlite:///{tmp_path}/journal.db", inventory=lab.inventory_path, rules=(_rules(tmp_path),),
+        journal=f"sqlite:///{tmp_path}/journal.db", inventory=lab.inventory_path, rules=(RULES,),
         admin_token=ADMIN, reconcile_interval_s=0.5, okta_api_token=TOKEN,
         okta=Okta(system_log=OktaSystemLog(org_url=contract.url, interval_s=0.2)),
     )  # fmt: skip
@@ -101,7 +82,7 @@ async def test_threat_and_deactivation_read_from_the_system_log_quarantine_then_
             await eventually(peer_gone, 15, "admin1's peer removed from hub1 after alice was deactivated")
             assert await tcp(lab, "admin1", "10.100.0.20", timeout=0.5) != "open"
             active = [d for d in await _decisions(http, base) if d["state"] == "active"]
-            assert [(d["response"], d["subject"]) for d in active] == [("cut-off", "user:alice@example.com")]
+            assert [(d["response"], d["subject"]) for d in active] == [("offboard", "user:alice@example.com")]
             assert not any(r.status != 200 for r in contract.requests)  # read from the log, nothing else
 
             # Put the shared lab back for the tests after this one.
