@@ -1,13 +1,14 @@
 """The admin API: what the responder decided and did, and the operator's approve and undo.
 
-Every route but /healthz needs `Authorization: Bearer <admin token>`, compared in constant time; so does
-/metrics when it is served here (it names every peer's public key and traffic; `metrics_routes` serves it
-on a separate address instead). Without a configured token the API answers 503 rather than run open.
+Every route but /healthz needs a verified operator (`responder.service.operators`) of the role it names:
+reading (and /metrics when it is served here: it names every peer's public key and traffic;
+`metrics_routes` serves it on a separate address instead) needs a viewer, approving an approver, undoing
+and reloading the rules an admin. The audit trail names that operator, never what a request body says.
+Without any way to authenticate configured the API answers 503 rather than run open.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from responder.journal import DecisionState, IntentState, Journal
 from responder.policy.reload import ReloadResult
 from responder.service.lifecycle import LifecycleError
+from responder.service.operators import BootstrapToken, Operators, Role, operator_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_LIMIT = 1000  # decisions in one answer
@@ -36,29 +38,15 @@ class Readiness(Protocol):
 
 
 class OperatorRequest(BaseModel):
+    """An operator's request body. `actor` is accepted for older clients and ignored: who acted is the
+    verified identity of the request."""
+
     model_config = ConfigDict(extra="forbid")
     actor: str = Field(default="operator", min_length=1, max_length=128, pattern=r"^[\w.@+-]+$")
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
-
-
-def _authenticated(token: SecretStr | None) -> Callable[[Handler], Handler]:
-    expected = token.get_secret_value().encode() if token is not None else None
-
-    def wrap(handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            if expected is None:
-                return _error(503, "the admin API is disabled: set RESPONDER_ADMIN_TOKEN")
-            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-                return _error(401, "missing or wrong bearer token")
-            return await handler(request)
-
-        return guarded
-
-    return wrap
 
 
 def admin_routes(
@@ -72,9 +60,13 @@ def admin_routes(
     unenforced: Callable[[], Mapping[str, object]] | None = None,
     reload_rules: Callable[[str], Awaitable[ReloadResult]] | None = None,
     sources: Callable[[], Mapping[str, Mapping[str, object]]] | None = None,
+    operators: Operators | None = None,
 ) -> list[web.RouteDef]:
-    """The admin routes; /metrics among them, behind the token, unless `registry` is None (served elsewhere)."""
-    auth = _authenticated(token)
+    """The admin routes; /metrics among them, for viewers, unless `registry` is None (served elsewhere).
+    `operators` says who may call them; without it, the shared admin `token` alone (an admin)."""
+    if operators is None:
+        operators = Operators([BootstrapToken(token)] if token is not None else [])
+    viewer, approver, admin = (operators.require(r) for r in (Role.VIEWER, Role.APPROVER, Role.ADMIN))
 
     async def show_subject(request: web.Request) -> web.Response:
         if subject_state is None:
@@ -137,24 +129,24 @@ def admin_routes(
             if await journal.decision(decision_id) is None:
                 return _error(404, "no such decision")
             try:
-                await verb(decision_id, req.actor)
+                await verb(decision_id, operator_of(request).id)
             except LifecycleError as exc:
                 return _error(409, str(exc))
             return web.json_response({"id": decision_id, "accepted": True}, status=202)
 
         return handle
 
-    metrics = [web.get("/metrics", auth(_exposition(registry)))] if registry is not None else []
+    metrics = [web.get("/metrics", viewer(_exposition(registry)))] if registry is not None else []
     return [
         web.get("/healthz", healthz),
         *metrics,
-        web.get("/readyz", auth(readyz)),
-        web.get("/api/decisions", auth(list_decisions)),
-        web.get("/api/decisions/{id}", auth(show_decision)),
-        web.get("/api/subjects/{key}", auth(show_subject)),
-        web.post("/api/decisions/{id}/approve", auth(operator(lifecycle.approve))),
-        web.post("/api/decisions/{id}/undo", auth(operator(lifecycle.undo))),
-        web.post("/api/rules/reload", auth(_reload_route(reload_rules))),
+        web.get("/readyz", viewer(readyz)),
+        web.get("/api/decisions", viewer(list_decisions)),
+        web.get("/api/decisions/{id}", viewer(show_decision)),
+        web.get("/api/subjects/{key}", viewer(show_subject)),
+        web.post("/api/decisions/{id}/approve", approver(operator(lifecycle.approve))),
+        web.post("/api/decisions/{id}/undo", admin(operator(lifecycle.undo))),
+        web.post("/api/rules/reload", admin(_reload_route(reload_rules))),
     ]
 
 
@@ -178,7 +170,7 @@ def _reload_route(reload_rules: Callable[[str], Awaitable[ReloadResult]] | None)
         req = await _operator_request(request)
         if isinstance(req, web.Response):
             return req
-        result = await reload_rules(req.actor)
+        result = await reload_rules(operator_of(request).id)
         view = {"applied": result.applied, "signals": result.signals, "responses": result.responses}
         if not result.applied:
             # The rules in force are still the old ones.
