@@ -15,7 +15,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
 from responder.config import DEFAULT_LAB_INVENTORY, Enforcement, MetricsListen, Settings
+from responder.console import DecisionFeed, console_routes
 from responder.core.engine import Engine
 from responder.core.identity import IdentityMap
 from responder.executor import Executor
@@ -50,6 +51,7 @@ from responder.service.certificate import Certificate, ListenerCertificate, load
 from responder.service.guard import BlastRadius, ProtectedTargets
 from responder.service.lifecycle import Lifecycle
 from responder.service.listener import AcceptErrors, CappedSite, connection_limit, only_this_host
+from responder.service.operators import BootstrapToken, Operators
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
 from responder.service.reloading import RuleReloader
@@ -103,6 +105,7 @@ class Service:
         clock: Clock = _wall_clock,
         tracer_provider: TracerProvider | None = None,
         recorder: DeliveryRecorder | None = None,
+        operators: Operators | None = None,
     ) -> None:
         self.settings = settings
         self.hubs = hubs
@@ -123,6 +126,9 @@ class Service:
         self.reconciler: Reconciler | None = None
         self.rules: RuleReloader | None = None  # once the journal is open
         self.certificate: ListenerCertificate | None = None  # with listen.tls_cert, once the journal is open
+        # Who may use the admin API and the console; by default the shared admin token alone (bootstrap).
+        self.operators = operators
+        self.console_feed: DecisionFeed | None = None  # the console's live timeline, once it serves
 
     @property
     def url(self) -> str | None:
@@ -297,9 +303,37 @@ class Service:
                 p.journal, p.lifecycle, ready, registry, s.admin_token, subject_state=subject,
                 unenforced=p.reconciler.readiness_detail, reload_rules=p.rules.reload,
                 sources=(lambda: {n: src.status() for n, src in pulled.items()}) if pulled else None,
+                operators=self._operators(),
             )
         )  # fmt: skip
+        # The console: the same operators, one journal poller for every open timeline.
+        self.console_feed = feed = DecisionFeed(p.journal)
+        app.add_routes(
+            console_routes(
+                p.journal, p.lifecycle, self._operators(), feed, hubs=p.hubs, subject_state=subject,
+                unenforced=p.reconciler.readiness_detail,
+            )
+        )  # fmt: skip
+
+        async def end_streams(_: web.Application) -> None:
+            feed.close()  # the open timelines end, so the listener stops without waiting for them
+
+        async def poll(_: web.Application) -> AsyncIterator[None]:
+            stop = asyncio.Event()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(feed.run(stop), name="console-feed")
+                yield
+                stop.set()
+
+        app.on_shutdown.append(end_streams)
+        app.cleanup_ctx.append(poll)
         return app
+
+    def _operators(self) -> Operators:
+        if self.operators is not None:
+            return self.operators
+        token = self.settings.admin_token
+        return Operators([BootstrapToken(token)] if token is not None else [])
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
