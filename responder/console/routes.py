@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
+from datetime import datetime
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -117,7 +118,8 @@ def console_routes(
             return web.json_response({"error": "a subject key looks like user:alice@example.com"}, status=400)
         views = await _decisions_of(journal, key_)
         state = subject_state(key_) if subject_state is not None else None
-        points = [(float(v["body"]["at"]), float(v["body"].get("score", 0))) for v in views if "at" in v["body"]]
+        # When the responder decided (journal time, like the "now" point), not when the event says it happened.
+        points = [(_epoch(v["created_at"]), float(v["body"].get("score", 0))) for v in views]
         if state is not None and points:
             points.append((clock(), float(str(state.get("score", 0)))))
         plot = score_plot(points, title=f"Score of {key_} over time")
@@ -167,26 +169,34 @@ def _stream(feed: DecisionFeed) -> Handler:
         except Full as exc:
             return web.json_response({"error": str(exc)}, status=503, headers={"Retry-After": "5"})
         try:
-            stream = web.StreamResponse(
-                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-            )
-            await stream.prepare(request)
-            await stream.write(b"retry: 2000\n: listening\n\n")
-            while True:
-                try:
-                    async with asyncio.timeout(HEARTBEAT_S):
-                        row = await queue.get()
-                except TimeoutError:
-                    await stream.write(b": still here\n\n")
-                    continue
-                if row is None:
-                    break
-                await stream.write(f"event: decision\ndata: {json.dumps(row)}\n\n".encode())
-            return stream
+            return await _send(request, queue)
         finally:
             feed.unsubscribe(queue)
 
     return events
+
+
+async def _send(request: web.Request, queue: asyncio.Queue[dict[str, Any] | None]) -> web.StreamResponse:
+    """Write the queue's rows as server-sent events until it says the stream ends or the browser leaves."""
+    stream = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+    await stream.prepare(request)
+    try:
+        await stream.write(b"retry: 2000\n: listening\n\n")
+        while True:
+            try:
+                async with asyncio.timeout(HEARTBEAT_S):
+                    row = await queue.get()
+            except TimeoutError:
+                await stream.write(b": still here\n\n")
+                continue
+            if row is None:
+                break
+            await stream.write(f"event: decision\ndata: {json.dumps(row)}\n\n".encode())
+    except ConnectionResetError:
+        pass  # the browser went away (page left, tab closed): nothing to do
+    return stream
 
 
 async def _decisions_of(journal: Journal, subject: str) -> list[dict[str, Any]]:
@@ -262,6 +272,10 @@ def _html(text: str, status: int = 200) -> web.Response:
             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
         },
     )  # fmt: skip
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
 
 
 def _see(location: str) -> web.Response:
