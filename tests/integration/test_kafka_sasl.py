@@ -28,6 +28,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from responder import preflight
 from responder.lab.kafka import kafka_broker
 from tests.support.payloads import payload
 from tests.support.sasl_front import Login, SaslFront, sasl_front
@@ -215,12 +216,20 @@ async def test_a_wrong_password_gives_one_clear_line_and_kafka_not_ready_while_w
             async with http.get(f"{base}/readyz", headers={"Authorization": f"Bearer {ADMIN}"}) as r:
                 assert r.status == 503
                 assert (await r.json())["checks"]["kafka"] is False
+        checked = await preflight.kafka(_service(tmp_path, kafka, wrong), timeout_s=5)
         assert broker.front.logins == []
         assert broker.front.refused[0].startswith("SCRAM-SHA-512: Authentication failed")
     lines = [r for r in caplog.records if r.name == "responder.ingest.kafka"]
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in lines)
     assert not any(wrong in r.getMessage() for r in caplog.records)
-    assert lines[0].getMessage().startswith(f"kafka {broker.bootstrap}: ")
+    refused = (
+        f"kafka {broker.bootstrap}: the broker refused the SCRAM-SHA-512 login (Authentication failed during "
+        "authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512): check "
+        "kafka.sasl_username and kafka_password"
+    )
+    assert lines[0].getMessage().startswith(f"{refused}; trying again in "), lines[0].getMessage()
+    # `responder config check` says the same.
+    assert checked == [refused]
 
 
 async def test_the_front_lets_no_request_through_before_a_login(tmp_path: Path) -> None:
