@@ -83,8 +83,8 @@ class _ScramCredential:
     server_key: bytes
 
     @classmethod
-    def of(cls, hash_name: str, password: str) -> _ScramCredential:
-        salt = secrets.token_bytes(16)
+    def of(cls, hash_name: str, password: str, salt: bytes | None = None) -> _ScramCredential:
+        salt = secrets.token_bytes(16) if salt is None else salt
         salted = hashlib.pbkdf2_hmac(hash_name, password.encode(), salt, SCRAM_ITERATIONS)
         client_key = hmac.digest(salted, b"Client Key", hash_name)
         return cls(
@@ -104,8 +104,11 @@ def _attributes(message: str) -> dict[str, str]:
 class _ScramServer:
     """The server side of one SCRAM exchange (RFC 5802 section 5): two tokens in, two out."""
 
-    def __init__(self, mechanism: str, credentials: Mapping[str, _ScramCredential]) -> None:
+    def __init__(
+        self, mechanism: str, credentials: Mapping[str, _ScramCredential], server_nonce: str | None = None
+    ) -> None:
         self.mechanism = mechanism
+        self._server_nonce = secrets.token_urlsafe(18) if server_nonce is None else server_nonce
         self._hash = _HASHES[mechanism]
         self._credentials = credentials
         self.user = ""
@@ -132,7 +135,7 @@ class _ScramServer:
             raise _Refused(SASL_AUTHENTICATION_FAILED, f"Authentication failed: no user {self.user!r}")
         self._gs2_header = f"{flag},{authzid},"
         self._client_first_bare = bare
-        self._nonce = attributes["r"] + secrets.token_urlsafe(18)
+        self._nonce = attributes["r"] + self._server_nonce
         salt = base64.b64encode(self._credential.salt).decode()
         self._server_first = f"r={self._nonce},s={salt},i={self._credential.iterations}"
         return self._server_first.encode()
