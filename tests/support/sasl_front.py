@@ -349,6 +349,7 @@ async def sasl_front(listen: socket.socket, target_port: int, users: Mapping[str
             broker_r, broker_w = await asyncio.open_connection("127.0.0.1", target_port)
         except OSError:
             client_w.close()
+            open_writers.discard(client_w)
             return
         open_writers.add(broker_w)
         try:
@@ -358,8 +359,8 @@ async def sasl_front(listen: socket.socket, target_port: int, users: Mapping[str
                 async with asyncio.TaskGroup() as group:
                     group.create_task(_pipe(client_r, broker_w))
                     group.create_task(_pipe(broker_r, client_w))
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, struct.error):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, struct.error, ValueError):
+            pass  # a client gone, slow or speaking something else: its connection closes, as a broker's would
         finally:
             for writer in (client_w, broker_w):
                 with contextlib.suppress(ConnectionError):
