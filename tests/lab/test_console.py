@@ -137,8 +137,16 @@ async def test_console_shows_a_cut_off_live_and_only_an_admin_undoes_it(
         assert await approver.locator("article.decision .state").first.inner_text() == "active"
         assert await tcp(lab, "admin1", "10.100.0.20") != "open"  # still blocked
 
-        # Undo as an admin, with the button: access comes back.
-        await admin.get_by_role("button", name="Undo").first.click()
+        # The hubs page: hub1 answers, its peers and set sizes are listed.
+        hubs = await admin.context.new_page()
+        await hubs.goto(f"{base}/console/hubs")
+        assert "reachable" in await hubs.get_by_role("heading", name="hub1").inner_text()
+        assert await hubs.get_by_role("table", name="Peers and handshake ages").locator("tbody tr").count() >= 1
+        await hubs.close()
+
+        # Undo as an admin, from the keyboard: access comes back.
+        await admin.get_by_role("button", name="Undo").first.focus()
+        await admin.keyboard.press("Enter")
         await admin.get_by_role("status").filter(has_text="undo: accepted").wait_for(timeout=3000)
 
         async def restored() -> bool:
