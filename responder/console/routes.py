@@ -34,6 +34,20 @@ from responder.service.operators import Handler, Operator, Operators, Refused, R
 HEARTBEAT_S = 15.0
 MAX_LOGIN_BODY = 16384  # a token of a few kilobytes (a JWT), url-encoded
 STATIC = {"console.js": "text/javascript", "console.css": "text/css"}
+# The least role of each console route; None: public (the login and the static assets, nothing else).
+ROLES: dict[tuple[str, str], Role | None] = {
+    ("GET", "/console/login"): None,
+    ("POST", "/console/login"): None,
+    ("GET", "/console/static/{name}"): None,
+    ("POST", "/console/logout"): Role.VIEWER,
+    ("GET", "/console"): Role.VIEWER,
+    ("GET", "/console/events"): Role.VIEWER,
+    ("GET", "/console/subjects/{key}"): Role.VIEWER,
+    ("GET", "/console/hubs"): Role.VIEWER,
+    ("POST", "/console/decisions/{id}/approve"): Role.APPROVER,
+    ("POST", "/console/decisions/{id}/reject"): Role.APPROVER,
+    ("POST", "/console/decisions/{id}/undo"): Role.ADMIN,
+}
 SUBJECT_DECISIONS = 1000  # the most recent decisions searched for a subject's
 
 
@@ -86,10 +100,12 @@ def console_routes(
     guard = Operators([ConsoleSession(operators, key, clock)])
     statuses = HubStatuses(hubs)
 
-    def page(role: Role) -> Callable[[Handler], Handler]:
+    def page(role: Role | None) -> Callable[[Handler], Handler]:
         """Guarded like the admin API; a browser without a session is sent to the login page instead."""
 
         def wrap(handler: Handler) -> Handler:
+            if role is None:
+                raise ValueError("a public console route is not a page")
             guarded = guard.require(role)(handler)
 
             async def handle(request: web.Request) -> web.StreamResponse:
@@ -105,8 +121,6 @@ def console_routes(
             return handle
 
         return wrap
-
-    viewer, approver, admin = page(Role.VIEWER), page(Role.APPROVER), page(Role.ADMIN)
 
     async def timeline(request: web.Request) -> web.Response:
         rows = [decision_row(d) for d in await journal.decisions(None, 100)]
@@ -147,17 +161,18 @@ def console_routes(
     async def reject(decision_id: str, actor: str) -> None:
         await lifecycle.undo(decision_id, actor)  # undoing a waiting decision rejects it
 
-    return [
-        *_public_routes(operators, key, clock),
-        web.post("/console/logout", viewer(_logout)),
-        web.get("/console", viewer(timeline)),
-        web.get("/console/events", viewer(_stream(feed))),
-        web.get("/console/subjects/{key}", viewer(subject)),
-        web.get("/console/hubs", viewer(hub_page)),
-        web.post("/console/decisions/{id}/approve", approver(act(lifecycle.approve))),
-        web.post("/console/decisions/{id}/reject", approver(act(reject, waiting_only=True))),
-        web.post("/console/decisions/{id}/undo", admin(act(lifecycle.undo))),
-    ]
+    handlers: dict[tuple[str, str], Handler] = {
+        ("POST", "/console/logout"): _logout,
+        ("GET", "/console"): timeline,
+        ("GET", "/console/events"): _stream(feed),
+        ("GET", "/console/subjects/{key}"): subject,
+        ("GET", "/console/hubs"): hub_page,
+        ("POST", "/console/decisions/{id}/approve"): act(lifecycle.approve),
+        ("POST", "/console/decisions/{id}/reject"): act(reject, waiting_only=True),
+        ("POST", "/console/decisions/{id}/undo"): act(lifecycle.undo),
+    }
+    guarded = [web.route(m, path, page(ROLES[m, path])(h)) for (m, path), h in handlers.items()]
+    return [*_public_routes(operators, key, clock), *guarded]
 
 
 def _stream(feed: DecisionFeed) -> Handler:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from responder.console import session
+from responder.console import DecisionFeed, console_routes, session
+from responder.console.routes import ROLES
 from responder.service.operators import Operator, Role
 from tests.support.console import TOKEN_OF, operators
 from tests.support.service import no_hubs, running, settings
@@ -118,3 +120,25 @@ async def test_the_bearer_header_works_on_the_console_too(base: str) -> None:
             assert r.status == 200
         async with http.post(f"{base}/console/decisions/nosuch/approve", headers=headers) as r:
             assert r.status == 403
+
+
+class _Nothing:
+    async def approve(self, decision_id: str, actor: str) -> None: ...
+    async def undo(self, decision_id: str, actor: str) -> None: ...
+
+
+async def test_every_console_route_is_in_the_role_table_and_guarded_by_it(base: str) -> None:
+    routes = console_routes(None, _Nothing(), operators(), DecisionFeed(None), hubs={})  # type: ignore[arg-type]
+    served = {(r.method, r.path) for r in routes if isinstance(r, web.RouteDef)}
+    assert served == set(ROLES)
+    async with aiohttp.ClientSession() as http:
+        for (method, path), needed in ROLES.items():
+            url = base + path.format(key="user:a@example.com", id="nosuch", name="console.js")
+            async with http.request(method, url, headers={"Origin": base}, allow_redirects=False) as r:
+                assert (r.status in (401, 303)) == (needed is not None), (method, path, r.status)
+            for role in Role:
+                if needed is None or (method, path) == ("GET", "/console/events"):
+                    continue  # public; the event stream stays open (its guard is checked without a session)
+                headers = {"Authorization": f"Bearer {TOKEN_OF[role]}", "Origin": base}
+                async with http.request(method, url, headers=headers, allow_redirects=False) as r:
+                    assert (r.status == 403) == (role < needed), (method, path, role, r.status)
