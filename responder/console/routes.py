@@ -97,7 +97,8 @@ def console_routes(
     """The console. `key` signs the session cookies (a fresh random one by default: a restart logs
     everyone out); `operators` are the admin API's."""
     key = key or secrets.token_bytes(32)
-    guard = Operators([ConsoleSession(operators, key, clock)])
+    # No way to authenticate configured: the pages answer 503, as the admin API does, rather than run open.
+    guard = Operators([ConsoleSession(operators, key, clock)] if operators.enabled else [])
     statuses = HubStatuses(hubs)
 
     def page(role: Role | None) -> Callable[[Handler], Handler]:
@@ -237,6 +238,8 @@ def _public_routes(operators: Operators, key: bytes, clock: Callable[[], float])
         return _html(pages.login())
 
     async def login(request: web.Request) -> web.StreamResponse:
+        if not operators.enabled:
+            return _html(pages.login("the console is disabled: set RESPONDER_ADMIN_TOKEN or operators"), status=503)
         if "Origin" in request.headers and not same_origin(request):
             return _html(pages.login("log in from the console's own page"), status=403)
         # Read from the stream, not with request.post(): a request whose body was read cannot be cloned, and

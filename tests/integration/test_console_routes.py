@@ -142,3 +142,13 @@ async def test_every_console_route_is_in_the_role_table_and_guarded_by_it(base: 
                 headers = {"Authorization": f"Bearer {TOKEN_OF[role]}", "Origin": base}
                 async with http.request(method, url, headers=headers, allow_redirects=False) as r:
                     assert (r.status == 403) == (role < needed), (method, path, role, r.status)
+
+
+async def test_without_any_way_to_authenticate_the_console_is_off_not_open(tmp_path: Path) -> None:
+    s = settings(journal=f"sqlite:///{tmp_path}/j.db", inventory=no_hubs(tmp_path), rules=(RULES,))
+    async with running(s) as (_, url), aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/console", allow_redirects=False) as r:
+            assert r.status == 503
+        async with http.post(f"{url}/console/login", data={"token": "x" * 20}, headers={"Origin": url}) as r:
+            assert r.status == 503
+            assert "the console is disabled" in await r.text()
