@@ -33,7 +33,8 @@ def layout(title: str, body: str, operator: Operator | None, *, script: bool = T
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)} · responder</title>"
         f'<link rel="stylesheet" href="/console/static/console.css">{js}</head>'
-        f'<body data-role="{role}"><a class="skip" href="#main">Skip to content</a><header><p class="brand">responder</p>{nav}{who}</header>'
+        f'<body data-role="{role}"><a class="skip" href="#main">Skip to content</a>'
+        f'<header><p class="brand">responder</p>{nav}{who}</header>'
         f'<main id="main"><h1>{escape(title)}</h1>'
         '<p id="status" role="status" aria-live="polite"></p>'
         f"{body}</main></body></html>"
