@@ -117,7 +117,8 @@ def subject(
     return layout(
         f"Subject {key}",
         f'{now}<section aria-labelledby="plot-h"><h2 id="plot-h">Score over time</h2>{plot_svg}</section>'
-        f'<section aria-labelledby="why-h"><h2 id="why-h">Why: decisions, signals, rules and hubs</h2>'
+        f'<section id="decisions" data-subject="{escape(key)}" aria-labelledby="why-h">'
+        '<h2 id="why-h">Why: decisions, signals, rules and hubs</h2>'
         f"{sections}</section>",
         operator,
     )
@@ -145,8 +146,9 @@ def _decision_section(d: Mapping[str, Any], operator: Operator) -> str:
         f'<article class="decision" data-id="{did}" aria-labelledby="d-{did}">'
         f'<h3 id="d-{did}">{escape(d["response"])} · <span class="state">{escape(d["state"])}</span> · '
         f"{escape(d['created_at'][:19].replace('T', ' '))}</h3>"
-        f'<p>Score {body.get("score", 0):g}, level {d["level"]}. <span class="actions">'
-        f"{buttons(d['id'], d['state'], operator)}</span></p>"
+        f"<p>Score {body.get('score', 0):g}, level {d['level']}.</p>"
+        # A div: a form may not sit inside a paragraph (the parser would move it out).
+        f'<div class="actions">{buttons(d["id"], d["state"], operator)}</div>'
         '<table class="signals"><caption>Signals that scored (as <code>rules explain</code> shows them)</caption>'
         '<thead><tr><th scope="col">Rule</th><th scope="col">Points</th><th scope="col">Reason</th>'
         f'<th scope="col">Event</th></tr></thead><tbody>{signals}</tbody></table>'

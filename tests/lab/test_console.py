@@ -153,6 +153,9 @@ async def test_console_shows_a_cut_off_live_and_only_an_admin_undoes_it(
             return await tcp(lab, "admin1", "10.100.0.20", timeout=0.5) == "open"
 
         await eventually(restored, 5, "admin1 reaches app1 again after the admin's undo")
+        # The open subject page follows: the decision shows as undone, its Undo button gone.
+        await admin.locator("article.decision .state", has_text="undone").wait_for(timeout=2000)
+        assert await admin.get_by_role("button", name="Undo").count() == 0
         await admin.reload()
         assert await admin.locator("article.decision .state").first.inner_text() == "undone"
         assert "adam@example.com: undone" in await admin.locator("ul.audit").first.inner_text()

@@ -72,10 +72,28 @@ function upsert(row) {
   say(`${row.subject}: ${row.response} ${row.state}`);
 }
 
+// On a subject page: a decision of this subject that changes shows its new state and buttons in place.
+function update(row) {
+  const section = document.getElementById("decisions");
+  if (!section || row.subject !== section.dataset.subject) return;
+  const article = section.querySelector(`article[data-id="${CSS.escape(row.id)}"]`);
+  if (!article) {
+    say(`a new decision about ${row.subject} (${row.response}): reload to see why`);
+    return;
+  }
+  article.querySelector(".state").textContent = row.state;
+  article.querySelector(".actions").replaceChildren(...buttons(row));
+  say(`${row.subject}: ${row.response} ${row.state}`);
+}
+
 function listen() {
-  if (!document.getElementById("timeline")) return;
+  if (!document.getElementById("timeline") && !document.getElementById("decisions")) return;
   const source = new EventSource("/console/events");
-  source.addEventListener("decision", (e) => upsert(JSON.parse(e.data)));
+  source.addEventListener("decision", (e) => {
+    const row = JSON.parse(e.data);
+    upsert(row);
+    update(row);
+  });
   source.addEventListener("open", () => { document.body.dataset.live = "yes"; });
   source.addEventListener("error", () => { document.body.dataset.live = "no"; });
 }
