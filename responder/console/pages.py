@@ -116,7 +116,8 @@ def subject(
     sections = "".join(_decision_section(d, operator) for d in decisions) or "<p>No decisions about this subject.</p>"
     return layout(
         f"Subject {key}",
-        f'{now}<section aria-labelledby="plot-h"><h2 id="plot-h">Score over time</h2>{plot_svg}</section>'
+        f'{now}<section aria-labelledby="plot-h"><h2 id="plot-h">Score over time</h2>'
+        f"<p>At each decision, and now.</p>{plot_svg}</section>"
         f'<section id="decisions" data-subject="{escape(key)}" aria-labelledby="why-h">'
         '<h2 id="why-h">Why: decisions, signals, rules and hubs</h2>'
         f"{sections}</section>",

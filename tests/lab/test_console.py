@@ -142,6 +142,7 @@ async def test_console_shows_a_cut_off_live_and_only_an_admin_undoes_it(
         await hubs.goto(f"{base}/console/hubs")
         assert "reachable" in await hubs.get_by_role("heading", name="hub1").inner_text()
         assert await hubs.get_by_role("table", name="Peers and handshake ages").locator("tbody tr").count() >= 1
+        await hubs.screenshot(path=str(artefacts / "hubs.png"), full_page=True)
         await hubs.close()
 
         # Undo as an admin, from the keyboard: access comes back.
