@@ -38,8 +38,10 @@ MAX_ID_CHARS = 256
 
 
 def looks_like_jwt(credential: str) -> bool:
-    """Three dot-separated parts: a JWS in compact form (another authenticator's token never is)."""
-    return credential.count(".") == 2 and all(credential.split("."))
+    """Three dot-separated parts, the signature perhaps empty (`alg: none`, refused here with the reason):
+    a JWS in compact form, which another authenticator's token never is."""
+    header, payload, _ = [*credential.split("."), "", ""][:3]
+    return credential.count(".") == 2 and bool(header) and bool(payload)
 
 
 class OidcBearer:
