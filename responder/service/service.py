@@ -126,6 +126,7 @@ class Service:
         self.rules: RuleReloader | None = None  # once the journal is open
         self.certificate: ListenerCertificate | None = None  # with listen.tls_cert, once the journal is open
         self.access: Access | None = None  # who may call the service, once it starts
+        self.app: web.Application | None = None  # what it serves, once it starts (its router lists every route)
 
     @property
     def operators(self) -> Operators:
@@ -319,6 +320,7 @@ class Service:
         if access is not None:
             log.info("operators are identified by %s", access.describe())
             app.on_cleanup.append(lambda _: access.close())
+        self.app = app
         return app
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
