@@ -3,6 +3,7 @@ against the real service, refused once expired or revoked (after SIGHUP's reload
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp.test_utils import make_mocked_request
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from responder.cli import app
 from responder.config import Settings
@@ -137,3 +138,26 @@ async def test_the_service_takes_new_and_revoked_tokens_on_reload(tmp_path: Path
         path.write_text("tokens: [{oops")
         service.request_reload()  # a broken file keeps the tokens in force
         assert (await status(later))[0] == 200
+
+
+async def test_the_cli_calls_the_service_with_the_operators_own_token(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    viewer = _create(path, "reader", "viewer").strip()
+    settings = Settings(
+        journal=f"sqlite:///{tmp_path}/journal.db", inventory=no_hubs(tmp_path), rules=(ROOT / "rules",),
+        operators={"tokens_file": path},  # type: ignore[arg-type]
+    )  # fmt: skip
+    config = tmp_path / "config.yaml"
+    config.write_text(f"journal: sqlite:///{tmp_path}/journal.db\n")
+    async with running(settings) as (_, base):
+
+        def cli(*args: str, token: str | None) -> Result:
+            env = {"RESPONDER_OPERATOR_TOKEN": token, "RESPONDER_ADMIN_TOKEN": None, "RESPONDER_ADMIN_TOKEN_FILE": None}
+            return CliRunner().invoke(app, [*args, "--url", base, "--config", str(config)], env=env)
+
+        listed = await asyncio.to_thread(cli, "decisions", "--json", token=viewer)
+        assert listed.exit_code == 0, listed.output
+        refused = await asyncio.to_thread(cli, "undo", "no-such-decision", token=viewer)
+        assert refused.exit_code == 2 and "403: token:reader is a viewer: this needs admin" in refused.stderr
+        missing = await asyncio.to_thread(cli, "decisions", token=None)
+        assert missing.exit_code == 2 and "set RESPONDER_OPERATOR_TOKEN" in missing.stderr
