@@ -73,14 +73,15 @@ class OidcBearer:
             raise Refused(f"not a usable bearer JWT: {exc}") from None
         alg = header.get("alg")
         if alg not in self._config.algorithms:
-            raise Refused(f"algorithm {alg!r} is not accepted: use one of {list(self._config.algorithms)}")
+            shown = repr(alg)[:40]  # the sender's text: bounded in the answer
+            raise Refused(f"algorithm {shown} is not accepted: use one of {list(self._config.algorithms)}")
         keys = await self._key_set()
         try:
             key = await keys.get(header.get("kid"))
         except SetError as exc:
             raise Refused(str(exc)) from None
         if key.algorithm_name != alg:
-            raise Refused(f"the key {header.get('kid')!r} is not a {alg} key")
+            raise Refused(f"the key {repr(header.get('kid'))[:80]} is not a {alg} key")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key=key, algorithms=[alg], audience=self._config.audience, issuer=self._config.issuer,
