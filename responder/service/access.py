@@ -16,8 +16,8 @@ from responder.service.operators import Authenticator, BootstrapToken, Operators
 
 
 class Access:
-    """The service's authenticators, tried in this order: API tokens (`rsp_...`), the bootstrap token, OIDC
-    bearer JWTs. Each recognises its own kind of credential, so the order only saves work."""
+    """The service's authenticators, tried in this order: the bootstrap token, API tokens (`rsp_...`), OIDC
+    bearer JWTs. Each recognises its own kind of credential and refuses only that kind."""
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         o = settings.operators
@@ -25,10 +25,12 @@ class Access:
         self.oidc = OidcBearer(o.oidc) if o.oidc is not None else None
         self.bootstrap = settings.admin_token is not None and o.bootstrap_token
         authenticators: list[Authenticator] = []
+        if self.bootstrap and settings.admin_token is not None:
+            # First: it answers only for an exact match, so a shared token that happens to look like an API
+            # token or a JWT still works.
+            authenticators.append(BootstrapToken(settings.admin_token))
         if self.tokens is not None:
             authenticators.append(self.tokens)
-        if self.bootstrap and settings.admin_token is not None:
-            authenticators.append(BootstrapToken(settings.admin_token))
         if self.oidc is not None:
             authenticators.append(self.oidc)
         self.operators = Operators(authenticators)

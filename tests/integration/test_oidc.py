@@ -194,3 +194,11 @@ async def test_an_unreachable_discovery_document_is_refused_and_not_asked_again_
                 await _authenticate(bearer, token)
     finally:
         await bearer.close()
+
+
+async def test_made_up_key_ids_cost_one_key_fetch_a_minute_not_one_each(idp: OidcIssuer, okta: OidcBearer) -> None:
+    await _authenticate(okta, idp.mint(idp.claims(email="a@example.com", groups=["soc"])))
+    for n in range(20):
+        with pytest.raises(Refused, match="no signing key"):
+            await _authenticate(okta, idp.mint(idp.claims(), key=idp.stranger, kid=f"made-up-{n}"))
+    assert idp.jwks_fetches == 1  # the first; every unknown kid within the minute is refused from memory
