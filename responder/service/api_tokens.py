@@ -14,6 +14,7 @@ cheap. Comparison is constant-time over every entry, so timing tells nothing abo
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -136,7 +137,8 @@ def load(path: Path) -> list[ApiToken]:
 
 
 def save(path: Path, tokens: Sequence[ApiToken]) -> None:
-    """Write `tokens` to `path` atomically, mode 0600."""
+    """Write `tokens` to `path` atomically: a new file 0600; an existing one keeps its group and mode (e.g.
+    0640 root:responder, so the service user reads what root's CLI writes), never writable by others."""
     entries = [
         {
             "name": t.name,
@@ -153,6 +155,11 @@ def save(path: Path, tokens: Sequence[ApiToken]) -> None:
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
+            with contextlib.suppress(FileNotFoundError):
+                before = path.stat()
+                os.fchmod(out.fileno(), stat.S_IMODE(before.st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
+                with contextlib.suppress(PermissionError):  # only root may give it away; the mode still holds
+                    os.fchown(out.fileno(), -1, before.st_gid)
             out.write(text)
             out.flush()
             os.fsync(out.fileno())

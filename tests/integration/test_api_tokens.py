@@ -161,3 +161,12 @@ async def test_the_cli_calls_the_service_with_the_operators_own_token(tmp_path: 
         assert refused.exit_code == 2 and "403: token:reader is a viewer: this needs admin" in refused.stderr
         missing = await asyncio.to_thread(cli, "decisions", token=None)
         assert missing.exit_code == 2 and "set RESPONDER_OPERATOR_TOKEN" in missing.stderr
+
+
+def test_an_existing_file_keeps_its_mode_so_the_service_user_can_still_read_it(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    _create(path, "first", "viewer")
+    path.chmod(0o640)  # root:responder, as the README says
+    _create(path, "second", "viewer")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert [t.name for t in load(path)] == ["first", "second"]
