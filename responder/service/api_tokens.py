@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import logging
@@ -23,7 +24,7 @@ import re
 import secrets
 import stat
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -169,10 +170,28 @@ def save(path: Path, tokens: Sequence[ApiToken]) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _editing(path: Path) -> Iterator[None]:
+    """Two `responder operators token` commands at once do not lose each other's change: the directory is
+    locked while one reads, changes and writes the file (no lock file left behind)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(directory)  # releases the lock
+
+
 def create(path: Path, name: str, role: Role, lifetime: timedelta, now: datetime) -> tuple[str, ApiToken]:
     """A new token named `name`: the token (to show once) and what the file keeps of it."""
     if not re.match(NAME, name):
         raise ValueError(f"a token name is 1-64 of a-z 0-9 . _ - (starting with a letter or digit), not {name!r}")
+    with _editing(path):
+        return _create(path, name, role, lifetime, now)
+
+
+def _create(path: Path, name: str, role: Role, lifetime: timedelta, now: datetime) -> tuple[str, ApiToken]:
     tokens = load(path)
     if any(t.name == name for t in tokens):
         raise ValueError(f"a token named {name!r} exists: revoke it first or choose another name")
@@ -183,6 +202,12 @@ def create(path: Path, name: str, role: Role, lifetime: timedelta, now: datetime
 
 
 def revoke(path: Path, name: str, now: datetime) -> ApiToken:
+    """Mark the token `name` revoked (kept in the file, for review); revoking it again changes nothing."""
+    with _editing(path):
+        return _revoke(path, name, now)
+
+
+def _revoke(path: Path, name: str, now: datetime) -> ApiToken:
     tokens = load(path)
     found = next((t for t in tokens if t.name == name), None)
     if found is None:

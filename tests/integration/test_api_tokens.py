@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 
 from responder.cli import app
 from responder.config import Settings
-from responder.service.api_tokens import ApiTokens, TokenFileError, digest, load
+from responder.service.api_tokens import ApiTokens, TokenFileError, create, digest, load
 from responder.service.operators import Operator, Refused, Role
 from tests.support.service import no_hubs, running
 
@@ -170,3 +170,12 @@ def test_an_existing_file_keeps_its_mode_so_the_service_user_can_still_read_it(t
     _create(path, "second", "viewer")
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert [t.name for t in load(path)] == ["first", "second"]
+
+
+async def test_tokens_created_at_the_same_time_are_all_kept(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    now = datetime.now(UTC)
+    await asyncio.gather(
+        *(asyncio.to_thread(create, path, f"bot-{n}", Role.VIEWER, timedelta(days=1), now) for n in range(8))
+    )
+    assert sorted(t.name for t in load(path)) == [f"bot-{n}" for n in range(8)]
