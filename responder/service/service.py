@@ -105,6 +105,7 @@ class Service:
         clock: Clock = _wall_clock,
         tracer_provider: TracerProvider | None = None,
         recorder: DeliveryRecorder | None = None,
+        operators: Operators | None = None,
     ) -> None:
         self.settings = settings
         self.hubs = hubs
@@ -126,12 +127,16 @@ class Service:
         self.rules: RuleReloader | None = None  # once the journal is open
         self.certificate: ListenerCertificate | None = None  # with listen.tls_cert, once the journal is open
         self.access: Access | None = None  # who may call the service, once it starts
+        self._given_operators = operators  # a test's own, instead of those built from the settings
         self.app: web.Application | None = None  # what it serves, once it starts (its router lists every route)
 
     @property
     def operators(self) -> Operators:
         """Who may call the admin API, the console and the chat routes (OIDC, API tokens, bootstrap token):
-        guard every route with `operators.require(Role.X)`. Available once the service starts."""
+        guard every route with `operators.require(Role.X)`. Available once the service starts (at once when
+        they were given to it)."""
+        if self._given_operators is not None:
+            return self._given_operators
         if self.access is None:
             raise RuntimeError("the service's operators are built when it starts")
         return self.access.operators
@@ -318,7 +323,8 @@ class Service:
         )  # fmt: skip
         access = self.access
         if access is not None:
-            log.info("operators are identified by %s", access.describe())
+            if self._given_operators is None:
+                log.info("operators are identified by %s", access.describe())
             app.on_cleanup.append(lambda _: access.close())
         self.app = app
         return app

@@ -261,3 +261,17 @@ async def test_the_audit_trail_names_the_verified_operator_not_the_body(tmp_path
     assert any(kind.startswith("undo") and actor == "admin@example.com" for kind, actor in trail), trail
     assert reloads[-1] == "admin@example.com"
     assert all(actor != "mallory" for _, actor in trail) and "mallory" not in reloads
+
+
+async def test_a_test_may_give_the_service_its_own_operators(tmp_path: Path, idp: OidcIssuer) -> None:
+    from pydantic import SecretStr
+
+    from responder.service.operators import BootstrapToken, Operators
+
+    own = Operators([BootstrapToken(SecretStr("a-token-of-the-tests-own-choosing"))])
+    hub = MemoryHub.of(Inventory.load(INVENTORY), "hub1")
+    settings = _settings(tmp_path, idp)
+    async with running(settings, hubs={"hub1": hub}, operators=own) as (service, base), aiohttp.ClientSession() as http:
+        assert service.operators is own
+        assert await _status(http, "GET", f"{base}/api/decisions", "a-token-of-the-tests-own-choosing") == 200
+        assert await _status(http, "GET", f"{base}/api/decisions", BOOTSTRAP) == 401
