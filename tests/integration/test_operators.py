@@ -17,11 +17,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
+from typer.testing import CliRunner
 
+from responder.cli import app
 from responder.config import Settings
 from responder.inventory import Inventory
 from responder.journal import open_journal
-from responder.service.operators import Role
+from responder.service.operators import BootstrapToken, Operators, Role
 from tests.support.memory_hub import MemoryHub
 from tests.support.oidc import OidcIssuer
 from tests.support.service import running
@@ -113,10 +116,6 @@ def _oidc(idp: OidcIssuer, role: Role) -> str:
 
 
 def _api_token(path: Path, role: Role) -> str:
-    from typer.testing import CliRunner
-
-    from responder.cli import app
-
     name = f"matrix-{role.name.lower()}"
     args = ["operators", "token", "create", name, "--role", role.name.lower(), "--tokens-file", str(path)]
     result = CliRunner().invoke(app, args)
@@ -264,10 +263,6 @@ async def test_the_audit_trail_names_the_verified_operator_not_the_body(tmp_path
 
 
 async def test_a_test_may_give_the_service_its_own_operators(tmp_path: Path, idp: OidcIssuer) -> None:
-    from pydantic import SecretStr
-
-    from responder.service.operators import BootstrapToken, Operators
-
     own = Operators([BootstrapToken(SecretStr("a-token-of-the-tests-own-choosing"))])
     hub = MemoryHub.of(Inventory.load(INVENTORY), "hub1")
     settings = _settings(tmp_path, idp)
