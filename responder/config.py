@@ -23,6 +23,7 @@ from pydantic import (
     FilePath,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -349,6 +350,54 @@ class Enforcement(_Section):
         return self
 
 
+class OperatorsOidc(_Section):
+    """Operators' bearer tokens from the organisation's IdP (Okta, Entra ID): who they are and their role."""
+
+    issuer: str = Field(
+        min_length=1,
+        description="The tokens' iss: https://ORG.okta.com/oauth2/default, https://login.microsoftonline.com/TENANT/v2.0",
+    )
+    audience: str = Field(min_length=1, description="The tokens' aud: api://default (Okta), the app id (Entra)")
+    jwks_url: str | None = Field(
+        default=None,
+        description="The IdP's signing keys; default: jwks_uri from ISSUER/.well-known/openid-configuration",
+    )
+    id_claim: str = Field(
+        default="email", min_length=1, description="The operator's id; then preferred_username, upn, sub"
+    )
+    role_claim: str = Field(default="roles", min_length=1, description="roles (Entra app roles) or groups (Okta)")
+    roles: dict[Literal["admin", "approver", "viewer"], list[str]] = Field(
+        default_factory=dict,
+        description="Claim values (groups, app roles) that grant each role; empty: the values admin, approver, viewer",
+    )
+    algorithms: tuple[Literal["RS256", "ES256"], ...] = Field(default=("RS256", "ES256"), min_length=1)
+    leeway_s: float = Field(default=60.0, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat")
+    jwks_refetch_interval_s: float = Field(default=60.0, gt=0)
+    jwks_timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("issuer", "jwks_url")
+    @classmethod
+    def _fetchable(cls, url: str | None, info: ValidationInfo) -> str | None:
+        # The responder fetches the discovery document and the keys itself: the same rule as the SSF keys
+        # (https, or http to loopback for tests; no link-local metadata addresses).
+        try:
+            return Ssf._https_or_loopback(url)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("jwks_url", info.field_name or "url", 1)) from None
+
+
+class OperatorSettings(_Section):
+    """Who may use the admin API and the console: OIDC bearer tokens, API tokens, the bootstrap token."""
+
+    oidc: OperatorsOidc | None = None
+    tokens_file: Path | None = Field(
+        default=None, description="API tokens (SHA-256 hashes only), kept by `responder operators token`"
+    )
+    bootstrap_token: bool = Field(
+        default=True, description="Accept the shared admin_token (an admin, bootstrap-admin); false once OIDC works"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RESPONDER_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -381,6 +430,7 @@ class Settings(BaseSettings):
         description="How far ahead of its receipt an event's time may lie; a later one counts as received then",
     )  # fmt: skip
     enforcement: Enforcement = Enforcement()
+    operators: OperatorSettings = OperatorSettings()
     reconcile_interval_s: float = Field(
         default=30.0, gt=0, description="How often every hub is read back and what is in force re-asserted"
     )

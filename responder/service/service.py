@@ -45,11 +45,13 @@ from responder.pep import Hub, SshHub
 from responder.pep.transport import TransportSettings
 from responder.policy import load_rules
 from responder.service import sources
+from responder.service.access import Access
 from responder.service.admin import admin_routes, metrics_routes
 from responder.service.certificate import Certificate, ListenerCertificate, load_certificate
 from responder.service.guard import BlastRadius, ProtectedTargets
 from responder.service.lifecycle import Lifecycle
 from responder.service.listener import AcceptErrors, CappedSite, connection_limit, only_this_host
+from responder.service.operators import Operators
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
 from responder.service.reloading import RuleReloader
@@ -103,6 +105,7 @@ class Service:
         clock: Clock = _wall_clock,
         tracer_provider: TracerProvider | None = None,
         recorder: DeliveryRecorder | None = None,
+        operators: Operators | None = None,
     ) -> None:
         self.settings = settings
         self.hubs = hubs
@@ -123,6 +126,20 @@ class Service:
         self.reconciler: Reconciler | None = None
         self.rules: RuleReloader | None = None  # once the journal is open
         self.certificate: ListenerCertificate | None = None  # with listen.tls_cert, once the journal is open
+        self.access: Access | None = None  # who may call the service, once it starts
+        self._given_operators = operators  # a test's own, instead of those built from the settings
+        self.app: web.Application | None = None  # what it serves, once it starts (its router lists every route)
+
+    @property
+    def operators(self) -> Operators:
+        """Who may call the admin API, the console and the chat routes (OIDC, API tokens, bootstrap token):
+        guard every route with `operators.require(Role.X)`. Available once the service starts (at once when
+        they were given to it)."""
+        if self._given_operators is not None:
+            return self._given_operators
+        if self.access is None:
+            raise RuntimeError("the service's operators are built when it starts")
+        return self.access.operators
 
     @property
     def url(self) -> str | None:
@@ -144,6 +161,8 @@ class Service:
         self.rules.request()
         if self.certificate is not None:
             self.certificate.request()
+        if self.access is not None:
+            self.access.reload()  # the API tokens file
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -161,6 +180,8 @@ class Service:
         if s.listen.tls_cert is not None and s.listen.tls_key is not None:
             # Before anything opens: a certificate that cannot serve stops the start (exit 2, the file named).
             first_certificate = load_certificate(s.listen.tls_cert, s.listen.tls_key)
+        # Before anything opens too: an unusable API tokens file stops the start, the file named.
+        self.access = Access(s, self.clock)
         inventory = load_inventory(s)
         dry_run = s.dry_run
         if inventory is None:
@@ -297,8 +318,15 @@ class Service:
                 p.journal, p.lifecycle, ready, registry, s.admin_token, subject_state=subject,
                 unenforced=p.reconciler.readiness_detail, reload_rules=p.rules.reload,
                 sources=(lambda: {n: src.status() for n, src in pulled.items()}) if pulled else None,
+                operators=self.operators,
             )
         )  # fmt: skip
+        access = self.access
+        if access is not None:
+            if self._given_operators is None:
+                log.info("operators are identified by %s", access.describe())
+            app.on_cleanup.append(lambda _: access.close())
+        self.app = app
         return app
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
