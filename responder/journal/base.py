@@ -113,6 +113,10 @@ CREATE TABLE IF NOT EXISTS audit (
     ref TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS used_once (
+    key TEXT PRIMARY KEY,
+    used_at TEXT NOT NULL
+);
 """
 
 # Columns added after the first release: a journal written before gets them on open (each engine's `open`).
@@ -707,6 +711,15 @@ class SqlJournal(ABC):
                 ref,
                 json.dumps(detail, sort_keys=True, default=str),
             )
+
+    async def use_once(self, key: str, at: str) -> bool:
+        """Record the use of something good once (an approval link's nonce, a Slack request's signature):
+        True the first time, False ever after. The primary key decides, so two instances cannot both."""
+        async with self.transaction() as tx:
+            changed = await tx.execute(
+                "INSERT INTO used_once (key, used_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", key, at
+            )
+        return changed > 0
 
     async def audit_trail(self, ref: str | None = None, limit: int = 1000) -> list[AuditEntry]:
         async with self.read() as tx:

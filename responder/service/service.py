@@ -47,13 +47,16 @@ from responder.policy import load_rules
 from responder.service import sources
 from responder.service.admin import admin_routes, metrics_routes
 from responder.service.certificate import Certificate, ListenerCertificate, load_certificate
+from responder.service.chat import ChatPeople
 from responder.service.guard import BlastRadius, ProtectedTargets
 from responder.service.lifecycle import Lifecycle
+from responder.service.links import LinkSigner, link_routes
 from responder.service.listener import AcceptErrors, CappedSite, connection_limit, only_this_host
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
 from responder.service.reloading import RuleReloader
 from responder.service.retention import Retention
+from responder.service.slack import SlackInteractions, SlackSignature
 from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import provider_from_environment, tracer
 
@@ -118,6 +121,8 @@ class Service:
         self.address: tuple[str, int] | None = None
         self.metrics_address: tuple[str, int] | None = None  # when /metrics has a listener of its own
         self.lifecycle: Lifecycle | None = None
+        self.slack: SlackInteractions | None = None  # with chat.slack
+        self.links: LinkSigner | None = None  # with link_key: makes the approval links notices carry
         self._ingest: AlertConsumer | None = None
         self.partitions_owned: set[int] = set()  # of the ingest topic, in scale-out mode
         self.reconciler: Reconciler | None = None
@@ -299,7 +304,29 @@ class Service:
                 sources=(lambda: {n: src.status() for n, src in pulled.items()}) if pulled else None,
             )
         )  # fmt: skip
+        self._chat_routes(app, p)
         return app
+
+    def _chat_routes(self, app: web.Application, p: _Parts) -> None:
+        """Approvals from chat: Slack's buttons and signed links, each only when configured."""
+        s = self.settings
+        if s.chat is None:
+            return
+        people = ChatPeople.parse(s.chat.people)
+        if s.chat.slack is not None and s.slack_signing_secret is not None:
+            slack = SlackInteractions(
+                SlackSignature(s.slack_signing_secret.get_secret_value().encode()), users=s.chat.slack.users,
+                people=people, lifecycle=p.lifecycle, journal=p.journal, clock=self.clock,
+                team_id=s.chat.slack.team_id, response_url_prefix=s.chat.slack.response_url_prefix,
+            )  # fmt: skip
+            self.slack = slack
+            app.add_routes(slack.routes())
+            app.on_cleanup.append(lambda _: slack.close())
+        if s.link_key is not None:
+            self.links = LinkSigner(s.link_key.get_secret_value().encode())
+            app.add_routes(
+                link_routes(self.links, people=people, lifecycle=p.lifecycle, journal=p.journal, clock=self.clock)
+            )
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
