@@ -102,8 +102,17 @@ class LinkSigner:
         return hmac.new(self.key, b"responder-link-v1:" + payload.encode(), hashlib.sha256).digest()
 
 
-def link_url(base_url: str, token: str) -> str:
-    return f"{base_url.rstrip('/')}/links/{token}"
+@dataclass(frozen=True, slots=True)
+class ApprovalLinks:
+    """What a notifier asks for a link: `url(decision, verb, operator, now)` under the service's public URL."""
+
+    signer: LinkSigner
+    base_url: str
+    ttl_s: float
+
+    def url(self, decision_id: str, verb: str, operator_id: str, *, now: float) -> str:
+        token = self.signer.issue(decision_id, verb, operator_id, now=now, ttl_s=self.ttl_s)
+        return f"{self.base_url.rstrip('/')}/links/{token}"
 
 
 class Lifecycle(Protocol):

@@ -50,7 +50,7 @@ from responder.service.certificate import Certificate, ListenerCertificate, load
 from responder.service.chat import ChatPeople
 from responder.service.guard import BlastRadius, ProtectedTargets
 from responder.service.lifecycle import Lifecycle
-from responder.service.links import LinkSigner, link_routes
+from responder.service.links import ApprovalLinks, LinkSigner, link_routes
 from responder.service.listener import AcceptErrors, CappedSite, connection_limit, only_this_host
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
@@ -122,7 +122,7 @@ class Service:
         self.metrics_address: tuple[str, int] | None = None  # when /metrics has a listener of its own
         self.lifecycle: Lifecycle | None = None
         self.slack: SlackInteractions | None = None  # with chat.slack
-        self.links: LinkSigner | None = None  # with link_key: makes the approval links notices carry
+        self.links: ApprovalLinks | None = None  # with link_key and chat.link_base_url: links for notices
         self._ingest: AlertConsumer | None = None
         self.partitions_owned: set[int] = set()  # of the ingest topic, in scale-out mode
         self.reconciler: Reconciler | None = None
@@ -323,9 +323,11 @@ class Service:
             app.add_routes(slack.routes())
             app.on_cleanup.append(lambda _: slack.close())
         if s.link_key is not None:
-            self.links = LinkSigner(s.link_key.get_secret_value().encode())
+            signer = LinkSigner(s.link_key.get_secret_value().encode())
+            if s.chat.link_base_url is not None:
+                self.links = ApprovalLinks(signer, s.chat.link_base_url, s.chat.link_ttl_s)
             app.add_routes(
-                link_routes(self.links, people=people, lifecycle=p.lifecycle, journal=p.journal, clock=self.clock)
+                link_routes(signer, people=people, lifecycle=p.lifecycle, journal=p.journal, clock=self.clock)
             )
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:

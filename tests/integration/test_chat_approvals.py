@@ -25,6 +25,7 @@ from aiohttp import web
 from responder.config import Chat, Settings, SlackChat
 from responder.inventory import Inventory
 from responder.notify.notice import Notice, NoticeKind
+from responder.service.links import ApprovalLinks
 from responder.service.service import Service
 from tests.integration.test_lifecycle import (
     ALICE_IP,
@@ -322,8 +323,10 @@ async def test_an_oversized_slack_request_is_refused_before_it_is_read(chat: _Ch
 
 def _link(chat: _Chat, decision_id: str, verb: str, operator: str, ttl_s: float = 600) -> str:
     assert chat.service.links is not None
-    token = chat.service.links.issue(decision_id, verb, operator, now=chat.clock().timestamp(), ttl_s=ttl_s)
-    return f"{chat.base}/links/{token}"
+    links = ApprovalLinks(chat.service.links.signer, chat.base, ttl_s)  # the service as the test reaches it
+    url = links.url(decision_id, verb, operator, now=chat.clock().timestamp())
+    assert chat.service.links.url(decision_id, verb, operator, now=0).startswith("https://responder.test/links/")
+    return url
 
 
 async def test_a_link_shows_on_get_without_acting_and_acts_once_on_post(chat: _Chat) -> None:
