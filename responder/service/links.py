@@ -158,7 +158,8 @@ def link_routes(
             detail = {"verb": link.verb, "why": why, "via": "link"}
             await journal.audit(now.isoformat(), link.operator_id, "chat.refused", link.decision_id, detail)
             return _page(403, "Not done", why)
-        if not await journal.use_once(f"link:{link.nonce}", now.isoformat()):
+        keep_until = datetime.fromtimestamp(link.expires_at, now.tzinfo).isoformat()
+        if not await journal.use_once(f"link:{link.nonce}", now.isoformat(), keep_until):
             return _page(409, "Not done", "this link was used already: each link works once")
         verbs: Mapping[str, Callable[[str, str], Awaitable[None]]] = {
             "approve": lifecycle.approve, "reject": lifecycle.reject, "undo": lifecycle.undo,

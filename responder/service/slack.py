@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
@@ -168,7 +168,9 @@ class SlackInteractions:
         except NotFromSlack as exc:
             log.warning("slack interaction refused: %s", exc)
             return _text(401, str(exc))
-        if not await self._journal.use_once(f"slack:{signed}", now.isoformat()):
+        # Kept while its timestamp could still pass: after that, the timestamp check refuses it.
+        keep_until = (now + timedelta(seconds=2 * MAX_SKEW_S)).isoformat()
+        if not await self._journal.use_once(f"slack:{signed}", now.isoformat(), keep_until):
             log.warning("slack interaction refused: replayed")
             return _text(401, "replayed request")
         press = _press(body)
