@@ -43,3 +43,15 @@ def test_a_complete_chat_section_loads(tmp_path: Path) -> None:
         "    users: {U0ANA: ana@example.com}\n"
     )
     _load(tmp_path, yaml, slack_signing_secret_file=secret)
+
+
+def test_the_example_configurations_chat_block_loads_once_uncommented(tmp_path: Path) -> None:
+    example = (Path(__file__).resolve().parents[2] / "deploy/etc/responder.yaml").read_text()
+    start = example.index("# slack_signing_secret_file:")
+    block = example[start : example.index("\n\n", start)]
+    uncommented = "\n".join(line.removeprefix("# ") for line in block.splitlines()) + "\n"
+    config = tmp_path / "responder.yaml"
+    config.write_text(uncommented)
+    settings = load_settings(config, defer_secret_files=True)
+    assert settings.chat is not None and settings.chat.slack is not None
+    assert settings.chat.slack.users["U0123ANA"] == "ana@example.com"
