@@ -38,6 +38,7 @@ MAX_BODY_BYTES = 64 * 1024  # a block_actions payload is a few KB; the whole mes
 MAX_SKEW_S = 300  # Slack's own advice: refuse requests more than five minutes old
 POST_TIMEOUT_S = 5.0
 _DECISION_ID = re.compile(r"^[\w.:-]{1,128}$")
+_SLACK_ID = re.compile(r"^[A-Z0-9]{1,32}$")  # U0123ABCD, W0123ABCD, T0123ABCD: what may go into the audit trail
 
 
 class NotFromSlack(Exception):
@@ -277,11 +278,12 @@ def _press(body: bytes) -> _Press | str:  # noqa: PLR0911 - one early answer per
         workspace = payload.get("team")
         team = user.get("team_id") or (workspace.get("id") if isinstance(workspace, dict) else None)
         user_id = user.get("id")
-        if not isinstance(user_id, str) or not user_id:
-            return "the payload names no user"
+        if not (isinstance(user_id, str) and _SLACK_ID.match(user_id)):
+            return "the payload names no Slack user id"
         url = payload.get("response_url")
         return _Press(
-            verb=verb, decision_id=value, user=user_id, team=team if isinstance(team, str) else None,
+            verb=verb, decision_id=value, user=user_id,
+            team=team if isinstance(team, str) and _SLACK_ID.match(team) else None,
             response_url=url if isinstance(url, str) else None,
         )  # fmt: skip
     return "expected application/x-www-form-urlencoded with a JSON payload"

@@ -445,3 +445,24 @@ async def test_an_approval_not_given_in_time_escalates_then_is_rejected_after_as
         assert await _audit(chat, decision_id) == [
             ("policy:approval-timeout", "escalated"), ("policy:approval-timeout", "rejected"),
         ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({"type": "view_submission"}, "block_actions only"),
+        ({"type": "block_actions", "user": {"id": "U0ANA"}, "actions": [{"action_id": "act", "value": "d"}]},
+         "action_id must be one of"),
+        ({"type": "block_actions", "user": {"id": "x" * 300}, "actions": [{"action_id": "approve", "value": "d"}]},
+         "no Slack user id"),
+        ({"type": "block_actions", "user": {"id": "U0ANA"}, "actions": [{"action_id": "approve", "value": "<a>"}]},
+         "must be a decision id"),
+    ],
+)  # fmt: skip
+async def test_a_signed_request_that_is_no_button_press_is_a_400_that_says_why(
+    chat: _Chat, payload: dict[str, Any], reason: str
+) -> None:
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    async with chat.http.post(f"{chat.base}/hooks/slack/interactions", data=body, headers=_signed(body)) as r:
+        assert r.status == 400
+        assert reason in (await r.json())["error"]
