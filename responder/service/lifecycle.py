@@ -62,14 +62,15 @@ class Lifecycle:
         await self._executor.execute([Intent(i.id, action_from_dict(json.loads(i.action))) for i in intents])
 
     async def reject(self, decision_id: str, actor: str, detail: dict[str, Any] | None = None) -> None:
-        """Refuse a decision that waits for approval (nothing of it ran); unlike `undo`, never one in force:
-        an approver may reject, only an admin may undo."""
+        """Refuse a decision that waits for approval (nothing of it ran); unlike `undo`, never one in force,
+        even one approved a moment before: an approver may reject, only an admin may undo."""
         decision = await self._journal.decision(decision_id)
         if decision is None:
             raise LifecycleError(f"no decision {decision_id}")
-        if decision.state is not DecisionState.AWAITING_APPROVAL:
+        waiting = [DecisionState.AWAITING_APPROVAL]
+        if not await self._journal.transition_decision(decision_id, waiting, DecisionState.REJECTED):
             raise LifecycleError(f"decision {decision_id} is {decision.state.value}, not awaiting approval")
-        await self.undo(decision_id, actor, detail)
+        await self._taken_back(decision, actor, DecisionState.REJECTED, detail)
 
     async def undo(self, decision_id: str, actor: str, detail: dict[str, Any] | None = None) -> None:
         """Take a decision back (or reject it, while it waits for approval); `detail` goes to the audit log."""
@@ -82,9 +83,16 @@ class Lifecycle:
             decision_id, [DecisionState.ACTIVE, DecisionState.AWAITING_APPROVAL], target
         ):
             raise LifecycleError(f"decision {decision_id} is {decision.state.value}: nothing to undo")
-        await self._journal.set_intents_state(decision_id, IntentState.AWAITING_APPROVAL, IntentState.CANCELLED)
-        await self._journal.audit(self._clock().isoformat(), actor, target.value, decision_id, detail or {})
-        await self._executor.undo_decision(decision_id)
+        await self._taken_back(decision, actor, target, detail)
+
+    async def _taken_back(
+        self, decision: DecisionRecord, actor: str, target: DecisionState, detail: dict[str, Any] | None
+    ) -> None:
+        """What follows a decision moved to `target` (undone or rejected): its waiting intents cancelled, the
+        audit entry, what it did on the hubs and what it had replaced taken back."""
+        await self._journal.set_intents_state(decision.id, IntentState.AWAITING_APPROVAL, IntentState.CANCELLED)
+        await self._journal.audit(self._clock().isoformat(), actor, target.value, decision.id, detail or {})
+        await self._executor.undo_decision(decision.id)
         await self._undo_replaced(decision.subject, actor)
         self._engine.release(decision.subject, decision.response)
 
