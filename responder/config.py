@@ -379,6 +379,13 @@ class Chat(_Section):
     )
     link_ttl_s: float = Field(default=3600.0, gt=0, le=7 * 86400, description="How long an approval link works")
 
+    @field_validator("link_base_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if url is not None and (urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).hostname):
+            raise ValueError(f"link_base_url must be the service's URL (https://responder.example.com), not {url!r}")
+        return url
+
     @field_validator("people")
     @classmethod
     def _roles(cls, people: dict[str, str]) -> dict[str, str]:

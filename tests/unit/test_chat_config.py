@@ -55,3 +55,8 @@ def test_the_example_configurations_chat_block_loads_once_uncommented(tmp_path: 
     settings = load_settings(config, defer_secret_files=True)
     assert settings.chat is not None and settings.chat.slack is not None
     assert settings.chat.slack.users["U0123ANA"] == "ana@example.com"
+
+
+def test_a_link_base_url_that_is_no_url_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="link_base_url must be the service's URL"):
+        _load(tmp_path, "chat:\n  link_base_url: responder.example.com\n", link_key="k" * 32)
