@@ -48,14 +48,17 @@ from responder.service import sources
 from responder.service.access import Access
 from responder.service.admin import admin_routes, metrics_routes
 from responder.service.certificate import Certificate, ListenerCertificate, load_certificate
+from responder.service.chat import ChatPeople
 from responder.service.guard import BlastRadius, ProtectedTargets
 from responder.service.lifecycle import Lifecycle
+from responder.service.links import ApprovalLinks, LinkSigner, link_routes
 from responder.service.listener import AcceptErrors, CappedSite, connection_limit, only_this_host
 from responder.service.operators import Operators
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
 from responder.service.reloading import RuleReloader
 from responder.service.retention import Retention
+from responder.service.slack import SlackInteractions, SlackSignature
 from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import provider_from_environment, tracer
 
@@ -121,6 +124,8 @@ class Service:
         self.address: tuple[str, int] | None = None
         self.metrics_address: tuple[str, int] | None = None  # when /metrics has a listener of its own
         self.lifecycle: Lifecycle | None = None
+        self.slack: SlackInteractions | None = None  # with chat.slack
+        self.links: ApprovalLinks | None = None  # with link_key and chat.link_base_url: links for notices
         self._ingest: AlertConsumer | None = None
         self.partitions_owned: set[int] = set()  # of the ingest topic, in scale-out mode
         self.reconciler: Reconciler | None = None
@@ -321,6 +326,7 @@ class Service:
                 operators=self.operators,
             )
         )  # fmt: skip
+        self._chat_routes(app, p)
         access = self.access
         if access is not None:
             if self._given_operators is None:
@@ -328,6 +334,29 @@ class Service:
             app.on_cleanup.append(lambda _: access.close())
         self.app = app
         return app
+
+    def _chat_routes(self, app: web.Application, p: _Parts) -> None:
+        """Approvals from chat: Slack's buttons and signed links, each only when configured."""
+        s = self.settings
+        if s.chat is None:
+            return
+        people = ChatPeople.parse(s.chat.people)
+        if s.chat.slack is not None and s.slack_signing_secret is not None:
+            slack = SlackInteractions(
+                SlackSignature(s.slack_signing_secret.get_secret_value().encode()), users=s.chat.slack.users,
+                people=people, lifecycle=p.lifecycle, journal=p.journal, clock=self.clock,
+                team_id=s.chat.slack.team_id, response_url_prefix=s.chat.slack.response_url_prefix,
+            )  # fmt: skip
+            self.slack = slack
+            app.add_routes(slack.routes())
+            app.on_cleanup.append(lambda _: slack.close())
+        if s.link_key is not None:
+            signer = LinkSigner(s.link_key.get_secret_value().encode())
+            if s.chat.link_base_url is not None:
+                self.links = ApprovalLinks(signer, s.chat.link_base_url, s.chat.link_ttl_s)
+            app.add_routes(
+                link_routes(signer, people=people, lifecycle=p.lifecycle, journal=p.journal, clock=self.clock)
+            )
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
