@@ -1,6 +1,7 @@
 """The console as a person uses it, in a real browser (Playwright driving Debian's Chromium) against the
-real service and the lab: log in, watch an Okta report's decision arrive live, read the subject page,
-and press Undo as an approver (refused: the packets stay blocked) and as an admin (access comes back)."""
+real service and the lab: log in with a token from the (test) identity provider, watch an Okta report's
+decision arrive live, read the subject page, and press Undo as an approver (refused: the packets stay
+blocked) and as an admin (access comes back)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 from responder.config import Settings
 from responder.lab import Lab
 from responder.service.operators import Role
-from tests.support.console import TOKEN_OF, operators
+from tests.support.oidc import OidcIssuer
 from tests.support.payloads import payload
 from tests.support.probes import eventually, tcp
 from tests.support.service import running
@@ -34,6 +35,7 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 OKTA_SECRET = "okta-console-secret-value"
 ALICE = "user:alice@example.com"
+GROUPS = {"admin": ["responder-admins"], "approver": ["responder-approvers"], "viewer": ["soc"]}
 
 
 def _okta(event_type: str, user: str) -> dict[str, Any]:
@@ -56,6 +58,18 @@ def artefacts(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+async def idp() -> AsyncIterator[OidcIssuer]:
+    async with OidcIssuer() as issuer:
+        yield issuer
+
+
+def _token(idp: OidcIssuer, role: Role, email: str) -> str:
+    """An access token of the identity provider for `email`, in the group that maps to `role`."""
+    (group,) = GROUPS[role.name.lower()]
+    return idp.mint(idp.claims(email=email, groups=[group]))
+
+
+@pytest.fixture
 def chromium() -> Path:
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is missing: run deploy/install-packages.sh (make install)")
@@ -72,13 +86,13 @@ async def browser(chromium: Path) -> AsyncIterator[Any]:
             await b.close()
 
 
-async def _logged_in(browser: Any, base: str, role: Role) -> Any:
-    """A page of a fresh browser context, logged in through the login form with the role's token."""
+async def _logged_in(browser: Any, base: str, token: str) -> Any:
+    """A page of a fresh browser context, logged in through the login form with `token`."""
     context = await browser.new_context(viewport={"width": 1200, "height": 800})
     page = await context.new_page()
     await page.goto(f"{base}/console")
     assert page.url.endswith("/console/login")  # no session yet: sent to the login page
-    await page.get_by_label("Bearer token").fill(TOKEN_OF[role])
+    await page.get_by_label("Bearer token").fill(token)
     await page.get_by_role("button", name="Log in").click()
     await page.wait_for_url(f"{base}/console")
     await page.wait_for_selector("body[data-live='yes']")  # the timeline listens
@@ -86,16 +100,17 @@ async def _logged_in(browser: Any, base: str, role: Role) -> Any:
 
 
 async def test_console_shows_a_cut_off_live_and_only_an_admin_undoes_it(
-    lab: Lab, browser: Any, artefacts: Path, tmp_path: Path
+    lab: Lab, browser: Any, artefacts: Path, tmp_path: Path, idp: OidcIssuer
 ) -> None:
     settings = Settings(
         journal=f"sqlite:///{tmp_path}/journal.db", inventory=lab.inventory_path, rules=(ROOT / "rules",),
         okta_secret=OKTA_SECRET, reconcile_interval_s=0.5,
+        operators={"oidc": {"issuer": idp.issuer, "audience": idp.audience, "role_claim": "groups", "roles": GROUPS}},
     )  # fmt: skip
     assert await tcp(lab, "admin1", "10.100.0.20") == "open"
-    async with running(settings, operators=operators()) as (_, base), aiohttp.ClientSession() as http:
-        admin = await _logged_in(browser, base, Role.ADMIN)
-        approver = await _logged_in(browser, base, Role.APPROVER)
+    async with running(settings) as (_, base), aiohttp.ClientSession() as http:
+        admin = await _logged_in(browser, base, _token(idp, Role.ADMIN, "adam@example.com"))
+        approver = await _logged_in(browser, base, _token(idp, Role.APPROVER, "april@example.com"))
 
         # An Okta report: the decision shows in the open timeline within a second, measured by the page.
         sent_at = await admin.evaluate("Date.now()")
