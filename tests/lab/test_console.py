@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from playwright.async_api import async_playwright  # a dev dependency: `make install` installs it
 
 from responder.config import Settings
 from responder.lab import Lab
@@ -23,8 +24,6 @@ from tests.support.oidc import OidcIssuer
 from tests.support.payloads import payload
 from tests.support.probes import eventually, tcp
 from tests.support.service import running
-
-playwright_api = pytest.importorskip("playwright.async_api", reason="pip install -e '.[dev]' (playwright)")
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +77,7 @@ def chromium() -> Path:
 
 @pytest.fixture
 async def browser(chromium: Path) -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as pw:
+    async with async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
         try:
             yield b
