@@ -10,6 +10,7 @@ packages=(
   openssh-server openssh-client
   util-linux procps sudo
   postgresql python3-nftables
+  chromium
 )
 
 missing=()

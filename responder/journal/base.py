@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     event_seq BIGINT
 );
 CREATE INDEX IF NOT EXISTS decisions_state ON decisions (state, subject);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions (created_at);
 CREATE TABLE IF NOT EXISTS intents (
     id TEXT PRIMARY KEY,
     decision_id TEXT NOT NULL REFERENCES decisions(id),

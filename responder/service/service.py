@@ -15,7 +15,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
 from responder.config import DEFAULT_LAB_INVENTORY, Enforcement, MetricsListen, Settings
+from responder.console import DecisionFeed, console_routes
 from responder.core.engine import Engine
 from responder.core.identity import IdentityMap
 from responder.executor import Executor
@@ -131,6 +132,7 @@ class Service:
         self.reconciler: Reconciler | None = None
         self.rules: RuleReloader | None = None  # once the journal is open
         self.certificate: ListenerCertificate | None = None  # with listen.tls_cert, once the journal is open
+        self.console_feed: DecisionFeed | None = None  # the console's live timeline, once it serves
         self.access: Access | None = None  # who may call the service, once it starts
         self._given_operators = operators  # a test's own, instead of those built from the settings
         self.app: web.Application | None = None  # what it serves, once it starts (its router lists every route)
@@ -327,6 +329,7 @@ class Service:
             )
         )  # fmt: skip
         self._chat_routes(app, p)
+        self._console_routes(app, p, subject)
         access = self.access
         if access is not None:
             if self._given_operators is None:
@@ -357,6 +360,29 @@ class Service:
             app.add_routes(
                 link_routes(signer, people=people, lifecycle=p.lifecycle, journal=p.journal, clock=self.clock)
             )
+
+    def _console_routes(self, app: web.Application, p: _Parts, subject: Callable[[str], dict[str, object]]) -> None:
+        """The console: the same operators, one journal poller for every open timeline."""
+        self.console_feed = feed = DecisionFeed(p.journal)
+        app.add_routes(
+            console_routes(
+                p.journal, p.lifecycle, self.operators, feed, hubs=p.hubs, subject_state=subject,
+                unenforced=p.reconciler.readiness_detail,
+            )
+        )  # fmt: skip
+
+        async def end_streams(_: web.Application) -> None:
+            feed.close()  # the open timelines end, so the listener stops without waiting for them
+
+        async def poll(_: web.Application) -> AsyncIterator[None]:
+            stop = asyncio.Event()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(feed.run(stop), name="console-feed")
+                yield
+                stop.set()
+
+        app.on_shutdown.append(end_streams)
+        app.cleanup_ctx.append(poll)
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
