@@ -113,6 +113,20 @@ CREATE TABLE IF NOT EXISTS audit (
     ref TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS notifications (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    decision_id TEXT,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try_at DOUBLE PRECISION NOT NULL,
+    created_at TEXT NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, owner, channel, next_try_at);
 """
 
 # Columns added after the first release: a journal written before gets them on open (each engine's `open`).

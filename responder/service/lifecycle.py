@@ -13,8 +13,11 @@ from typing import Any
 
 from responder.core.decisions import Lift, action_from_dict
 from responder.core.engine import Engine
-from responder.executor import Executor
-from responder.journal import DecisionState, Intent, IntentKind, IntentState, Journal
+from responder.executor import Executor, IntentOutcome
+from responder.journal import DecisionRecord, DecisionState, Intent, IntentKind, IntentState, Journal
+from responder.notify import NoticeKind, Notices
+from responder.notify.about import decision_notice, enforced_notices
+from responder.notify.notice import NoNotices
 from responder.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -26,8 +29,16 @@ class LifecycleError(Exception):
 
 class Lifecycle:
     def __init__(
-        self, journal: Journal, executor: Executor, engine: Engine, clock: Callable[[], datetime], metrics: Metrics
+        self,
+        journal: Journal,
+        executor: Executor,
+        engine: Engine,
+        clock: Callable[[], datetime],
+        metrics: Metrics,
+        *,
+        notices: Notices | None = None,
     ) -> None:
+        self._notices = notices or NoNotices()
         self._journal = journal
         self._executor = executor
         self._engine = engine
@@ -47,9 +58,29 @@ class Lifecycle:
         await self._journal.set_expiry(decision_id, now.timestamp() + ttl if ttl else None)
         await self._journal.set_intents_state(decision_id, IntentState.AWAITING_APPROVAL, IntentState.PENDING)
         await self._journal.audit(now.isoformat(), actor, "approve", decision_id, {})
+        self._tell(NoticeKind.APPROVED, decision, actor, DecisionState.ACTIVE)
         intents = [i for i in await self._journal.intents_for(decision_id) if i.kind is IntentKind.APPLY]
         # Without the delivery's trace: the approval is a request of its own, maybe hours later.
-        await self._executor.execute([Intent(i.id, action_from_dict(json.loads(i.action))) for i in intents])
+        outcomes = await self._executor.execute([Intent(i.id, action_from_dict(json.loads(i.action))) for i in intents])
+        for notice in enforced_notices(outcomes, {decision.id: decision}, self._clock(), actor):
+            self._notices.emit(notice)
+
+    def _tell(
+        self, kind: NoticeKind, decision: DecisionRecord, actor: str, state: DecisionState, **detail: object
+    ) -> None:
+        self._notices.emit(
+            decision_notice(
+                kind,
+                at=self._clock(),
+                decision_id=decision.id,
+                subject=decision.subject,
+                response=decision.response,
+                body=decision.body,
+                state=state.value,
+                actor=actor,
+                **detail,
+            )
+        )
 
     async def undo(self, decision_id: str, actor: str, detail: dict[str, Any] | None = None) -> None:
         """Take a decision back (or reject it, while it waits for approval); `detail` goes to the audit log."""
@@ -64,7 +95,12 @@ class Lifecycle:
             raise LifecycleError(f"decision {decision_id} is {decision.state.value}: nothing to undo")
         await self._journal.set_intents_state(decision_id, IntentState.AWAITING_APPROVAL, IntentState.CANCELLED)
         await self._journal.audit(self._clock().isoformat(), actor, target.value, decision_id, detail or {})
-        await self._executor.undo_decision(decision_id)
+        undone = await self._executor.undo_decision(decision_id)
+        kind = NoticeKind.REJECTED if waiting else NoticeKind.UNDONE
+        if detail and "lifted_by" in detail:
+            kind = NoticeKind.LIFTED
+        hubs = _verified_by_hub(undone)
+        self._tell(kind, decision, actor, target, **({"hubs": hubs} if hubs else {}))
         await self._undo_replaced(decision.subject, actor)
         self._engine.release(decision.subject, decision.response)
 
@@ -103,7 +139,10 @@ class Lifecycle:
         for decision in await self._journal.expired_decisions(now.timestamp()):
             if await self._journal.transition_decision(decision.id, [DecisionState.ACTIVE], DecisionState.EXPIRED):
                 await self._journal.audit(now.isoformat(), "responder", "expired", decision.id, {})
-                await self._executor.undo_decision(decision.id)
+                hubs = _verified_by_hub(await self._executor.undo_decision(decision.id))
+                self._tell(
+                    NoticeKind.EXPIRED, decision, "responder", DecisionState.EXPIRED, **({"hubs": hubs} if hubs else {})
+                )
                 await self._undo_replaced(decision.subject, "responder")
                 self._engine.release(decision.subject, decision.response)
                 log.info(
@@ -127,3 +166,12 @@ class Lifecycle:
                 log.exception("expiry pass failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
+
+
+def _verified_by_hub(outcomes: list[IntentOutcome]) -> dict[str, bool]:
+    """Per hub, whether every action taken back there was verified taken back."""
+    hubs: dict[str, bool] = {}
+    for o in outcomes:
+        hub = o.result.action.hub
+        hubs[hub] = hubs.get(hub, True) and o.result.ok and o.result.verified
+    return hubs

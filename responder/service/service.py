@@ -38,6 +38,7 @@ from responder.ingest.webhooks import DeliveryRecorder, Webhooks, json_errors
 from responder.inventory import Inventory
 from responder.journal import Journal, open_journal
 from responder.monitor import HubMonitor, Thresholds
+from responder.notify.notifier import Notifier, notifier_from
 from responder.overlays.adapters import open_overlay
 from responder.overlays.base import OverlayHub
 from responder.overlays.discovery import discovered_peers, with_peers
@@ -123,6 +124,7 @@ class Service:
         self.reconciler: Reconciler | None = None
         self.rules: RuleReloader | None = None  # once the journal is open
         self.certificate: ListenerCertificate | None = None  # with listen.tls_cert, once the journal is open
+        self.notifier: Notifier | None = None  # with notify.channels, once the journal is open
 
     @property
     def url(self) -> str | None:
@@ -181,6 +183,10 @@ class Service:
             await self._start(parts)
             await self._serve(parts, stop)
         finally:
+            if self.notifier is not None:
+                # What the draining work emitted after the notifier stopped: journaled, sent after a restart.
+                with contextlib.suppress(Exception):
+                    await self.notifier.flush()
             await journal.close()
 
     def _assemble(
@@ -202,6 +208,11 @@ class Service:
                 thresholds=Thresholds(stale_after_s=s.monitor_stale_after_s),
             )  # fmt: skip
         veto = ProtectedTargets(engine.rules.protection, identity)
+        self.notifier = notifier_from(
+            s.notify, journal, self.instance, clock=self.clock,
+            count=lambda channel, outcome: self.metrics.notifications.labels(channel, outcome).inc(),
+            devices=lambda key: [p.name for p in identity.subject(key).peers],
+        )  # fmt: skip
         executor = Executor(
             journal, self.hubs, self.clock, veto=veto,
             peer_change=monitor.own_changes.note if monitor else _ignore_change, tracer=self.tracer,
@@ -209,13 +220,15 @@ class Service:
         )  # fmt: skip
         radius = BlastRadius(s.limits.actions_per_minute, s.limits.actions_per_minute_per_rule, time.monotonic)
         parsed = ParsedEvents()
-        self.lifecycle = Lifecycle(journal, executor, engine, self.clock, self.metrics)
+        self.lifecycle = Lifecycle(journal, executor, engine, self.clock, self.metrics, notices=self.notifier)
         pipeline = Pipeline(
             journal=journal, engine=engine, executor=executor, radius=radius, clock=self.clock,
             owner=self.instance, metrics=self.metrics, dry_run=dry_run, wake=self.wake, tracer=self.tracer,
-            parsed=parsed, max_clock_skew=self._max_clock_skew, lift=self.lifecycle.lift,
+            parsed=parsed, max_clock_skew=self._max_clock_skew, lift=self.lifecycle.lift, notices=self.notifier,
         )  # fmt: skip
-        self.reconciler = Reconciler(journal, executor, self.hubs, self.clock, self.metrics, settings=s.enforcement)
+        self.reconciler = Reconciler(
+            journal, executor, self.hubs, self.clock, self.metrics, settings=s.enforcement, notices=self.notifier
+        )
         retention = Retention(
             journal, self.clock, self.metrics, horizon_s=lambda: engine.rules.horizon_s,
             margin_s=s.retention.events_margin_s, decisions_days=s.retention.decisions_days,
@@ -430,6 +443,9 @@ class Service:
                     group.create_task(p.monitor.run(intake), name="hub-monitor")
                 if s.retention.interval_s is not None:
                     group.create_task(p.retention.run(intake, s.retention.interval_s), name="retention")
+                if self.notifier is not None:
+                    # Apart from enforcement: it only ever calls `emit`, which queues in memory.
+                    group.create_task(self.notifier.run(intake), name="notifier")
                 self.started.set()
                 await stop.wait()
                 log.info("stopping: intake first, then in-flight work")

@@ -1,0 +1,223 @@
+"""The notifier: notices in, messages out. `emit` routes, de-duplicates and renders at once, then only
+queues in memory; a background task writes the queue to the outbox in batches, and one sender per channel
+delivers what is due — under the channel's rate limit, with back-off on failure and a cap on attempts. A
+channel that hangs or fails holds up its own messages and nothing else: enforcement only ever calls
+`emit`, which does no I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+
+from responder.config import Notify
+from responder.journal import Journal
+from responder.notify.channels import Channel, DeliveryFailed, open_channel
+from responder.notify.message import Message, render
+from responder.notify.notice import Notice
+from responder.notify.outbox import Outbox, OutboxState, Outgoing
+from responder.notify.routing import Dedup, Route, TokenBucket, channels_for
+
+log = logging.getLogger(__name__)
+Counter = Callable[[str, str], None]  # (channel, outcome)
+
+
+def _ignore(_channel: str, _outcome: str) -> None:
+    return None
+
+
+def _no_devices(_subject: str) -> list[str]:
+    return []
+
+
+class Notifier:
+    """Implements `Notices`. `devices(subject)`: the names of a subject's devices, for "who"."""
+
+    def __init__(
+        self,
+        channels: Mapping[str, Channel],
+        routes: Sequence[Route],
+        outbox: Outbox,
+        *,
+        clock: Callable[[], datetime],
+        rate_per_minute: float = 20.0,
+        burst: int = 10,
+        dedup_window_s: float = 300.0,
+        max_attempts: int = 8,
+        retry_min_s: float = 1.0,
+        retry_max_s: float = 300.0,
+        console_url: str | None = None,
+        devices: Callable[[str], list[str]] = _no_devices,
+        count: Counter = _ignore,
+        queue_limit: int = 10_000,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._channels = dict(channels)
+        self._routes = list(routes)
+        self._outbox = outbox
+        self._clock = clock
+        self._mono = monotonic
+        self._buckets = {n: TokenBucket(rate_per_minute / 60, burst, monotonic()) for n in channels}
+        self._dedup = Dedup(dedup_window_s)
+        self._max_attempts = max_attempts
+        self._retry = (retry_min_s, retry_max_s)
+        self._console_url = console_url
+        self._devices = devices
+        self._count = count
+        self._queue: deque[Outgoing] = deque()
+        self._queue_limit = queue_limit
+        self._queued = asyncio.Event()
+        self._due = {n: asyncio.Event() for n in channels}
+
+    # -- emit: on the caller's path, no I/O ------------------------------------------------------------
+
+    def emit(self, notice: Notice) -> None:
+        try:
+            self._emit(notice)
+        except Exception:  # a bug here must not fail enforcement, nor hide
+            log.exception("notice %s on %s could not be queued", notice.kind.value, notice.subject)
+
+    def _emit(self, notice: Notice) -> None:
+        targets = [c for c in channels_for(notice, self._routes) if c in self._channels]
+        if not targets:
+            return
+        if "devices" not in notice.detail and (names := self._devices(notice.subject)):
+            notice = Notice(
+                notice.kind, notice.at, notice.subject, notice.decision_id, notice.response, notice.actor,
+                {**notice.detail, "devices": names}, notice.channels,
+            )  # fmt: skip
+        body = json.dumps(render(notice, self._console_url).to_dict(), default=str)
+        now = self._mono()
+        for channel in targets:
+            if not self._dedup.first((notice.kind.value, notice.decision_id or notice.subject, channel), now):
+                self._count(channel, "deduplicated")
+                continue
+            if len(self._queue) >= self._queue_limit:
+                self._count(channel, "dropped")  # the journal cannot keep up: say so rather than grow unbounded
+                continue
+            self._queue.append(Outgoing(uuid.uuid4().hex, channel, notice.kind.value, notice.decision_id, body))
+        self._queued.set()
+
+    # -- background: outbox writer and per-channel senders ---------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Write and deliver until `stop`; then write what is queued, so that it is sent after a restart."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._write_loop(stop), name="notify-outbox")
+                for name in self._channels:
+                    group.create_task(self._send_loop(name, stop), name=f"notify-{name}")
+        finally:
+            with contextlib.suppress(Exception):
+                await self.flush()
+            for channel in self._channels.values():
+                with contextlib.suppress(Exception):
+                    await channel.close()
+
+    async def _write_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _wait_any(self._queued, stop, timeout=1.0)
+            self._queued.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("notifications could not be written to the journal; trying again")
+                await _wait_any(stop, timeout=1.0)
+
+    async def flush(self) -> None:
+        """Write what is queued to the outbox (it is sent from there, after a restart too)."""
+        batch = list(self._queue)
+        if not batch:
+            return
+        await self._outbox.add(batch, self._clock().timestamp(), self._clock().isoformat())
+        for _ in batch:
+            self._queue.popleft()
+        for channel in {o.channel for o in batch}:
+            self._due[channel].set()
+
+    async def _send_loop(self, name: str, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                due = await self._outbox.due(name, self._clock().timestamp())
+                for item in due:
+                    if stop.is_set():
+                        return
+                    await self._pace(name, stop)
+                    await self._deliver(self._channels[name], item)
+                if due:
+                    continue
+                nxt = await self._outbox.next_due(name)
+            except Exception:
+                log.exception("notification channel %s: delivery pass failed; trying again", name)
+                nxt = None
+            self._due[name].clear()
+            wait = 1.0 if nxt is None else min(1.0, max(0.0, nxt - self._clock().timestamp()))
+            await _wait_any(self._due[name], stop, timeout=wait)
+
+    async def _pace(self, name: str, stop: asyncio.Event) -> None:
+        """Wait for the channel's rate limit: the message stays in the outbox meanwhile, nothing is lost."""
+        while (wait := self._buckets[name].take(self._mono())) > 0:
+            self._count(name, "rate_limited")
+            await _wait_any(stop, timeout=wait)
+            if stop.is_set():
+                return
+
+    async def _deliver(self, channel: Channel, item: Outgoing) -> None:
+        try:
+            await channel.send(Message.from_dict(json.loads(item.body)))
+        except DeliveryFailed as exc:
+            attempts = item.attempts + 1
+            if exc.permanent or attempts >= self._max_attempts:
+                await self._outbox.settle(item, OutboxState.FAILED, exc.reason)
+                self._count(channel.name, "failed")
+                log.error(  # noqa: TRY400 - the reason is the message; no traceback to show
+                    "notification %s to %s given up after %d attempts: %s", item.id, channel.name, attempts, exc.reason
+                )
+                return
+            low, high = self._retry
+            delay = min(high, low * 2 ** (attempts - 1)) * (0.5 + random.random() / 2)  # noqa: S311 - jitter
+            delay = max(delay, exc.retry_after or 0.0)
+            await self._outbox.retry_at(item, self._clock().timestamp() + delay, exc.reason)
+            self._count(channel.name, "retried")
+            log.warning("notification %s to %s failed (%s); again in %.1fs", item.id, channel.name, exc.reason, delay)
+            return
+        await self._outbox.settle(item, OutboxState.SENT)
+        self._count(channel.name, "sent")
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+def notifier_from(
+    settings: Notify,
+    journal: Journal,
+    owner: str,
+    *,
+    clock: Callable[[], datetime],
+    count: Counter = _ignore,
+    devices: Callable[[str], list[str]] = _no_devices,
+) -> Notifier | None:
+    """The notifier `notify:` describes, or None when it names no channel."""
+    if not settings.channels:
+        return None
+    channels = {name: open_channel(name, c) for name, c in settings.channels.items()}
+    routes = [Route(r.channels, r.kinds, r.responses, r.states, r.subjects) for r in settings.routes]
+    return Notifier(
+        channels, routes, Outbox(journal, owner), clock=clock, rate_per_minute=settings.rate_per_minute,
+        burst=settings.burst, dedup_window_s=settings.dedup_window_s, max_attempts=settings.max_attempts,
+        retry_min_s=settings.retry_min_s, retry_max_s=settings.retry_max_s, console_url=settings.console_url,
+        devices=devices, count=count,
+    )  # fmt: skip
