@@ -380,7 +380,7 @@ class Service:
             pulled[OKTA_SYSTEM_LOG] = okta_log
         return pulled
 
-    async def _listen(
+    async def _listen(  # noqa: PLR0915 - one task per part, in one place: the shutdown order reads here
         self,
         p: _Parts,
         handoff: Handoff,
