@@ -75,6 +75,7 @@ class Notifier:
         self._queue_limit = queue_limit
         self._queued = asyncio.Event()
         self._due = {n: asyncio.Event() for n in channels}
+        self._serial = 0
 
     # -- emit: on the caller's path, no I/O ------------------------------------------------------------
 
@@ -102,8 +103,13 @@ class Notifier:
             if len(self._queue) >= self._queue_limit:
                 self._count(channel, "dropped")  # the journal cannot keep up: say so rather than grow unbounded
                 continue
-            self._queue.append(Outgoing(uuid.uuid4().hex, channel, notice.kind.value, notice.decision_id, body))
+            self._queue.append(Outgoing(self._next_id(), channel, notice.kind.value, notice.decision_id, body))
         self._queued.set()
+
+    def _next_id(self) -> str:
+        """Ids that sort in the order of emission (the outbox sends in that order), unique across instances."""
+        self._serial += 1
+        return f"{int(self._clock().timestamp() * 1e6):015x}{self._serial:08x}{uuid.uuid4().hex[:8]}"
 
     # -- background: outbox writer and per-channel senders ---------------------------------------------
 

@@ -55,7 +55,7 @@ class Outbox:
             rows = await tx.fetch(
                 "SELECT id, channel, kind, decision_id, body, attempts FROM notifications"
                 " WHERE state = ? AND owner = ? AND channel = ? AND next_try_at <= ?"
-                " ORDER BY created_at, id LIMIT ?",
+                " ORDER BY id LIMIT ?",
                 OutboxState.PENDING.value, self._owner, channel, now, limit,
             )  # fmt: skip
         return [Outgoing(r["id"], r["channel"], r["kind"], r["decision_id"], r["body"], r["attempts"]) for r in rows]

@@ -163,7 +163,7 @@ class TeamsContract(Receiver):
         return web.Response(status=202)
 
 
-def _card_problem(body: dict[str, Any]) -> str | None:
+def _card_problem(body: dict[str, Any]) -> str | None:  # noqa: PLR0911 - one return per rule of the contract
     if body.get("type") != "message":
         return "type must be message"
     attachments = body.get("attachments")
@@ -184,7 +184,9 @@ def _card_problem(body: dict[str, Any]) -> str | None:
     if not isinstance(card.get("body"), list) or not all(isinstance(e, dict) and e.get("type") for e in card["body"]):
         return "content.body must be a list of typed elements"
     for action in card.get("actions", []):
-        if action.get("type") == "Action.OpenUrl" and not str(action.get("url", "")).startswith(("https://", "http://")):
+        if action.get("type") == "Action.OpenUrl" and not str(action.get("url", "")).startswith(
+            ("https://", "http://")
+        ):
             return "Action.OpenUrl needs a url"
     return None
 
@@ -238,7 +240,7 @@ class Mailbox:
     messages: list[Mail] = field(default_factory=list)
     starttls_used: list[bool] = field(default_factory=list)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.content))
         self.starttls_used.append(session.ssl is not None)
         return "250 OK"
@@ -247,7 +249,7 @@ class Mailbox:
 @asynccontextmanager
 async def smtp_server(issued: Issued) -> AsyncIterator[tuple[int, Mailbox]]:
     """A real SMTP server on 127.0.0.1 that requires STARTTLS (aiosmtpd); yields (port, mailbox)."""
-    from aiosmtpd.controller import Controller  # noqa: PLC0415 - a dev dependency, only here
+    from aiosmtpd.controller import Controller
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(issued.cert, issued.key)
