@@ -14,8 +14,9 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from responder.config import Notify
 from responder.journal import Journal
@@ -156,7 +157,8 @@ class Notifier:
                     if stop.is_set():
                         return
                     await self._pace(name, stop)
-                    await self._deliver(self._channels[name], item)
+                    if not await _unless_stopped(self._deliver(self._channels[name], item), stop):
+                        return  # left pending: sent after the restart (a receiver may see it twice)
                 if due:
                     continue
                 nxt = await self._outbox.next_due(name)
@@ -196,6 +198,23 @@ class Notifier:
             return
         await self._outbox.settle(item, OutboxState.SENT)
         self._count(channel.name, "sent")
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run `work` unless `stop` comes first (then cancel it): a hanging channel must not hold up a stop."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
 
 
 async def _wait_any(*events: asyncio.Event, timeout: float) -> None:

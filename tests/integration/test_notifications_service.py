@@ -1,0 +1,114 @@
+"""Notifications from the real service (Okta webhook in, SQLite journal, an in-memory hub): what people are
+told reaches Slack within a second, and a channel that hangs costs enforcement nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from responder.config import Settings
+from responder.inventory import Inventory
+from tests.integration.test_lifecycle import ADMIN, INVENTORY, OKTA_SECRET, REPORT, ROOT, TOKEN, _cut_off, _Responder
+from tests.support.chat_contracts import SignedContract, SlackContract, serving, slack_buttons
+from tests.support.memory_hub import MemoryHub
+from tests.support.service import running
+
+BOT_TOKEN = "xoxb-service-notifications-test"
+SECRET = "generic-webhook-signing-secret-0123"
+
+
+def _settings(tmp_path: Path, channels: Mapping[str, Mapping[str, Any]]) -> Settings:
+    return Settings(
+        journal=f"sqlite:///{tmp_path}/journal.db", inventory=INVENTORY, rules=(ROOT / "rules",),
+        okta_secret=OKTA_SECRET, admin_token=TOKEN,
+        notify={"channels": channels, "routes": [{"channels": list(channels)}], "retry_min_s": 0.1},
+    )  # fmt: skip
+
+
+async def test_an_okta_delivery_is_decided_and_enforced_in_slack_within_a_second_and_its_undo_too(
+    tmp_path: Path,
+) -> None:
+    slack = SlackContract(BOT_TOKEN)
+    hub = MemoryHub.of(Inventory.load(INVENTORY), "hub1")
+    async with serving(slack) as base:
+        bot = {"type": "slack_bot", "channel": "C0SECOPS", "token": BOT_TOKEN, "api_url": f"{base}/api"}
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            running(_settings(tmp_path, {"secops": bot}), hubs={"hub1": hub}) as (service, url),
+        ):
+            responder = _Responder(http, url)
+            started = time.monotonic()
+            await responder.okta(REPORT)
+            decided, enforced = await slack.wait_for(2, timeout=1.0)
+            within = time.monotonic() - started
+            decision_id = slack_buttons(enforced)[0][1]
+            await responder.operate(decision_id, "undo")
+            undone = (await slack.wait_for(3))[2]
+            sent = 'responder_notifications_total{channel="secops",outcome="sent"} 3.0'
+            async with asyncio.timeout(5):  # counted once the receiver's answer is read: just after it arrived
+                while sent not in (metrics := await _metrics(http, url)):
+                    await asyncio.sleep(0.05)
+    assert within < 1.0
+    assert decided["text"].startswith("Decided: cut-off on user:alice@example.com")
+    assert enforced["text"].startswith("Enforced: cut-off on user:alice@example.com")
+    facts = " ".join(f["text"] for b in enforced["blocks"] if b["type"] == "section" for f in b.get("fields", []))
+    assert "admin1" in facts and "hub1 (verified)" in facts and "+80" in facts
+    assert slack_buttons(enforced) == [("undo", decision_id)]
+    assert undone["text"].startswith(f"Undone: cut-off on user:alice@example.com (decision {decision_id})")
+    assert 'outcome="failed"' not in metrics
+    assert service.notifier is not None
+
+
+async def _metrics(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(f"{url}/metrics", headers=ADMIN) as r:
+        return await r.text()
+
+
+async def _time_to_enforce(
+    tmp_path: Path, channels: Mapping[str, Mapping[str, Any]], heard: SignedContract | None = None
+) -> float:
+    tmp_path.mkdir()  # noqa: ASYNC240 - the test's own directory, before the service starts
+    hub = MemoryHub.of(Inventory.load(INVENTORY), "hub1")
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        running(_settings(tmp_path, channels), hubs={"hub1": hub}) as (_, url),
+    ):
+        responder = _Responder(http, url)
+        before = len(heard.received) if heard is not None else 0
+        started = time.monotonic()
+        await responder.okta(REPORT)
+        async with asyncio.timeout(10):
+            while not _cut_off(hub):
+                await asyncio.sleep(0.002)
+        took = time.monotonic() - started
+        if heard is not None:
+            await heard.wait_for(before + 2)  # decided, enforced
+        return took
+
+
+async def test_a_channel_that_hangs_never_delays_enforcement(tmp_path: Path) -> None:
+    healthy, hanging = SignedContract(SECRET), SignedContract(SECRET)
+    hanging.hang = True
+    times: dict[str, list[float]] = {"healthy": [], "hanging": []}
+    async with serving(healthy) as good, serving(hanging) as bad:
+        fine = {"hook": {"type": "webhook", "url": f"{good}/responder", "secret": SECRET}}
+        stuck = {"hook": {"type": "webhook", "url": f"{bad}/responder", "secret": SECRET, "timeout_s": 60}}
+        await _time_to_enforce(tmp_path / "warm-up", fine)  # the first run in a process pays for imports
+        stopping = 0.0
+        for n in range(3):  # alternating, so that a slow moment of the machine hits both alike
+            times["healthy"].append(await _time_to_enforce(tmp_path / f"healthy{n}", fine, heard=healthy))
+            started = time.monotonic()
+            times["hanging"].append(await _time_to_enforce(tmp_path / f"hanging{n}", stuck))
+            stopping = max(stopping, time.monotonic() - started)
+    assert healthy.received  # the healthy channel did hear of it
+    assert hanging.received == []
+    with_healthy, with_hanging = statistics.median(times["healthy"]), statistics.median(times["hanging"])
+    # The same enforcement, whatever the channel does: the ratio, not a time this machine happens to take.
+    assert with_hanging < 2 * with_healthy, times
+    assert stopping < 30  # each service stopped without waiting out the channel's 60 s timeout
