@@ -165,6 +165,9 @@ async def test_a_receiver_failing_with_500_then_429_gets_every_message_after_ret
                 running.notifier.emit(_notice(NoticeKind.ENFORCED, f"d-{n}"))
             received = await slack.wait_for(3)
             waited = time.monotonic() - started
+            async with asyncio.timeout(5):  # counted once the answer is read, just after the receiver has it
+                while running.counts.get(("bot", "sent")) != 3:
+                    await asyncio.sleep(0.02)
     assert sorted(b[1] for m in received for b in slack_buttons(m)) == ["d-0", "d-1", "d-2"]
     assert running.counts[("bot", "retried")] == 3 and running.counts[("bot", "sent")] == 3
     assert waited >= 0.3  # Retry-After was honoured
@@ -213,8 +216,11 @@ async def test_messages_not_delivered_before_a_stop_are_delivered_after_the_rest
         assert hook.received == []
         assert await Outbox(journal, "test").states() == {"pending": 2}
         hook.hang = False
-        async with _notifier(journal, channels):  # the next run of the service: nothing emitted again
+        async with _notifier(journal, channels) as again:  # the next run of the service: nothing emitted again
             received = await hook.wait_for(2)
+            async with asyncio.timeout(5):
+                while again.counts.get(("hook", "sent")) != 2:
+                    await asyncio.sleep(0.02)
     assert sorted(m["decision_id"] for m in received) == ["d-a", "d-b"]
     assert await Outbox(journal, "test").states() == {"sent": 2}
 
