@@ -14,7 +14,17 @@ import aiohttp
 
 from responder.config import Settings
 from responder.inventory import Inventory
-from tests.integration.test_lifecycle import ADMIN, INVENTORY, OKTA_SECRET, REPORT, ROOT, TOKEN, _cut_off, _Responder
+from tests.integration.test_lifecycle import (
+    ADMIN,
+    BREACH,
+    INVENTORY,
+    OKTA_SECRET,
+    REPORT,
+    ROOT,
+    TOKEN,
+    _cut_off,
+    _Responder,
+)
 from tests.support.chat_contracts import SignedContract, SlackContract, serving, slack_buttons
 from tests.support.memory_hub import MemoryHub
 from tests.support.service import running
@@ -63,6 +73,32 @@ async def test_an_okta_delivery_is_decided_and_enforced_in_slack_within_a_second
     assert undone["text"].startswith(f"Undone: cut-off on user:alice@example.com (decision {decision_id})")
     assert 'outcome="failed"' not in metrics
     assert service.notifier is not None
+
+
+async def test_a_decision_that_needs_approval_reaches_slack_with_buttons_and_its_approval_is_told(
+    tmp_path: Path,
+) -> None:
+    slack = SlackContract(BOT_TOKEN)
+    hub = MemoryHub.of(Inventory.load(INVENTORY), "hub1")
+    async with serving(slack) as base:
+        bot = {"type": "slack_bot", "channel": "C0SECOPS", "token": BOT_TOKEN, "api_url": f"{base}/api"}
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            running(_settings(tmp_path, {"secops": bot}), hubs={"hub1": hub}) as (_, url),
+        ):
+            responder = _Responder(http, url)
+            started = time.monotonic()
+            await responder.okta(BREACH)
+            [waiting] = await slack.wait_for(1, timeout=1.0)
+            within = time.monotonic() - started
+            decision_id = slack_buttons(waiting)[0][1]
+            await responder.operate(decision_id, "approve")
+            approved, enforced = (await slack.wait_for(3))[1:]
+    assert within < 1.0
+    assert waiting["text"].startswith("Awaiting approval: rotate-key on user:alice@example.com")
+    assert slack_buttons(waiting) == [("approve", decision_id), ("reject", decision_id)]
+    assert approved["text"].startswith("Approved: rotate-key") and "bootstrap-admin" in str(approved["blocks"])
+    assert enforced["text"].startswith("Enforced: rotate-key") and "hub1 (verified)" in str(enforced["blocks"])
 
 
 async def _metrics(http: aiohttp.ClientSession, url: str) -> str:
