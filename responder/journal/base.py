@@ -750,8 +750,12 @@ class SqlJournal(ABC):
              (events_before,)),
             ("audit", "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < ? LIMIT ?)",
              (decisions_before,)),
+            # A message delivered or given up is history the audit trail and the channel keep: it goes with
+            # the events. One still pending stays, however old, until it is sent or given up.
+            ("notifications", "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications"
+                              " WHERE state <> ? AND created_at < ? LIMIT ?)", ("pending", events_before)),
         )  # fmt: skip
-        pruned = {"events": 0, "deliveries": 0, "decisions": 0, "intents": 0, "audit": 0}
+        pruned = {"events": 0, "deliveries": 0, "decisions": 0, "intents": 0, "audit": 0, "notifications": 0}
         for table, sql, args in steps:
             while True:
                 async with self.transaction() as tx:

@@ -64,10 +64,10 @@ class Outbox:
         """When the channel's next pending message is due, if it has one."""
         async with self._journal.read() as tx:
             rows = await tx.fetch(
-                "SELECT MIN(next_try_at) AS at FROM notifications WHERE state = ? AND owner = ? AND channel = ?",
+                "SELECT MIN(next_try_at) AS due_at FROM notifications WHERE state = ? AND owner = ? AND channel = ?",
                 OutboxState.PENDING.value, self._owner, channel,
             )  # fmt: skip
-        at = rows[0]["at"] if rows else None
+        at = rows[0]["due_at"] if rows else None
         return None if at is None else float(at)
 
     async def settle(self, item: Outgoing, state: OutboxState, error: str | None = None) -> None:

@@ -20,7 +20,7 @@ from responder.notify import NoticeKind
 from responder.notify.about import decision_notice
 from responder.notify.channels import open_channel
 from responder.notify.notifier import Notifier
-from responder.notify.outbox import Outbox
+from responder.notify.outbox import Outbox, OutboxState, Outgoing
 from responder.notify.routing import Route
 from tests.support.chat_contracts import (
     SignedContract,
@@ -262,3 +262,27 @@ async def test_email_is_refused_by_a_server_whose_certificate_is_not_trusted(jou
                 while running.counts.get(("mail", "retried")) is None:
                     await asyncio.sleep(0.05)
     assert mailbox.messages == []
+
+
+async def test_the_outbox_on_each_journal_engine_sends_in_order_retries_later_and_prunes_only_the_settled(
+    journal_url: str,
+) -> None:
+    journal = await open_journal(journal_url)
+    try:
+        outbox = Outbox(journal, "test")
+        items = [Outgoing(f"0{n}", "slack", "enforced", f"d-{n}", "{}") for n in range(3)]
+        await outbox.add(items, 100.0, "2026-01-01T00:00:00+00:00")
+        await outbox.add(items[:1], 100.0, "2026-01-01T00:00:00+00:00")  # written again after a crash: once
+        assert [o.id for o in await outbox.due("slack", 100.0)] == ["00", "01", "02"]
+        assert await outbox.due("mail", 100.0) == []
+        await outbox.retry_at(items[0], 200.0, "HTTP 500")
+        await outbox.settle(items[1], OutboxState.SENT)
+        assert [o.id for o in await outbox.due("slack", 150.0)] == ["02"]
+        assert await outbox.next_due("slack") == 100.0
+        [again] = [o for o in await outbox.due("slack", 200.0) if o.id == "00"]
+        assert again.attempts == 1
+        pruned = await journal.prune(events_before="2026-06-01", decisions_before="2025-01-01")
+        assert pruned["notifications"] == 1  # the sent one; the pending ones stay however old
+        assert await outbox.states() == {"pending": 2}
+    finally:
+        await journal.close()
