@@ -320,7 +320,7 @@ async def kafka(settings: Settings, timeout_s: float) -> list[str]:
     from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-    from responder.ingest.kafka import tls_refusal  # noqa: PLC0415
+    from responder.ingest.kafka import sasl_refusal, tls_refusal  # noqa: PLC0415
     from responder.service.sources import KafkaTLSError, client_options  # noqa: PLC0415
 
     bootstrap = settings.kafka.bootstrap_servers
@@ -344,6 +344,8 @@ async def kafka(settings: Settings, timeout_s: float) -> list[str]:
         context = options.get("ssl_context")
         if isinstance(context, ssl.SSLContext):
             said = await tls_refusal(bootstrap, context, said) or said
+        if options.get("sasl_mechanism"):
+            said = await sasl_refusal(bootstrap, options) or said
         return [f"kafka {bootstrap}: {said}"]
     finally:
         await consumer.stop()

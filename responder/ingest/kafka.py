@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
 
@@ -118,6 +119,8 @@ class AlertConsumer:
         if isinstance(context, ssl.SSLContext) and (
             refused := await tls_refusal(self.config.bootstrap_servers, context, said)
         ):
+            return refused
+        if mechanism and (refused := await sasl_refusal(self.config.bootstrap_servers, options)):
             return refused
         if mechanism:
             return f"{said}: check kafka.sasl_username and kafka_password ({mechanism}) if the broker is up"
@@ -304,3 +307,35 @@ async def tls_refusal(bootstrap_servers: str, context: ssl.SSLContext, said: str
     except (OSError, TimeoutError, ValueError) as unreachable:
         return f"cannot connect ({unreachable or type(unreachable).__name__}): {said}"
     return None
+
+
+async def sasl_refusal(bootstrap_servers: str, options: Mapping[str, Any]) -> str | None:
+    """Why the first bootstrap server refuses the SASL login, in the broker's own words (KIP-152: a broker
+    says so before it closes), where aiokafka says only "Unable to bootstrap"; None when the login succeeds
+    or the broker cannot be asked."""
+    host, _, port = bootstrap_servers.split(",", maxsplit=1)[0].strip().rpartition(":")
+    keys = ("security_protocol", "ssl_context", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password")
+    mechanism = options.get("sasl_mechanism")
+    try:
+        async with asyncio.timeout(5):
+            connection = await create_conn(
+                host.strip("[]"), int(port), request_timeout_ms=5000, **{k: options[k] for k in keys if k in options}
+            )
+            connection.close()
+    except SaslAuthenticationFailed as refused:
+        return (
+            f"the broker refused the {mechanism} login ({_broker_said(refused)}): "
+            "check kafka.sasl_username and kafka_password"
+        )
+    except UnsupportedSaslMechanismError as unsupported:
+        return f"{_broker_said(unsupported)}: check kafka.sasl_mechanism"
+    # The rest (unreachable, a SCRAM proof refused without a SaslAuthenticate error) is said by the caller.
+    except (KafkaError, OSError, TimeoutError, ValueError, KeyError):
+        return None
+    return None
+
+
+def _broker_said(error: KafkaError) -> str:
+    """The broker's message with an error, else the error's description (aiokafka passes either)."""
+    said = error.args[0] if error.args else None
+    return said if isinstance(said, str) and said else str(getattr(error, "description", type(error).__name__))

@@ -11,7 +11,6 @@ and every handshake after fails. A refused reload leaves the old certificate ser
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import ssl
@@ -27,10 +26,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from responder.journal import Journal
+from responder.service.signalled import SignalledReloads
 from responder.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
-SIGNAL = "signal"  # the audit trail's actor for a reload asked for by SIGHUP
 
 
 class ListenerTLSError(ValueError):
@@ -135,33 +134,20 @@ class ListenerCertificate:
         self._journal, self._metrics, self._clock = journal, metrics, clock
         self._serving(first)
         self._lock = asyncio.Lock()  # one reload at a time
-        self._requested = asyncio.Event()
+        self._signalled = SignalledReloads(
+            self.reload, "listener certificate reload failed; the certificate being served stays", log
+        )
 
     def context(self) -> ssl.SSLContext:
         return self.current.context
 
     def request(self) -> None:
         """Ask for a reload by the signal (safe from a signal handler); `run` carries it out."""
-        self._requested.set()
+        self._signalled.request()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Carry out requested reloads until `stop`."""
-        while not stop.is_set():
-            waiting = asyncio.ensure_future(self._requested.wait())
-            stopping = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (waiting, stopping):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if self._requested.is_set() and not stop.is_set():
-                self._requested.clear()
-                try:
-                    await self.reload(SIGNAL)
-                except Exception:
-                    log.exception("listener certificate reload failed; the certificate being served stays")
+        await self._signalled.run(stop)
 
     async def reload(self, actor: str) -> bool:
         """Load the files again; serve them from the next connection on if they load. Never raises

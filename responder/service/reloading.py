@@ -9,7 +9,6 @@ old rules running and says why, file:line. Either way the audit trail records wh
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -20,10 +19,10 @@ from responder.core.rules import RuleSet
 from responder.journal import Journal
 from responder.policy import PolicyError, load_rules
 from responder.policy.reload import ReloadResult
+from responder.service.signalled import SignalledReloads
 from responder.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
-SIGNAL = "signal"  # the audit trail's actor for a reload asked for by SIGHUP
 
 
 class RuleReloader:
@@ -43,30 +42,15 @@ class RuleReloader:
         self._engine, self._paths, self._journal = engine, list(paths), journal
         self._metrics, self._clock, self._applied = metrics, clock, applied
         self._lock = asyncio.Lock()  # one reload at a time: two must not interleave load and swap
-        self._requested = asyncio.Event()
+        self._signalled = SignalledReloads(self.reload, "rules reload failed; the running rules stay", log)
 
     def request(self) -> None:
         """Ask for a reload by the signal (safe from a signal handler); `run` carries it out."""
-        self._requested.set()
+        self._signalled.request()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Carry out requested reloads until `stop`."""
-        while not stop.is_set():
-            waiting = asyncio.ensure_future(self._requested.wait())
-            stopping = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (waiting, stopping):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if self._requested.is_set() and not stop.is_set():
-                self._requested.clear()
-                try:
-                    await self.reload(SIGNAL)
-                except Exception:
-                    log.exception("rules reload failed; the running rules stay")
+        await self._signalled.run(stop)
 
     async def reload(self, actor: str) -> ReloadResult:
         """Load and validate the rule files; swap them in if they have no problem. Never raises PolicyError."""

@@ -9,7 +9,8 @@ own (`--cert` alone is accepted and the listener stays plaintext; `--cert` with 
 command line), and a successful SASL login (without `--authentication` it answers no SASL handshake; with
 it, `tansu user create` is refused as unauthenticated, and its only storage here is in memory: `file://`
 is not supported and the `postgres` feature is not built in, so no user can exist when authentication is
-on). The SCRAM refusal is real; PLAIN and SCRAM success are left to a broker that can be given users.
+on). The SCRAM refusal here is Tansu's own; a successful PLAIN and SCRAM login, over TLS and without, is in
+test_kafka_sasl.py, through a SASL front (tests/support/sasl_front.py) before this same broker.
 """
 
 from __future__ import annotations
