@@ -7,6 +7,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.integration.test_lifecycle import (
     REPORT,
     ROOT,
     TOKEN,
+    _Clock,
     _cut_off,
     _Responder,
 )
@@ -148,3 +150,44 @@ async def test_a_channel_that_hangs_never_delays_enforcement(tmp_path: Path) -> 
     # The same enforcement, whatever the channel does: the ratio, not a time this machine happens to take.
     assert with_hanging < 2 * with_healthy, times
     assert stopping < 30  # each service stopped without waiting out the channel's 60 s timeout
+
+
+async def test_a_hub_down_drift_and_expiry_are_each_told(tmp_path: Path) -> None:
+    hook = SignedContract(SECRET)
+    hub = MemoryHub.of(Inventory.load(INVENTORY), "hub1")
+    baseline = MemoryHub.of(Inventory.load(INVENTORY), "hub1")
+    clock = _Clock()
+
+    def kinds() -> list[str]:
+        return [m["kind"] for m in hook.received]
+
+    async def told(kind: str) -> dict[str, Any]:
+        async with asyncio.timeout(10):
+            while kind not in kinds():
+                await asyncio.sleep(0.02)
+        return next(m for m in hook.received if m["kind"] == kind)
+
+    async with serving(hook) as base:
+        channels = {"hook": {"type": "webhook", "url": f"{base}/responder", "secret": SECRET}}
+        settings = _settings(tmp_path, channels).model_copy(update={"reconcile_interval_s": 0.5})
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            running(settings, hubs={"hub1": hub}, clock=clock) as (_, url),
+        ):
+            hub.unreachable = True
+            await _Responder(http, url).okta(REPORT)
+            enforced = await told("enforced")
+            off = await told("enforcement_off")
+            hub.unreachable = False
+            async with asyncio.timeout(10):
+                while not _cut_off(hub):
+                    await asyncio.sleep(0.02)
+            hub.reboot(baseline)
+            drift = await told("drift")
+            clock.ahead = timedelta(hours=4, minutes=1)
+            expired = await told("expired")
+    assert "hub1 (NOT verified)" in enforced["text"]
+    assert off["title"] == "Enforcement is off: on hub:hub1" and "hub hub1 does not answer since" in off["text"]
+    assert drift["decision_id"] == enforced["decision_id"] and "By: reconciler" in drift["text"]
+    assert expired["decision_id"] == enforced["decision_id"] and "hub1 (verified)" in expired["text"]
+    assert expired["undo"] is None  # nothing left in force to undo
