@@ -469,6 +469,17 @@ class NotifyRoute(_Section):
     subjects: tuple[str, ...] = Field(default=(), description="Glob patterns: user:*@example.com, peer:admin*")
     channels: tuple[str, ...] = Field(min_length=1)
 
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        from responder.notify.notice import NoticeKind  # noqa: PLC0415 - the config module loads first
+
+        known = {k.value for k in NoticeKind}
+        for kind in kinds:
+            if kind not in known:
+                raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(sorted(known))}")
+        return kinds
+
 
 class Notify(_Section):
     channels: dict[str, Annotated[NotifyChannel, Field(discriminator="type")]] = Field(default_factory=dict)

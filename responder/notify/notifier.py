@@ -87,7 +87,18 @@ class Notifier:
             log.exception("notice %s on %s could not be queued", notice.kind.value, notice.subject)
 
     def _emit(self, notice: Notice) -> None:
-        targets = [c for c in channels_for(notice, self._routes) if c in self._channels]
+        now = self._mono()
+        targets: list[str] = []
+        for channel in channels_for(notice, self._routes):
+            if channel not in self._channels:
+                continue
+            # Before rendering: a hub that stays down is reported on every probe, and this is on its path.
+            if not self._dedup.first((notice.kind.value, notice.decision_id or notice.subject, channel), now):
+                self._count(channel, "deduplicated")
+            elif len(self._queue) + len(targets) >= self._queue_limit:
+                self._count(channel, "dropped")  # the journal cannot keep up: say so rather than grow unbounded
+            else:
+                targets.append(channel)
         if not targets:
             return
         if "devices" not in notice.detail and (names := self._devices(notice.subject)):
@@ -96,14 +107,7 @@ class Notifier:
                 {**notice.detail, "devices": names}, notice.channels,
             )  # fmt: skip
         body = json.dumps(render(notice, self._console_url).to_dict(), default=str)
-        now = self._mono()
         for channel in targets:
-            if not self._dedup.first((notice.kind.value, notice.decision_id or notice.subject, channel), now):
-                self._count(channel, "deduplicated")
-                continue
-            if len(self._queue) >= self._queue_limit:
-                self._count(channel, "dropped")  # the journal cannot keep up: say so rather than grow unbounded
-                continue
             self._queue.append(Outgoing(self._next_id(), channel, notice.kind.value, notice.decision_id, body))
         self._queued.set()
 

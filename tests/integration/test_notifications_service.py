@@ -4,7 +4,6 @@ told reaches Slack within a second, and a channel that hangs costs enforcement n
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections.abc import Mapping
 from datetime import timedelta
@@ -146,8 +145,9 @@ async def test_a_channel_that_hangs_never_delays_enforcement(tmp_path: Path) -> 
             stopping = max(stopping, time.monotonic() - started)
     assert healthy.received  # the healthy channel did hear of it
     assert hanging.received == []
-    with_healthy, with_hanging = statistics.median(times["healthy"]), statistics.median(times["hanging"])
-    # The same enforcement, whatever the channel does: the ratio, not a time this machine happens to take.
+    # The same enforcement, whatever the channel does: the ratio, not a time this machine happens to take. The
+    # fastest of each: a busy moment of a shared machine only ever adds, so the least is the cost itself.
+    with_healthy, with_hanging = min(times["healthy"]), min(times["hanging"])
     assert with_hanging < 2 * with_healthy, times
     assert stopping < 30  # each service stopped without waiting out the channel's 60 s timeout
 
