@@ -23,6 +23,7 @@ from pydantic import (
     FilePath,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -38,9 +39,12 @@ from responder.ingest.payload import MAX_PAYLOAD_BYTES
 
 DEFAULT_LAB_INVENTORY = Path("/run/responder-lab/rsp/inventory.yaml")
 MIN_SECRET_CHARS = 16
+MIN_LINK_KEY_BYTES = 32  # an HMAC-SHA256 key as long as its output
 # The secrets that authenticate a caller: an empty or guessable one would let anyone in. (The Kafka
 # password is the broker's to judge.)
-AUTHENTICATING_SECRETS = ("okta_secret", "entra_client_state", "admin_token", "ssf_authorization")
+AUTHENTICATING_SECRETS = (
+    "okta_secret", "entra_client_state", "admin_token", "ssf_authorization", "slack_signing_secret", "link_key",
+)  # fmt: skip
 # The credentials the responder presents to others (Kafka, Okta, Graph) are theirs to judge; an Okta API
 # token's length is checked by `_okta_credentials`, a service app's key by its kind and size.
 SECRETS = (*AUTHENTICATING_SECRETS, "kafka_password", "okta_api_token", "okta_private_key", "entra_client_secret")
@@ -519,6 +523,101 @@ def _https_or_loopback_url(url: str, what: str) -> None:
     raise ValueError(f"{what} must be https:// (http only to a loopback address), not {url!r}")
 
 
+class OperatorsOidc(_Section):
+    """Operators' bearer tokens from the organisation's IdP (Okta, Entra ID): who they are and their role."""
+
+    issuer: str = Field(
+        min_length=1,
+        description="The tokens' iss: https://ORG.okta.com/oauth2/default, https://login.microsoftonline.com/TENANT/v2.0",
+    )
+    audience: str = Field(min_length=1, description="The tokens' aud: api://default (Okta), the app id (Entra)")
+    jwks_url: str | None = Field(
+        default=None,
+        description="The IdP's signing keys; default: jwks_uri from ISSUER/.well-known/openid-configuration",
+    )
+    id_claim: str = Field(
+        default="email", min_length=1, description="The operator's id; then preferred_username, upn, sub"
+    )
+    role_claim: str = Field(default="roles", min_length=1, description="roles (Entra app roles) or groups (Okta)")
+    roles: dict[Literal["admin", "approver", "viewer"], list[str]] = Field(
+        default_factory=dict,
+        description="Claim values (groups, app roles) that grant each role; empty: the values admin, approver, viewer",
+    )
+    algorithms: tuple[Literal["RS256", "ES256"], ...] = Field(default=("RS256", "ES256"), min_length=1)
+    leeway_s: float = Field(default=60.0, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat")
+    jwks_refetch_interval_s: float = Field(default=60.0, gt=0)
+    jwks_timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("issuer", "jwks_url")
+    @classmethod
+    def _fetchable(cls, url: str | None, info: ValidationInfo) -> str | None:
+        # The responder fetches the discovery document and the keys itself: the same rule as the SSF keys
+        # (https, or http to loopback for tests; no link-local metadata addresses).
+        try:
+            return Ssf._https_or_loopback(url)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("jwks_url", info.field_name or "url", 1)) from None
+
+
+class OperatorSettings(_Section):
+    """Who may use the admin API and the console: OIDC bearer tokens, API tokens, the bootstrap token."""
+
+    oidc: OperatorsOidc | None = None
+    tokens_file: Path | None = Field(
+        default=None, description="API tokens (SHA-256 hashes only), kept by `responder operators token`"
+    )
+    bootstrap_token: bool = Field(
+        default=True, description="Accept the shared admin_token (an admin, bootstrap-admin); false once OIDC works"
+    )
+
+
+class SlackChat(_Section):
+    """Slack's interactive buttons (POST /hooks/slack/interactions), verified with `slack_signing_secret`."""
+
+    users: dict[str, str] = Field(
+        default={}, description="Slack user id (U0123ABCD) -> operator id, whose role `chat.people` gives"
+    )
+    team_id: str | None = Field(
+        default=None, pattern=r"^[A-Z0-9]{1,32}$", description="Only this workspace's users (T0123ABCD); unset: any"
+    )
+    response_url_prefix: str = Field(
+        default="https://hooks.slack.com/",
+        description="Outcomes are posted only to a response_url under this prefix (never where a payload says)",
+    )
+
+
+class Chat(_Section):
+    """Approvals from chat: who in a chat is which operator, and what they may do."""
+
+    people: dict[str, str] = Field(
+        default={}, description="operator id -> role (viewer, approver, admin) for approvals from chat and links"
+    )
+    slack: SlackChat | None = None
+    link_base_url: str | None = Field(
+        default=None, description="The service's URL as operators reach it, for signed approval links (/links/...)"
+    )
+    link_ttl_s: float = Field(default=3600.0, gt=0, le=7 * 86400, description="How long an approval link works")
+
+    @field_validator("link_base_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if url is not None and (urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).hostname):
+            raise ValueError(f"link_base_url must be the service's URL (https://responder.example.com), not {url!r}")
+        return url
+
+    @field_validator("people")
+    @classmethod
+    def _roles(cls, people: dict[str, str]) -> dict[str, str]:
+        from responder.service.operators import Role  # noqa: PLC0415 - keeps aiohttp out of config imports
+
+        for operator, role in people.items():
+            try:
+                Role.parse(role)
+            except ValueError as exc:
+                raise ValueError(f"chat.people.{operator}: {exc}") from None
+        return people
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RESPONDER_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -552,6 +651,8 @@ class Settings(BaseSettings):
         description="How far ahead of its receipt an event's time may lie; a later one counts as received then",
     )  # fmt: skip
     enforcement: Enforcement = Enforcement()
+    operators: OperatorSettings = OperatorSettings()
+    chat: Chat | None = None
     reconcile_interval_s: float = Field(
         default=30.0, gt=0, description="How often every hub is read back and what is in force re-asserted"
     )
@@ -578,6 +679,10 @@ class Settings(BaseSettings):
     okta_private_key_file: Path | None = None
     entra_client_secret: SecretStr | None = None
     entra_client_secret_file: Path | None = None
+    slack_signing_secret: SecretStr | None = None  # the Slack app's signing secret (Basic Information)
+    slack_signing_secret_file: Path | None = None
+    link_key: SecretStr | None = None  # signs approval links; at least 32 bytes
+    link_key_file: Path | None = None
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Self:
@@ -603,6 +708,7 @@ class Settings(BaseSettings):
         ):
             raise ValueError("kafka.sasl_mechanism is set: set kafka_password or kafka_password_file")
         self._okta_credentials()
+        self._chat_secrets()
         for name in AUTHENTICATING_SECRETS:
             secret: SecretStr | None = getattr(self, name)
             if secret is not None and len(secret.get_secret_value().strip()) < MIN_SECRET_CHARS:
@@ -613,6 +719,20 @@ class Settings(BaseSettings):
                     f"(e.g. `openssl rand -hex 32`), or leave it unset to turn off what it guards"
                 )
         return self
+
+    def _chat_secrets(self) -> None:
+        # With `defer_secret_files` (config check) a file is named but not read: it counts as given.
+        deferred = bool(self.model_config.get("defer_secret_files"))
+        slack_secret = self.slack_signing_secret is not None or (
+            deferred and self.slack_signing_secret_file is not None
+        )
+        link_key = self.link_key is not None or (deferred and self.link_key_file is not None)
+        if self.chat is not None and self.chat.slack is not None and not slack_secret:
+            raise ValueError("chat.slack is set: set slack_signing_secret or slack_signing_secret_file")
+        if self.chat is not None and self.chat.link_base_url is not None and not link_key:
+            raise ValueError("chat.link_base_url is set: set link_key or link_key_file (32 bytes or more)")
+        if self.link_key is not None and len(self.link_key.get_secret_value().encode()) < MIN_LINK_KEY_BYTES:
+            raise ValueError("link_key is too short: set at least 32 bytes (e.g. `openssl rand -hex 32`)")
 
     def _okta_credentials(self) -> None:
         system_log = self.okta.system_log if self.okta is not None else None

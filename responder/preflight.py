@@ -190,6 +190,26 @@ def inventory(settings: Settings, config: Path) -> tuple[Inventory | None, list[
     return inv, problems
 
 
+def operators(settings: Settings) -> tuple[str, list[str]]:
+    """Who may use the admin API: the API tokens file loads (safe mode, valid entries), and someone can."""
+    from responder.service.api_tokens import TokenFileError, load  # noqa: PLC0415 - keeps aiohttp out
+
+    o = settings.operators
+    ways: list[str] = []
+    if o.oidc is not None:
+        ways.append(f"OIDC from {o.oidc.issuer}")
+    if o.tokens_file is not None:
+        try:
+            ways.append(_count(load(o.tokens_file), "API token"))
+        except TokenFileError as exc:
+            return "", [f"operators.tokens_file: {exc}"]
+    bootstrap = o.bootstrap_token and (settings.admin_token is not None or settings.admin_token_file is not None)
+    if bootstrap:
+        ways.append("the bootstrap admin token")
+    # None at all is a choice (an unset secret turns its route off): the admin API then answers 503.
+    return f"operators ({', '.join(ways) or 'none: the admin API answers 503'})", []
+
+
 def rules(settings: Settings) -> tuple[str, list[str]]:
     """The rule files as the service loads them (every problem as file:line:col), and the SIEM connectors
     the Kafka topics name."""
@@ -369,6 +389,7 @@ async def check(config: Path, *, offline: bool = False, timeout_s: float = DEFAU
             report.passed.append(name)
 
     add("secrets", secrets(settings, config))
+    add(*operators(settings))
     inv, found = inventory(settings, config)
     hubs_named = f"inventory ({_count(inv.hubs, 'hub')}, {_count(inv.peers, 'peer')})" if inv is not None else ""
     add(hubs_named, found)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from responder import __version__
-from responder.cli import act, config, decisions, hubs, lab, replay, rules, run
+from responder.cli import act, config, decisions, hubs, lab, operators, replay, rules, run
 
 app = typer.Typer(
     name="responder",
@@ -17,6 +17,7 @@ app.add_typer(act.app, name="act")
 app.add_typer(config.app, name="config")
 app.add_typer(hubs.app, name="hubs")
 app.add_typer(lab.app, name="lab")
+app.add_typer(operators.app, name="operators")
 app.add_typer(rules.app, name="rules")
 app.command("run")(run.run)
 app.command("decisions")(decisions.decisions)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Annotated, Any
 
 import aiohttp
@@ -16,16 +17,22 @@ UrlOption = Annotated[
     typer.Option("--url", help="The service's admin API (default: from the configuration's listen address).",
                  show_default=False),
 ]  # fmt: skip
-ActorOption = Annotated[str, typer.Option("--actor", help="Who you are, for the audit trail.")]
+ActorOption = Annotated[str, typer.Option("--actor", help="Ignored: the audit trail names whom the token proves.")]
+OPERATOR_TOKEN = "RESPONDER_OPERATOR_TOKEN"  # noqa: S105 - the variable's name, not a token
 
 
 def _client(config: Any, url: str | None) -> tuple[str, dict[str, str]]:
     s = settings(config)
-    if s.admin_token is None:
-        raise fail("set RESPONDER_ADMIN_TOKEN (or admin_token_file) to the service's admin token")
+    # Your own credential (an API token, an IdP access token) names you in the audit trail; the shared
+    # admin token is the bootstrap one, `bootstrap-admin`.
+    token = os.environ.get(OPERATOR_TOKEN, "").strip()
+    if not token and s.admin_token is not None:
+        token = s.admin_token.get_secret_value()
+    if not token:
+        raise fail(f"set {OPERATOR_TOKEN} to your API token or IdP access token (or RESPONDER_ADMIN_TOKEN)")
     host = "127.0.0.1" if s.listen.host in {"0.0.0.0", "::"} else s.listen.host  # noqa: S104 - a client address
     base = url or f"http://{host}:{s.listen.port}"
-    return base.rstrip("/"), {"Authorization": f"Bearer {s.admin_token.get_secret_value()}"}
+    return base.rstrip("/"), {"Authorization": f"Bearer {token}"}
 
 
 async def _call(method: str, url: str, headers: dict[str, str], body: Any = None) -> tuple[int, Any]:

@@ -45,11 +45,13 @@ def run(
 ) -> None:
     """Run the responder: webhooks and Kafka in, decisions, enforcement on the hubs, journal.
 
-    SIGHUP (systemctl reload) reloads the rule files and the TLS certificate; what does not load is kept.
+    SIGHUP (systemctl reload) reloads the rule files, the TLS certificate and the API tokens file; what
+    does not load is kept.
     """
     from responder.inventory import InventoryError  # noqa: PLC0415
     from responder.journal import JournalUnavailable  # noqa: PLC0415
     from responder.policy import PolicyError  # noqa: PLC0415
+    from responder.service.api_tokens import TokenFileError  # noqa: PLC0415
     from responder.service.certificate import ListenerTLSError  # noqa: PLC0415
     from responder.service.service import Service, hubs_from, load_inventory  # noqa: PLC0415 - only `run` needs it
     from responder.service.sources import KafkaTLSError  # noqa: PLC0415
@@ -82,7 +84,8 @@ def run(
         provider = provider_from_environment()
         hubs = hubs_from(load_inventory(s), tracer(provider) if provider is not None else None, s.enforcement)
         service = Service(s, hubs=hubs, tracer_provider=provider, recorder=recorder)
-        loop.add_signal_handler(signal.SIGHUP, service.request_reload)  # the rule files and the TLS certificate
+        # The rule files, the TLS certificate and the API tokens file.
+        loop.add_signal_handler(signal.SIGHUP, service.request_reload)
         try:
             await service.run(stop)
         finally:
@@ -91,7 +94,9 @@ def run(
 
     try:
         asyncio.run(main())
-    except (OSError, PolicyError, InventoryError, JournalUnavailable, KafkaTLSError, ListenerTLSError) as exc:
+    except (
+        OSError, PolicyError, InventoryError, JournalUnavailable, KafkaTLSError, ListenerTLSError, TokenFileError
+    ) as exc:  # fmt: skip
         # What an operator must fix before the service can start: said in a line each, exit 2.
         raise fail(str(exc).replace("\n", "\nerror: ")) from None
     logging.getLogger(__name__).info("stopped")

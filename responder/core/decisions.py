@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from responder.core.actions import Action, ActionType
+from responder.core.approvals import ApprovalTimeout
 from responder.core.identifiers import WireGuardKey
 from responder.core.risk import Contribution
 
@@ -27,9 +28,12 @@ class Decision:
     at: float
     replaces: str | None = None
     notes: tuple[str, ...] = ()
+    approval_timeout: ApprovalTimeout | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        # Only when there is one: the bodies of decisions without a timeout stay as they were.
+        timeout = {"approval_timeout": self.approval_timeout.to_dict()} if self.approval_timeout else {}
+        return timeout | {
             "id": self.id,
             "subject": self.subject,
             "response": self.response,
@@ -63,6 +67,9 @@ class Decision:
             at=data["at"],
             replaces=data.get("replaces"),
             notes=tuple(data.get("notes", ())),
+            approval_timeout=ApprovalTimeout.from_dict(data["approval_timeout"])
+            if data.get("approval_timeout")
+            else None,
         )
 
 

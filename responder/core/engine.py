@@ -276,6 +276,7 @@ class Engine:
             at=now,
             replaces=replaces,
             notes=tuple(notes),
+            approval_timeout=response.approval_timeout if approval else None,
         )
 
     def _targets(self, subject: SubjectView, response: ResponseRule, notes: list[str]) -> tuple[Action, ...]:

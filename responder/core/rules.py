@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from responder.core.actions import ActionType
+from responder.core.approvals import ApprovalTimeout
 from responder.core.conditions import Condition
 from responder.core.events import Event, Severity, Source
 from responder.core.identifiers import IPAddress, IPNetwork
@@ -60,6 +61,7 @@ class ResponseRule:
     ttl_s: int | None = None
     approval: bool = False
     approval_when: Condition | None = None
+    approval_timeout: ApprovalTimeout | None = None
     dry_run: bool = False
     # Signals that take this response back: when one fires on a subject, the subject's live decisions of
     # this response are undone (see `Lift`) and the signals that decided it are forgotten, so the next

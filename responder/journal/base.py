@@ -127,6 +127,11 @@ CREATE TABLE IF NOT EXISTS notifications (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, owner, channel, next_try_at);
+CREATE TABLE IF NOT EXISTS used_once (
+    key TEXT PRIMARY KEY,
+    used_at TEXT NOT NULL,
+    keep_until TEXT NOT NULL
+);
 """
 
 # Columns added after the first release: a journal written before gets them on open (each engine's `open`).
@@ -722,6 +727,17 @@ class SqlJournal(ABC):
                 json.dumps(detail, sort_keys=True, default=str),
             )
 
+    async def use_once(self, key: str, at: str, keep_until: str) -> bool:
+        """Record the use of something good once (an approval link's nonce, a Slack request's signature):
+        True the first time, False ever after. The primary key decides, so two instances cannot both.
+        `keep_until`: when the thing could no longer be used anyway (its expiry); retention keeps it till then."""
+        async with self.transaction() as tx:
+            changed = await tx.execute(
+                "INSERT INTO used_once (key, used_at, keep_until) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                key, at, keep_until,
+            )  # fmt: skip
+        return changed > 0
+
     async def audit_trail(self, ref: str | None = None, limit: int = 1000) -> list[AuditEntry]:
         async with self.read() as tx:
             if ref is None:
@@ -754,8 +770,13 @@ class SqlJournal(ABC):
             # the events. One still pending stays, however old, until it is sent or given up.
             ("notifications", "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications"
                               " WHERE state <> ? AND created_at < ? LIMIT ?)", ("pending", events_before)),
+            # A used link or Slack signature only needs remembering until it would have expired anyway.
+            ("used_once", "DELETE FROM used_once WHERE key IN (SELECT key FROM used_once WHERE keep_until < ? LIMIT ?)",
+             (events_before,)),
         )  # fmt: skip
-        pruned = {"events": 0, "deliveries": 0, "decisions": 0, "intents": 0, "audit": 0, "notifications": 0}
+        pruned = {
+            "events": 0, "deliveries": 0, "decisions": 0, "intents": 0, "audit": 0, "notifications": 0, "used_once": 0,
+        }  # fmt: skip
         for table, sql, args in steps:
             while True:
                 async with self.transaction() as tx:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from responder.core.approvals import ApprovalTimeout, OnTimeout
 from responder.core.conditions import Condition, ConditionError
 from responder.core.rules import (
     ActionTemplate,
@@ -143,10 +144,19 @@ def _response(spec: ResponseSpec, loaded: _Loaded, i: int, problems: list[Proble
         ttl_s=int(spec.ttl) if spec.ttl else None,
         approval=spec.approval is True,
         approval_when=approval_when,
+        approval_timeout=_approval_timeout(spec),
         dry_run=spec.dry_run,
         lifted_by=frozenset(spec.lifted_by),
         description=spec.description,
         where="{}:{}".format(*loaded.at("responses", i)[:2]),
+    )
+
+
+def _approval_timeout(spec: ResponseSpec) -> ApprovalTimeout | None:
+    if spec.approval_timeout is None:
+        return None
+    return ApprovalTimeout(
+        after_s=int(spec.approval_timeout), then=OnTimeout(spec.on_timeout), escalate_to=spec.escalate_to
     )
 
 

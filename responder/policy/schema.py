@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from responder.core.actions import ActionType
 from responder.core.events import SeverityField, Source
@@ -91,6 +91,32 @@ class ResponseSpec(_Spec):
     lifted_by: StrList = Field(
         default=[], description="Signals that undo this response's live decisions on the subject (a reactivation)"
     )
+    approval_timeout: Duration | None = Field(
+        default=None, description="How long a decision waits for an approval before on_timeout happens"
+    )
+    on_timeout: Literal["reject", "escalate", "approve"] = Field(
+        default="reject",
+        description="reject or approve it (by policy:approval-timeout), or escalate: tell escalate_to, wait as long"
+        " again, then reject",
+    )
+    escalate_to: str | None = Field(
+        default=None, min_length=1, max_length=64, description="The notify channel an escalation goes to"
+    )
+
+    @model_validator(mode="after")
+    def _timeout_consistent(self) -> ResponseSpec:
+        # Each of these would be silently ignored otherwise: a timeout that never fires, or nowhere to escalate.
+        if self.approval_timeout is None:
+            if "on_timeout" in self.model_fields_set or self.escalate_to is not None:
+                raise ValueError("on_timeout and escalate_to need approval_timeout")
+            return self
+        if self.approval is False:
+            raise ValueError("approval_timeout needs approval (true or a condition)")
+        if self.on_timeout == "escalate" and self.escalate_to is None:
+            raise ValueError("on_timeout: escalate needs escalate_to (a notify channel)")
+        if self.on_timeout != "escalate" and self.escalate_to is not None:
+            raise ValueError("escalate_to is only used with on_timeout: escalate")
+        return self
 
 
 class ProtectedSpec(_Spec):

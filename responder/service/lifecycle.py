@@ -11,13 +11,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from responder.core.approvals import TIMEOUT_ACTOR, ApprovalTimeout, OnTimeout, timeout_step
 from responder.core.decisions import Lift, action_from_dict
 from responder.core.engine import Engine
 from responder.executor import Executor, IntentOutcome
 from responder.journal import DecisionRecord, DecisionState, Intent, IntentKind, IntentState, Journal
-from responder.notify import NoticeKind, Notices
 from responder.notify.about import decision_notice, enforced_notices
-from responder.notify.notice import NoNotices
+from responder.notify.notice import NoNotices, Notice, NoticeKind, Notices
 from responder.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class Lifecycle:
         *,
         notices: Notices | None = None,
     ) -> None:
-        self._notices = notices or NoNotices()
+        self._notices: Notices = notices or NoNotices()
         self._journal = journal
         self._executor = executor
         self._engine = engine
@@ -82,6 +82,17 @@ class Lifecycle:
             )
         )
 
+    async def reject(self, decision_id: str, actor: str, detail: dict[str, Any] | None = None) -> None:
+        """Refuse a decision that waits for approval (nothing of it ran); unlike `undo`, never one in force,
+        even one approved a moment before: an approver may reject, only an admin may undo."""
+        decision = await self._journal.decision(decision_id)
+        if decision is None:
+            raise LifecycleError(f"no decision {decision_id}")
+        waiting = [DecisionState.AWAITING_APPROVAL]
+        if not await self._journal.transition_decision(decision_id, waiting, DecisionState.REJECTED):
+            raise LifecycleError(f"decision {decision_id} is {decision.state.value}, not awaiting approval")
+        await self._taken_back(decision, actor, DecisionState.REJECTED, detail)
+
     async def undo(self, decision_id: str, actor: str, detail: dict[str, Any] | None = None) -> None:
         """Take a decision back (or reject it, while it waits for approval); `detail` goes to the audit log."""
         decision = await self._journal.decision(decision_id)
@@ -93,10 +104,17 @@ class Lifecycle:
             decision_id, [DecisionState.ACTIVE, DecisionState.AWAITING_APPROVAL], target
         ):
             raise LifecycleError(f"decision {decision_id} is {decision.state.value}: nothing to undo")
-        await self._journal.set_intents_state(decision_id, IntentState.AWAITING_APPROVAL, IntentState.CANCELLED)
-        await self._journal.audit(self._clock().isoformat(), actor, target.value, decision_id, detail or {})
-        undone = await self._executor.undo_decision(decision_id)
-        kind = NoticeKind.REJECTED if waiting else NoticeKind.UNDONE
+        await self._taken_back(decision, actor, target, detail)
+
+    async def _taken_back(
+        self, decision: DecisionRecord, actor: str, target: DecisionState, detail: dict[str, Any] | None
+    ) -> None:
+        """What follows a decision moved to `target` (undone or rejected): its waiting intents cancelled, the
+        audit entry, what it did on the hubs and what it had replaced taken back."""
+        await self._journal.set_intents_state(decision.id, IntentState.AWAITING_APPROVAL, IntentState.CANCELLED)
+        await self._journal.audit(self._clock().isoformat(), actor, target.value, decision.id, detail or {})
+        undone = await self._executor.undo_decision(decision.id)
+        kind = NoticeKind.REJECTED if target is DecisionState.REJECTED else NoticeKind.UNDONE
         if detail and "lifted_by" in detail:
             kind = NoticeKind.LIFTED
         hubs = _verified_by_hub(undone)
@@ -151,6 +169,51 @@ class Lifecycle:
                 expired += 1
         return expired
 
+    async def time_out_approvals(self) -> int:
+        """Act on the decisions that waited for approval longer than their response allows (`approval_timeout`):
+        reject, approve or escalate them; an escalated one is rejected after a second wait as long. How many
+        were acted on."""
+        now = self._clock()
+        acted = 0
+        for decision in await self._journal.decisions(DecisionState.AWAITING_APPROVAL, 1000):
+            body = json.loads(decision.body)
+            if not body.get("approval_timeout"):
+                continue
+            timeout = ApprovalTimeout.from_dict(body["approval_timeout"])
+            escalated = [a for a in await self._journal.audit_trail(decision.id) if a.kind == "escalated"]
+            escalated_at = datetime.fromisoformat(escalated[0].at).timestamp() if escalated else None
+            waiting_since = datetime.fromisoformat(decision.created_at).timestamp()
+            step = timeout_step(timeout, waiting_since, escalated_at, now.timestamp())
+            if step is None:
+                continue
+            try:
+                await self._time_out(decision, step, timeout, now)
+            except LifecycleError:
+                continue  # an operator answered meanwhile: theirs is the answer
+            acted += 1
+        return acted
+
+    async def _time_out(
+        self, decision: DecisionRecord, step: OnTimeout, timeout: ApprovalTimeout, now: datetime
+    ) -> None:
+        detail: dict[str, Any] = {"after_s": timeout.after_s}
+        if step is OnTimeout.APPROVE:
+            await self.approve(decision.id, TIMEOUT_ACTOR)
+        elif step is OnTimeout.REJECT:
+            await self.reject(decision.id, TIMEOUT_ACTOR, detail)
+        else:
+            channel = timeout.escalate_to or ""
+            await self._journal.audit(
+                now.isoformat(), TIMEOUT_ACTOR, "escalated", decision.id, detail | {"to": channel}
+            )
+            self._notices.emit(
+                Notice(
+                    kind=NoticeKind.ESCALATED, at=now, subject=decision.subject, decision_id=decision.id,
+                    response=decision.response, actor=TIMEOUT_ACTOR, detail=detail, channels=(channel,),
+                )
+            )  # fmt: skip
+        log.info("decision %s waited %ss for approval: %s", decision.id, timeout.after_s, step.value)
+
     async def resume(self) -> None:
         """Finish undoing decisions that ended while a previous run was undoing them."""
         for state in (DecisionState.UNDONE, DecisionState.EXPIRED):
@@ -161,6 +224,7 @@ class Lifecycle:
         while not stop.is_set():
             try:
                 await self.expire_due()
+                await self.time_out_approvals()
                 self._metrics.active_decisions.set(await self._journal.count_decisions(DecisionState.ACTIVE))
             except Exception:
                 log.exception("expiry pass failed; retrying")

@@ -52,6 +52,10 @@ class Refused(Exception):
     """A credential was presented and is not valid (expired, wrong signature, unknown): the reason, for a 401."""
 
 
+class NoRole(Refused):
+    """A valid credential that grants no role here (an IdP user in none of the mapped groups): for a 403."""
+
+
 class Authenticator(Protocol):
     async def authenticate(self, request: web.Request) -> Operator | None:
         """The operator this request's credential proves, None when it carries no credential of this kind;
@@ -103,6 +107,8 @@ class Operators:
                     return _error(503, "the admin API is disabled: set RESPONDER_ADMIN_TOKEN or operators")
                 try:
                     operator = await self.identify(request)
+                except NoRole as exc:
+                    return _error(403, str(exc))
                 except Refused as exc:
                     return _error(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
                 if not operator.may(role):

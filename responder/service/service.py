@@ -46,15 +46,20 @@ from responder.pep import Hub, SshHub
 from responder.pep.transport import TransportSettings
 from responder.policy import load_rules
 from responder.service import sources
+from responder.service.access import Access
 from responder.service.admin import admin_routes, metrics_routes
 from responder.service.certificate import Certificate, ListenerCertificate, load_certificate
+from responder.service.chat import ChatPeople
 from responder.service.guard import BlastRadius, ProtectedTargets
 from responder.service.lifecycle import Lifecycle
+from responder.service.links import ApprovalLinks, LinkSigner, link_routes
 from responder.service.listener import AcceptErrors, CappedSite, connection_limit, only_this_host
+from responder.service.operators import Operators
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
 from responder.service.reloading import RuleReloader
 from responder.service.retention import Retention
+from responder.service.slack import SlackInteractions, SlackSignature
 from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import provider_from_environment, tracer
 
@@ -104,6 +109,7 @@ class Service:
         clock: Clock = _wall_clock,
         tracer_provider: TracerProvider | None = None,
         recorder: DeliveryRecorder | None = None,
+        operators: Operators | None = None,
     ) -> None:
         self.settings = settings
         self.hubs = hubs
@@ -119,12 +125,28 @@ class Service:
         self.address: tuple[str, int] | None = None
         self.metrics_address: tuple[str, int] | None = None  # when /metrics has a listener of its own
         self.lifecycle: Lifecycle | None = None
+        self.slack: SlackInteractions | None = None  # with chat.slack
+        self.links: ApprovalLinks | None = None  # with link_key and chat.link_base_url: links for notices
         self._ingest: AlertConsumer | None = None
         self.partitions_owned: set[int] = set()  # of the ingest topic, in scale-out mode
         self.reconciler: Reconciler | None = None
         self.rules: RuleReloader | None = None  # once the journal is open
         self.certificate: ListenerCertificate | None = None  # with listen.tls_cert, once the journal is open
         self.notifier: Notifier | None = None  # with notify.channels, once the journal is open
+        self.access: Access | None = None  # who may call the service, once it starts
+        self._given_operators = operators  # a test's own, instead of those built from the settings
+        self.app: web.Application | None = None  # what it serves, once it starts (its router lists every route)
+
+    @property
+    def operators(self) -> Operators:
+        """Who may call the admin API, the console and the chat routes (OIDC, API tokens, bootstrap token):
+        guard every route with `operators.require(Role.X)`. Available once the service starts (at once when
+        they were given to it)."""
+        if self._given_operators is not None:
+            return self._given_operators
+        if self.access is None:
+            raise RuntimeError("the service's operators are built when it starts")
+        return self.access.operators
 
     @property
     def url(self) -> str | None:
@@ -146,6 +168,8 @@ class Service:
         self.rules.request()
         if self.certificate is not None:
             self.certificate.request()
+        if self.access is not None:
+            self.access.reload()  # the API tokens file
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -163,6 +187,8 @@ class Service:
         if s.listen.tls_cert is not None and s.listen.tls_key is not None:
             # Before anything opens: a certificate that cannot serve stops the start (exit 2, the file named).
             first_certificate = load_certificate(s.listen.tls_cert, s.listen.tls_key)
+        # Before anything opens too: an unusable API tokens file stops the start, the file named.
+        self.access = Access(s, self.clock)
         inventory = load_inventory(s)
         dry_run = s.dry_run
         if inventory is None:
@@ -310,9 +336,40 @@ class Service:
                 p.journal, p.lifecycle, ready, registry, s.admin_token, subject_state=subject,
                 unenforced=p.reconciler.readiness_detail, reload_rules=p.rules.reload,
                 sources=(lambda: {n: src.status() for n, src in pulled.items()}) if pulled else None,
+                operators=self.operators,
             )
         )  # fmt: skip
+        self._chat_routes(app, p)
+        access = self.access
+        if access is not None:
+            if self._given_operators is None:
+                log.info("operators are identified by %s", access.describe())
+            app.on_cleanup.append(lambda _: access.close())
+        self.app = app
         return app
+
+    def _chat_routes(self, app: web.Application, p: _Parts) -> None:
+        """Approvals from chat: Slack's buttons and signed links, each only when configured."""
+        s = self.settings
+        if s.chat is None:
+            return
+        people = ChatPeople.parse(s.chat.people)
+        if s.chat.slack is not None and s.slack_signing_secret is not None:
+            slack = SlackInteractions(
+                SlackSignature(s.slack_signing_secret.get_secret_value().encode()), users=s.chat.slack.users,
+                people=people, lifecycle=p.lifecycle, journal=p.journal, clock=self.clock,
+                team_id=s.chat.slack.team_id, response_url_prefix=s.chat.slack.response_url_prefix,
+            )  # fmt: skip
+            self.slack = slack
+            app.add_routes(slack.routes())
+            app.on_cleanup.append(lambda _: slack.close())
+        if s.link_key is not None:
+            signer = LinkSigner(s.link_key.get_secret_value().encode())
+            if s.chat.link_base_url is not None:
+                self.links = ApprovalLinks(signer, s.chat.link_base_url, s.chat.link_ttl_s)
+            app.add_routes(
+                link_routes(signer, people=people, lifecycle=p.lifecycle, journal=p.journal, clock=self.clock)
+            )
 
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:

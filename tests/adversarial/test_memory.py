@@ -312,12 +312,24 @@ async def test_retention_prunes_old_events_deliveries_decisions_and_audit_and_ke
     await _decision(journal, "recent", DecisionState.EXPIRED, 9, IntentState.DONE)
     for n in range(30):
         await journal.audit(_at(old if n < 25 else 9), "op", "undo", f"r{n}", {})
+    # Used approval links: one that expired long ago is forgotten, one still valid is kept (or it could be reused).
+    assert await journal.use_once("link:expired", _at(old), keep_until=_at(old + 1))
+    assert await journal.use_once("link:valid", _at(9), keep_until=_at(10))
     before = await _rows(journal)
     assert before == {"deliveries": 350, "events": 700, "decisions": 7, "intents": 7, "audit": 30}
 
     pruned = await journal.prune(events_before=_at(5), decisions_before=_at(-400), batch=64)
 
-    assert pruned == {"events": 580, "deliveries": 290, "decisions": 3, "intents": 3, "audit": 25, "notifications": 0}
+    assert pruned == {
+        "events": 580,
+        "deliveries": 290,
+        "decisions": 3,
+        "intents": 3,
+        "audit": 25,
+        "notifications": 0,
+        "used_once": 1,
+    }
+    assert not await journal.use_once("link:valid", _at(9), keep_until=_at(10))
     assert await _rows(journal) == {"deliveries": 60, "events": 120, "decisions": 4, "intents": 4, "audit": 5}
     counts = await journal.counts()
     assert counts["events.pending"] == 20  # never pruned, however old

@@ -100,7 +100,8 @@ async def test_a_good_setup_passes_offline_and_online(tmp_path: Path, ssh_hub: S
     assert (code, err) == (0, ""), lines
     (summary,) = lines
     assert re.fullmatch(
-        r"ok: configuration, secrets, inventory \(1 hub, 0 peers\), rules \(\d+ signals, \d+ responses\), "
+        r"ok: configuration, secrets, operators \(the bootstrap admin token\), inventory \(1 hub, 0 peers\), "
+        r"rules \(\d+ signals, \d+ responses\), "
         r"journal, reachability not checked \(--offline\)",
         summary,
     ), summary
@@ -117,7 +118,7 @@ async def test_a_missing_secret_is_one_line_that_says_how_to_create_it(tmp_path:
     (problem, summary) = lines
     assert problem.startswith(f"{config}:7:1: okta_secret_file {okta} does not exist: create it: ")
     assert "openssl rand -hex 32" in problem and "chown root:responder" in problem
-    assert summary.startswith("1 problem found; fine: configuration, inventory")
+    assert summary.startswith("1 problem found; fine: configuration, operators (the bootstrap admin token), inventory")
 
 
 async def test_secret_values_are_never_printed_and_weak_or_open_ones_are_named(tmp_path: Path, ssh_hub: SshHub) -> None:
@@ -144,10 +145,12 @@ async def test_a_bad_rule_file_is_one_line_with_its_position(tmp_path: Path, ssh
     code, lines, _ = await _check(config, "--offline")
     assert code == 1
     (problem, summary) = lines
-    assert (
-        problem
-        == f"{rules}:29:5: responses.2.min_score: Input should be a valid number, unable to parse string as a number"
-    )
+    # The place named is the line the bad value is on, whatever else the shipped rules gain.
+    at = next(n for n, line in enumerate(rules.read_text().splitlines(), 1) if "min_score: forty" in line)
+    position, message = problem.removeprefix(f"{rules}:").split(": ", 1)
+    assert position == f"{at}:5", problem
+    assert message.endswith(".min_score: Input should be a valid number, unable to parse string as a number")
+    assert message.startswith("responses."), problem
     assert summary.startswith("1 problem found")
 
 
@@ -233,3 +236,16 @@ async def test_a_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
     code, lines, err = await _check(tmp_path / "nope.yaml")
     assert (code, lines) == (2, [])
     assert err.strip() == f"error: config file {tmp_path}/nope.yaml does not exist"
+
+
+async def test_an_api_tokens_file_others_may_write_is_named_with_the_fix(tmp_path: Path, ssh_hub: SshHub) -> None:
+    tokens = tmp_path / "api-tokens.yaml"
+    tokens.write_text("tokens: []\n")
+    tokens.chmod(0o666)
+    config = _setup(tmp_path, ssh_hub, operators={"tokens_file": str(tokens)})
+    code, lines, _ = await _check(config, "--offline")
+    assert code == 1
+    assert lines[0] == f"operators.tokens_file: {tokens} is writable by group or others: chmod 600 {tokens}"
+    tokens.chmod(0o600)
+    code, lines, _ = await _check(config, "--offline")
+    assert code == 0 and "operators (0 API tokens, the bootstrap admin token)" in lines[-1], lines

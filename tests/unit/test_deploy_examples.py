@@ -60,3 +60,14 @@ def test_the_unit_runs_the_installed_venv_as_the_service_user_with_a_private_sta
     assert re.search(r"(?m)^StateDirectory=responder$", unit) and re.search(r"(?m)^StateDirectoryMode=0700$", unit)
     assert "ReadWritePaths=/var/lib/responder" in unit
     assert "SECRET" not in unit and "TOKEN" not in unit  # secrets are named by responder.yaml, not the unit
+
+
+def test_the_commented_operators_example_is_a_real_one(tmp_path: Path) -> None:
+    text = (DEPLOY / "etc/responder.yaml").read_text()
+    block = text[text.index("# operators:") :].split("\n\n", 1)[0]
+    uncommented = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    config = tmp_path / "responder.yaml"
+    config.write_text(uncommented + "\n")
+    operators = load_settings(config).operators
+    assert operators.oidc is not None and operators.oidc.roles["approver"] == ["responder-approvers"]
+    assert operators.tokens_file == Path("/etc/responder/api-tokens.yaml") and operators.bootstrap_token
