@@ -115,12 +115,14 @@ def slack_blocks(message: Message) -> list[dict[str, Any]]:
             "fields": [{"type": "mrkdwn", "text": f"*{n}*\n{_escape(v)}"[:2000]} for n, v in message.facts[:10]],
         },
     ]
-    if message.undo or message.link:
-        lines = [
-            f"Undo: {message.undo}" if message.undo else "",
-            f"<{message.link}|Open in the console>" if message.link else "",
-        ]
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " ".join(x for x in lines if x)}]})
+    parts = [f"Undo: {_escape(message.undo)}"] if message.undo else []
+    parts += [f"<{message.link}|Open in the console>"] if message.link else []
+    if parts:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(parts)}]})
+    if message.links:
+        # For an incoming webhook, which drops the buttons: the signed links instead.
+        links = " · ".join(f"<{url}|{_escape(label)}>" for label, url in message.links)
+        blocks.append({"type": "section", "block_id": "links", "text": {"type": "mrkdwn", "text": links[:3000]}})
     if message.buttons and message.decision_id:
         blocks.append(
             {
@@ -169,7 +171,9 @@ class SlackBot(_Http):
         self._url = config.api_url.rstrip("/") + "/chat.postMessage"
 
     async def send(self, message: Message) -> None:
-        body = json.dumps({"channel": self._channel, "text": message.title, "blocks": slack_blocks(message)})
+        # The buttons act as the Slack user who presses them: no signed links beside them.
+        blocks = [b for b in slack_blocks(message) if b.get("block_id") != "links"]
+        body = json.dumps({"channel": self._channel, "text": message.title, "blocks": blocks})
         headers = {
             "Authorization": f"Bearer {self._token.get_secret_value()}",
             "Content-Type": "application/json; charset=utf-8",
@@ -181,7 +185,8 @@ class SlackBot(_Http):
 
 
 def adaptive_card(message: Message) -> dict[str, Any]:
-    """An Adaptive Card 1.4 (what Teams renders): a title, a FactSet, the undo line and a console link."""
+    """An Adaptive Card 1.4 (what Teams renders): a title, a FactSet, the undo line; the signed approval links
+    and the console as Action.OpenUrl (a workflow's card has no buttons that call the service back)."""
     body: list[dict[str, Any]] = [
         {"type": "TextBlock", "text": message.title, "weight": "Bolder", "size": "Medium", "wrap": True},
         {"type": "FactSet", "facts": [{"title": n, "value": v} for n, v in message.facts]},
@@ -194,8 +199,11 @@ def adaptive_card(message: Message) -> dict[str, Any]:
         "version": "1.4",
         "body": body,
     }
+    actions = [{"type": "Action.OpenUrl", "title": label, "url": url} for label, url in message.links]
     if message.link:
-        card["actions"] = [{"type": "Action.OpenUrl", "title": "Open in the console", "url": message.link}]
+        actions.append({"type": "Action.OpenUrl", "title": "Open in the console", "url": message.link})
+    if actions:
+        card["actions"] = actions
     return card
 
 

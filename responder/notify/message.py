@@ -45,6 +45,7 @@ class Message:
     undo: str | None = None  # how to undo: the command, and the console page when there is one
     link: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    links: tuple[tuple[str, str], ...] = ()  # (label, url): signed approval links, where there are no buttons
 
     @property
     def text(self) -> str:
@@ -52,13 +53,14 @@ class Message:
         lines = [self.title, *(f"{name}: {value}" for name, value in self.facts)]
         if self.undo:
             lines.append(f"Undo: {self.undo}")
+        lines += [f"{label}: {url}" for label, url in self.links]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "title": self.title, "facts": [list(f) for f in self.facts],
             "decision_id": self.decision_id, "buttons": list(self.buttons), "undo": self.undo, "link": self.link,
-            "extra": dict(self.extra),
+            "extra": dict(self.extra), "links": [list(x) for x in self.links],
         }  # fmt: skip
 
     @classmethod
@@ -67,12 +69,14 @@ class Message:
             kind=data["kind"], title=data["title"], facts=tuple((str(a), str(b)) for a, b in data["facts"]),
             decision_id=data.get("decision_id"), buttons=tuple(data.get("buttons", ())), undo=data.get("undo"),
             link=data.get("link"), extra=data.get("extra") or {},
+            links=tuple((str(a), str(b)) for a, b in data.get("links", ())),
         )  # fmt: skip
 
 
-def render(notice: Notice, console_url: str | None = None) -> Message:
+def render(notice: Notice, console_url: str | None = None, links: Sequence[tuple[str, str]] = ()) -> Message:
     """The message for `notice`. Its `detail` may carry: devices, actions (described), score, contributions
-    ({rule, points, reason}, as `rules explain` shows them), hubs ({hub: verified}), state, reason."""
+    ({rule, points, reason}, as `rules explain` shows them), hubs ({hub: verified}), state, reason. `links`:
+    signed approval links (label, url), for the channels without buttons."""
     d = notice.detail
     headline = _HEADLINES.get(notice.kind, notice.kind.value)
     what = f" {notice.response}" if notice.response else ""
@@ -104,6 +108,7 @@ def render(notice: Notice, console_url: str | None = None) -> Message:
     return Message(
         kind=notice.kind.value, title=title, facts=tuple(facts), decision_id=notice.decision_id,
         buttons=_BUTTONS.get(notice.kind, ()) if notice.decision_id else (), undo=undo, link=link,
+        links=tuple(links),
     )  # fmt: skip
 
 

@@ -22,11 +22,12 @@ from responder.config import Notify
 from responder.journal import Journal
 from responder.notify.channels import Channel, DeliveryFailed, open_channel
 from responder.notify.message import Message, render
-from responder.notify.notice import Notice
+from responder.notify.notice import Notice, NoticeKind
 from responder.notify.outbox import Outbox, OutboxState, Outgoing
 from responder.notify.routing import Dedup, Route, TokenBucket, channels_for
 
 log = logging.getLogger(__name__)
+_WAITING = (NoticeKind.AWAITING_APPROVAL, NoticeKind.ESCALATED)
 Counter = Callable[[str, str], None]  # (channel, outcome)
 
 
@@ -77,6 +78,12 @@ class Notifier:
         self._queued = asyncio.Event()
         self._due = {n: asyncio.Event() for n in channels}
         self._serial = 0
+        self._links: Callable[[str], list[tuple[str, str]]] | None = None
+
+    def offer_links(self, links: Callable[[str], list[tuple[str, str]]]) -> None:
+        """`links(decision_id)`: signed approval links (label, url) for a decision that waits, shown by the
+        channels without buttons (Teams, the webhook, e-mail, a Slack incoming webhook)."""
+        self._links = links
 
     # -- emit: on the caller's path, no I/O ------------------------------------------------------------
 
@@ -106,7 +113,10 @@ class Notifier:
                 notice.kind, notice.at, notice.subject, notice.decision_id, notice.response, notice.actor,
                 {**notice.detail, "devices": names}, notice.channels,
             )  # fmt: skip
-        body = json.dumps(render(notice, self._console_url).to_dict(), default=str)
+        links: list[tuple[str, str]] = []
+        if notice.decision_id and notice.kind in _WAITING and self._links is not None:
+            links = self._links(notice.decision_id)
+        body = json.dumps(render(notice, self._console_url, links).to_dict(), default=str)
         for channel in targets:
             self._queue.append(Outgoing(self._next_id(), channel, notice.kind.value, notice.decision_id, body))
         self._queued.set()

@@ -54,7 +54,7 @@ from responder.service.guard import BlastRadius, ProtectedTargets
 from responder.service.lifecycle import Lifecycle
 from responder.service.links import ApprovalLinks, LinkSigner, link_routes
 from responder.service.listener import AcceptErrors, CappedSite, connection_limit, only_this_host
-from responder.service.operators import Operators
+from responder.service.operators import Operators, Role
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
 from responder.service.reloading import RuleReloader
@@ -367,6 +367,8 @@ class Service:
             signer = LinkSigner(s.link_key.get_secret_value().encode())
             if s.chat.link_base_url is not None:
                 self.links = ApprovalLinks(signer, s.chat.link_base_url, s.chat.link_ttl_s)
+                if self.notifier is not None:
+                    self.notifier.offer_links(_approval_links(self.links, people, self.clock))
             app.add_routes(
                 link_routes(signer, people=people, lifecycle=p.lifecycle, journal=p.journal, clock=self.clock)
             )
@@ -532,6 +534,22 @@ class _Parts:
     retention: Retention
     rules: RuleReloader
     certificate: ListenerCertificate | None
+
+
+def _approval_links(links: ApprovalLinks, people: ChatPeople, clock: Clock) -> Callable[[str], list[tuple[str, str]]]:
+    """For each approver in `chat.people`, a signed Approve and a Reject link of their own: a link acts as
+    the person it names, so a message to a group carries one per person."""
+
+    def made(decision_id: str) -> list[tuple[str, str]]:
+        now = clock().timestamp()
+        return [
+            (f"{verb.capitalize()} as {operator}", links.url(decision_id, verb, operator, now=now))
+            for operator, role in sorted(people.roles.items())
+            if role >= Role.APPROVER
+            for verb in ("approve", "reject")
+        ]
+
+    return made
 
 
 def _ignore_change(_hub: str, _key: str) -> None:

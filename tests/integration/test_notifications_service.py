@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from pydantic import SecretStr
 
-from responder.config import Settings
+from responder.config import Chat, Settings
 from responder.inventory import Inventory
 from tests.integration.test_lifecycle import (
     ADMIN,
@@ -26,7 +28,7 @@ from tests.integration.test_lifecycle import (
     _cut_off,
     _Responder,
 )
-from tests.support.chat_contracts import SignedContract, SlackContract, serving, slack_buttons
+from tests.support.chat_contracts import SignedContract, SlackContract, TeamsContract, serving, slack_buttons
 from tests.support.memory_hub import MemoryHub
 from tests.support.service import running
 
@@ -191,3 +193,44 @@ async def test_a_hub_down_drift_and_expiry_are_each_told(tmp_path: Path) -> None
     assert drift["decision_id"] == enforced["decision_id"] and "By: reconciler" in drift["text"]
     assert expired["decision_id"] == enforced["decision_id"] and "hub1 (verified)" in expired["text"]
     assert expired["undo"] is None  # nothing left in force to undo
+
+
+async def test_teams_gets_signed_approval_links_for_each_approver_and_one_approves_as_that_person(
+    tmp_path: Path,
+) -> None:
+    teams = TeamsContract()
+    hub = MemoryHub.of(Inventory.load(INVENTORY), "hub1")
+    async with serving(teams) as base:
+        channel = {"type": "teams", "url": f"{base}/workflows/abc/triggers/manual/paths/invoke"}
+        settings = _settings(tmp_path, {"teams": channel}).model_copy(
+            update={
+                "link_key": SecretStr("link-key-for-notification-tests-0123456789"),
+                "chat": Chat(
+                    people={"ana@example.com": "approver", "vic@example.com": "viewer", "ada@example.com": "admin"},
+                    link_base_url="https://responder.example.com",
+                ),
+            }
+        )
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            running(settings, hubs={"hub1": hub}) as (_, url),
+        ):
+            await _Responder(http, url).okta(BREACH)
+            [waiting] = await teams.wait_for(1)
+            actions = {a["title"]: a["url"] for a in waiting["attachments"][0]["content"]["actions"]}
+            link = urlsplit(actions["Approve as ana@example.com"])
+            async with http.post(f"{url}{link.path}") as r:  # the link, as the service's address reaches it
+                assert r.status == 200, await r.text()
+            approved, enforced = (await teams.wait_for(3))[1:]
+    assert sorted(actions) == [
+        "Approve as ada@example.com",
+        "Approve as ana@example.com",
+        "Reject as ada@example.com",
+        "Reject as ana@example.com",
+    ]  # fmt: skip - a viewer gets none
+    assert link.scheme == "https" and link.netloc == "responder.example.com" and link.path.startswith("/links/")
+    facts = {f["title"]: f["value"] for f in approved["attachments"][0]["content"]["body"][1]["facts"]}
+    assert facts["By"] == "ana@example.com"
+    enforced_facts = {f["title"]: f["value"] for f in enforced["attachments"][0]["content"]["body"][1]["facts"]}
+    assert enforced_facts["Hubs"] == "hub1 (verified)" and enforced_facts["By"] == "ana@example.com"
+    assert teams.refused == []
