@@ -26,10 +26,11 @@ def decision_notice(
     body: str | Mapping[str, Any],
     state: str | None = None,
     actor: str | None = None,
+    channels: tuple[str, ...] = (),
     **detail: object,
 ) -> Notice:
     """A notice of `kind` about the decision whose journaled `body` (JSON text or its dict) is given;
-    `detail` adds to what the body says (hubs verified, a reason)."""
+    `detail` adds to what the body says (hubs verified, a reason); `channels`: only these (an escalation)."""
     data: Mapping[str, Any] = json.loads(body) if isinstance(body, str) else body
     about: dict[str, object] = {
         "score": data.get("score"),
@@ -40,7 +41,7 @@ def decision_notice(
         about["state"] = state
     return Notice(
         kind=kind, at=at, subject=subject, decision_id=decision_id, response=response, actor=actor,
-        detail={k: v for k, v in (about | detail).items() if v is not None},
+        detail={k: v for k, v in (about | detail).items() if v is not None}, channels=channels,
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from responder.core.engine import Engine
 from responder.executor import Executor, IntentOutcome
 from responder.journal import DecisionRecord, DecisionState, Intent, IntentKind, IntentState, Journal
 from responder.notify.about import decision_notice, enforced_notices
-from responder.notify.notice import NoNotices, Notice, NoticeKind, Notices
+from responder.notify.notice import NoNotices, NoticeKind, Notices
 from responder.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Lifecycle:
             self._notices.emit(notice)
 
     def _tell(
-        self, kind: NoticeKind, decision: DecisionRecord, actor: str, state: DecisionState, **detail: object
+        self, kind: NoticeKind, decision: DecisionRecord, actor: str, state: DecisionState, **detail: Any
     ) -> None:
         self._notices.emit(
             decision_notice(
@@ -206,10 +206,13 @@ class Lifecycle:
             await self._journal.audit(
                 now.isoformat(), TIMEOUT_ACTOR, "escalated", decision.id, detail | {"to": channel}
             )
+            # With the decision's why and what, as its first message had: the next channel starts from nothing.
             self._notices.emit(
-                Notice(
-                    kind=NoticeKind.ESCALATED, at=now, subject=decision.subject, decision_id=decision.id,
-                    response=decision.response, actor=TIMEOUT_ACTOR, detail=detail, channels=(channel,),
+                decision_notice(
+                    NoticeKind.ESCALATED, at=now, decision_id=decision.id, subject=decision.subject,
+                    response=decision.response, body=decision.body, state=decision.state.value,
+                    actor=TIMEOUT_ACTOR, channels=(channel,), reason=f"no answer within {timeout.after_s:g}s",
+                    **detail,
                 )
             )  # fmt: skip
         log.info("decision %s waited %ss for approval: %s", decision.id, timeout.after_s, step.value)
