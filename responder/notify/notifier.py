@@ -98,6 +98,11 @@ class Notifier:
         targets: list[str] = []
         for channel in channels_for(notice, self._routes):
             if channel not in self._channels:
+                # Only a notice naming its own channels can name an unknown one (the routes are checked).
+                log.warning(
+                    "notice %s on %s names channel %r, which notify.channels does not define: not sent there",
+                    notice.kind.value, notice.subject, channel,
+                )  # fmt: skip
                 continue
             # Before rendering: a hub that stays down is reported on every probe, and this is on its path.
             if not self._dedup.first((notice.kind.value, notice.decision_id or notice.subject, channel), now):
