@@ -17,7 +17,7 @@ import pytest
 from responder.config import Chat, SlackChat
 from responder.lab import Lab
 from tests.integration.test_chat_approvals import SIGNING_SECRET, TEAM, _signed
-from tests.lab.test_service import OKTA_SECRET, _okta, _rules, _settings
+from tests.lab.test_service import ADMIN_HEADERS, OKTA_SECRET, _okta, _rules, _settings
 from tests.support.chat_contracts import SlackContract, serving, slack_buttons
 from tests.support.probes import eventually, tcp
 from tests.support.service import running
@@ -72,6 +72,15 @@ async def test_an_approval_reaches_slack_within_a_second_is_approved_there_and_i
 
             await eventually(blocked, 3, "quarantined after the approval from Slack")
             approved, enforced = (await slack.wait_for(3, timeout=5))[1:]
+
+            # The lab is the session's: leave it as found.
+            async with http.post(f"{base}/api/decisions/{value}/undo", headers=ADMIN_HEADERS) as r:
+                assert r.status == 202, await r.text()
+
+            async def open_again() -> bool:
+                return await tcp(lab, "admin1", "10.100.0.20", timeout=0.5) == "open"
+
+            await eventually(open_again, 5, "open after undo")
     assert told_within < 1.0
     assert waiting["text"].startswith("Awaiting approval: quarantine on user:alice@example.com")
     assert slack_buttons(waiting) == [("approve", value), ("reject", value)]
