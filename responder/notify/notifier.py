@@ -28,6 +28,7 @@ from responder.notify.routing import Dedup, Route, TokenBucket, channels_for
 
 log = logging.getLogger(__name__)
 _WAITING = (NoticeKind.AWAITING_APPROVAL, NoticeKind.ESCALATED)
+_IDLE_S = 60.0  # a look at the outbox with nothing due: only a safety net, writes and retries wake it
 Counter = Callable[[str, str], None]  # (channel, outcome)
 
 
@@ -169,7 +170,10 @@ class Notifier:
             self._due[channel].set()
 
     async def _send_loop(self, name: str, stop: asyncio.Event) -> None:
+        """Deliver the channel's due messages; then sleep until the next is due or new ones are written
+        (not polling: the outbox is in the journal that enforcement writes to)."""
         while not stop.is_set():
+            self._due[name].clear()  # before reading: a batch written from now on wakes the wait below
             try:
                 due = await self._outbox.due(name, self._clock().timestamp())
                 for item in due:
@@ -181,11 +185,10 @@ class Notifier:
                 if due:
                     continue
                 nxt = await self._outbox.next_due(name)
+                wait = _IDLE_S if nxt is None else min(_IDLE_S, max(0.0, nxt - self._clock().timestamp()))
             except Exception:
                 log.exception("notification channel %s: delivery pass failed; trying again", name)
-                nxt = None
-            self._due[name].clear()
-            wait = 1.0 if nxt is None else min(1.0, max(0.0, nxt - self._clock().timestamp()))
+                wait = 1.0
             await _wait_any(self._due[name], stop, timeout=wait)
 
     async def _pace(self, name: str, stop: asyncio.Event) -> None:
@@ -198,7 +201,13 @@ class Notifier:
 
     async def _deliver(self, channel: Channel, item: Outgoing) -> None:
         try:
-            await channel.send(Message.from_dict(json.loads(item.body)))
+            try:
+                await channel.send(Message.from_dict(json.loads(item.body)))
+            except DeliveryFailed:
+                raise
+            except Exception as exc:  # a bug in an adapter: tried again, then given up, like a failure
+                log.exception("notification %s to %s: the channel failed unexpectedly", item.id, channel.name)
+                raise DeliveryFailed(f"unexpected {type(exc).__name__}") from exc
         except DeliveryFailed as exc:
             attempts = item.attempts + 1
             if exc.permanent or attempts >= self._max_attempts:
