@@ -19,6 +19,7 @@ from responder.journal import Journal, open_journal
 from responder.notify import NoticeKind
 from responder.notify.about import decision_notice
 from responder.notify.channels import open_channel
+from responder.notify.message import Message
 from responder.notify.notifier import Notifier
 from responder.notify.outbox import Outbox, OutboxState, Outgoing
 from responder.notify.routing import Route
@@ -286,3 +287,46 @@ async def test_the_outbox_on_each_journal_engine_sends_in_order_retries_later_an
         assert await outbox.states() == {"pending": 2}
     finally:
         await journal.close()
+
+
+class _Broken:
+    """A channel adapter with a bug: every send raises something that is not DeliveryFailed."""
+
+    name = "broken"
+
+    def __init__(self) -> None:
+        self.tries = 0
+
+    async def send(self, message: Message) -> None:
+        self.tries += 1
+        raise KeyError("a bug")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_an_adapter_bug_is_tried_again_then_given_up_and_other_channels_still_deliver(journal: Journal) -> None:
+    hook, broken = SignedContract(SECRET), _Broken()
+    counts: dict[tuple[str, str], int] = {}
+    async with serving(hook) as base:
+        channels = {
+            "broken": broken,
+            "hook": open_channel("hook", CHANNEL.validate_python({"type": "webhook", "url": f"{base}/responder",
+                                                                  "secret": SECRET})),
+        }  # fmt: skip
+        notifier = Notifier(
+            channels, [Route(("broken", "hook"))], Outbox(journal, "test"), clock=lambda: datetime.now(UTC),
+            max_attempts=2, retry_min_s=0.05, count=lambda c, o: counts.__setitem__((c, o), counts.get((c, o), 0) + 1),
+        )  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(notifier.run(stop))
+        try:
+            notifier.emit(_notice(NoticeKind.ENFORCED))
+            await hook.wait_for(1)
+            async with asyncio.timeout(5):
+                while counts.get(("broken", "failed")) != 1:
+                    await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    assert broken.tries == 2 and counts[("broken", "retried")] == 1
