@@ -9,11 +9,12 @@ that hold the responder to each vendor's documented contract.
   `{"ok": false, "error": "invalid_auth" | "channel_not_found" | ...}`; 429 with `Retry-After` when rate
   limited. Buttons are Block Kit `actions` blocks (https://api.slack.com/reference/block-kit/blocks#actions)
   of `button` elements (`action_id`, `value`, `text` plain_text; at most 25 elements).
-- Teams workflow webhooks (Power Automate "When a Teams webhook request is received",
-  https://learn.microsoft.com/en-us/power-automate/teams/teams-webhook-trigger... and the "Post card in a chat
-  or channel" action): `{"type": "message", "attachments": [{"contentType":
-  "application/vnd.microsoft.card.adaptive", "content": <AdaptiveCard>}]}`; the card needs `type:
-  AdaptiveCard`, a `version` the client renders (1.4 and below everywhere; https://adaptivecards.io/
+- Teams workflow webhooks (Power Automate "When a Teams webhook request is received" with "Post card in a chat
+  or channel"; the replacement of Office 365 connectors: https://learn.microsoft.com/en-us/microsoftteams/
+  platform/webhooks-and-connectors/how-to/add-incoming-webhook, and for the body the workflow reads,
+  `triggerOutputs()?['body']?['attachments']?[0]?['content']`): `{"type": "message", "attachments":
+  [{"contentType": "application/vnd.microsoft.card.adaptive", "content": <AdaptiveCard>}]}`; the card needs
+  `type: AdaptiveCard`, a `version` every Teams client renders (1.4 and below; https://adaptivecards.io/
   explorer/) and a `body` of elements with a `type`; the flow answers 202 Accepted.
 - The generic webhook: the responder's own contract (README, Notifications): the signature is `v1=` +
   hex(HMAC-SHA256(secret, f"{timestamp}.{body}")), the timestamp within 300 s of now, compared in
