@@ -106,7 +106,7 @@ class Notifier:
                 )  # fmt: skip
                 continue
             # Before rendering: a hub that stays down is reported on every probe, and this is on its path.
-            if not self._dedup.first((notice.kind.value, notice.decision_id or notice.subject, channel), now):
+            if not self._dedup.first((_dedup_kind(notice), notice.decision_id or notice.subject, channel), now):
                 self._count(channel, "deduplicated")
             elif len(self._queue) + len(targets) >= self._queue_limit:
                 self._count(channel, "dropped")  # the journal cannot keep up: say so rather than grow unbounded
@@ -226,6 +226,14 @@ class Notifier:
             return
         await self._outbox.settle(item, OutboxState.SENT)
         self._count(channel.name, "sent")
+
+
+def _dedup_kind(notice: Notice) -> str:
+    """What makes two notices the same: their kind, and for `enforced` whether it was verified (the message
+    that it is verified after all must follow the one that it was not)."""
+    if notice.kind is NoticeKind.ENFORCED:
+        return f"{notice.kind.value}:{notice.detail.get('verified')}"
+    return notice.kind.value
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:

@@ -325,7 +325,24 @@ class Reconciler:
                     "%s verified on %s after %s since %s (%d tries)", o.intent_id, name, was.result or "no answer",
                     was.pending_since, was.attempts + 1,
                 )  # fmt: skip
+        await self._tell_verified(name, [before[o.intent_id] for o in converged_now], converged)
         await self._measure(converged_now, before)
+
+    async def _tell_verified(self, hub: str, verified: list[StoredIntent], converged: Converged) -> None:
+        """A decision told "NOT verified" on a hub is told again once everything of it there is verified."""
+        late = {i.decision_id for i in verified if i.kind is IntentKind.APPLY and i.pending_since is not None}
+        open_ = {o.intent_id.rsplit(".", 1)[0] for o in converged.outcomes if not (o.result.ok and o.result.verified)}
+        for decision_id in sorted(late - open_):
+            if (decision := await self._journal.decision(decision_id)) is None:
+                continue
+            self._notices.emit(
+                decision_notice(
+                    NoticeKind.ENFORCED, at=self._clock(), decision_id=decision.id, subject=decision.subject,
+                    response=decision.response, body=decision.body, state=decision.state.value,
+                    actor="reconciler", hubs={hub: True}, verified=True,
+                    reason=f"verified on {hub} once it answered again",
+                )
+            )  # fmt: skip
 
     async def _measure(self, verified: list[IntentOutcome], before: Mapping[str, StoredIntent]) -> None:
         """Containment of decisions whose last outstanding containing action this try verified: from the

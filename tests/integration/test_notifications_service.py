@@ -184,11 +184,15 @@ async def test_a_hub_down_drift_and_expiry_are_each_told(tmp_path: Path) -> None
             async with asyncio.timeout(10):
                 while not _cut_off(hub):
                     await asyncio.sleep(0.02)
+            async with asyncio.timeout(10):  # the follow-up: verified after all, once the hub answered
+                while not (late := [m for m in hook.received if m["kind"] == "enforced" and m is not enforced]):
+                    await asyncio.sleep(0.02)
             hub.reboot(baseline)
             drift = await told("drift")
             clock.ahead = timedelta(hours=4, minutes=1)
             expired = await told("expired")
     assert "hub1 (NOT verified)" in enforced["text"]
+    assert "hub1 (verified)" in late[0]["text"] and "verified on hub1 once it answered again" in late[0]["text"]
     assert off["title"] == "Enforcement is off: on hub:hub1" and "hub hub1 does not answer since" in off["text"]
     assert drift["decision_id"] == enforced["decision_id"] and "By: reconciler" in drift["text"]
     assert expired["decision_id"] == enforced["decision_id"] and "hub1 (verified)" in expired["text"]
