@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from typing import Any, Literal, Self, cast
+from typing import Annotated, Any, Literal, Self, cast
 from urllib.parse import urlsplit
 
 import yaml
@@ -353,6 +353,176 @@ class Enforcement(_Section):
         return self
 
 
+class _NotifyChannel(_Section):
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="One delivery gives up after this")
+
+    def _secret(self, name: str) -> None:
+        """`NAME` or `NAME_file` (read here, stripped): a secret of this channel, never both, never empty."""
+        path: Path | None = getattr(self, f"{name}_file")
+        if path is None:
+            return
+        if getattr(self, name) is not None:
+            raise ValueError(f"set {name} or {name}_file, not both")
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"{name}_file {path}: {exc.strerror}") from None
+        if not value:
+            raise ValueError(f"{name}_file {path} is empty")
+        object.__setattr__(self, name, SecretStr(value))
+
+
+class SlackWebhookChannel(_NotifyChannel):
+    """A Slack incoming webhook; the URL is the secret (anyone holding it posts to the channel)."""
+
+    type: Literal["slack_webhook"]
+    url: SecretStr | None = None
+    url_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _url(self) -> Self:
+        self._secret("url")
+        if self.url is None:
+            raise ValueError("set url or url_file (https://hooks.slack.com/services/...)")
+        return self
+
+
+class SlackBotChannel(_NotifyChannel):
+    """`chat.postMessage` with a bot token (xoxb-...): messages with Approve/Reject/Undo buttons."""
+
+    type: Literal["slack_bot"]
+    channel: str = Field(min_length=1, max_length=80, description="The Slack channel id (C0123456789)")
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    api_url: str = Field(default="https://slack.com/api", description="http only to a loopback address, for tests")
+
+    @model_validator(mode="after")
+    def _token(self) -> Self:
+        self._secret("token")
+        if self.token is None:
+            raise ValueError("set token or token_file (the bot token, xoxb-...)")
+        _https_or_loopback_url(self.api_url, "api_url")
+        return self
+
+
+class TeamsChannel(_NotifyChannel):
+    """A Teams workflow ("When a Teams webhook request is received"); its URL carries its signature."""
+
+    type: Literal["teams"]
+    url: SecretStr | None = None
+    url_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _url(self) -> Self:
+        self._secret("url")
+        if self.url is None:
+            raise ValueError("set url or url_file (the workflow's HTTP POST URL)")
+        return self
+
+
+class WebhookChannel(_NotifyChannel):
+    """Any receiver: a JSON body signed with HMAC-SHA256 over `TIMESTAMP.BODY` (README, Notifications)."""
+
+    type: Literal["webhook"]
+    url: str = Field(min_length=1, description="https://...; http only to a loopback address")
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _signing(self) -> Self:
+        self._secret("secret")
+        if self.secret is None or len(self.secret.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"set secret or secret_file: at least {MIN_SECRET_CHARS} characters")
+        _https_or_loopback_url(self.url, "url")
+        return self
+
+
+class EmailChannel(_NotifyChannel):
+    """SMTP with STARTTLS (required, unless the server is on a loopback address and `starttls: false`)."""
+
+    type: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    sender: str = Field(min_length=3, pattern=r"^[^@\s]+@[^@\s]+$")
+    to: tuple[str, ...] = Field(min_length=1)
+    starttls: bool = True
+    ca_file: FilePath | None = Field(default=None, description="Trust this CA for the server (default: the system's)")
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _transport(self) -> Self:
+        self._secret("password")
+        if not self.starttls and not _loopback(self.host):
+            raise ValueError(f"starttls: false is only for a server on a loopback address, not {self.host}")
+        if (self.password is None) != (self.username is None):
+            raise ValueError("set username and password (or password_file) together, or neither")
+        return self
+
+
+NotifyChannel = SlackWebhookChannel | SlackBotChannel | TeamsChannel | WebhookChannel | EmailChannel
+
+
+class NotifyRoute(_Section):
+    """Which notices go where: every field given must match (an empty list matches anything)."""
+
+    kinds: tuple[str, ...] = Field(default=(), description="decided, enforced, awaiting_approval, ...")
+    responses: tuple[str, ...] = Field(default=(), description="cut-off, quarantine, offboard, ...")
+    states: tuple[str, ...] = Field(default=(), description="The decision's state: active, awaiting_approval, ...")
+    subjects: tuple[str, ...] = Field(default=(), description="Glob patterns: user:*@example.com, peer:admin*")
+    channels: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        from responder.notify.notice import NoticeKind  # noqa: PLC0415 - the config module loads first
+
+        known = {k.value for k in NoticeKind}
+        for kind in kinds:
+            if kind not in known:
+                raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(sorted(known))}")
+        return kinds
+
+
+class Notify(_Section):
+    channels: dict[str, Annotated[NotifyChannel, Field(discriminator="type")]] = Field(default_factory=dict)
+    routes: tuple[NotifyRoute, ...] = ()
+    rate_per_minute: float = Field(default=20.0, gt=0, description="Messages a channel sends a minute, on average")
+    burst: int = Field(default=10, ge=1, description="Messages a channel may send at once before the rate applies")
+    dedup_window_s: float = Field(default=300.0, ge=0, description="The same notice of a decision is sent once in it")
+    max_attempts: int = Field(default=8, ge=1, le=100, description="Tries of one message before it is given up")
+    retry_min_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=300.0, gt=0)
+    console_url: str | None = Field(
+        default=None, description="https://responder.example.com: messages link the decision's subject page there"
+    )
+
+    @model_validator(mode="after")
+    def _routes_name_channels(self) -> Self:
+        for n, route in enumerate(self.routes):
+            unknown = sorted(set(route.channels) - set(self.channels))
+            if unknown:
+                raise ValueError(f"routes[{n}] names channel {unknown[0]!r}, which notify.channels does not define")
+        return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _https_or_loopback_url(url: str, what: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname or "")):
+        return
+    raise ValueError(f"{what} must be https:// (http only to a loopback address), not {url!r}")
+
+
 class OperatorsOidc(_Section):
     """Operators' bearer tokens from the organisation's IdP (Okta, Entra ID): who they are and their role."""
 
@@ -474,6 +644,7 @@ class Settings(BaseSettings):
         description="This instance's name, stable across restarts (default: the host name); it owns its events",
     )
     limits: Limits = Limits()
+    notify: Notify = Notify()
     retention: Retention = Retention()
     max_clock_skew_s: float = Field(
         default=MAX_CLOCK_SKEW.total_seconds(), ge=0,

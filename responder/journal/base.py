@@ -114,6 +114,20 @@ CREATE TABLE IF NOT EXISTS audit (
     ref TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS notifications (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    decision_id TEXT,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try_at DOUBLE PRECISION NOT NULL,
+    created_at TEXT NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, owner, channel, next_try_at);
 CREATE TABLE IF NOT EXISTS used_once (
     key TEXT PRIMARY KEY,
     used_at TEXT NOT NULL,
@@ -753,11 +767,17 @@ class SqlJournal(ABC):
              (events_before,)),
             ("audit", "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < ? LIMIT ?)",
              (decisions_before,)),
+            # A message delivered or given up is history the audit trail and the channel keep: it goes with
+            # the events. One still pending stays, however old, until it is sent or given up.
+            ("notifications", "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications"
+                              " WHERE state <> ? AND created_at < ? LIMIT ?)", ("pending", events_before)),
             # A used link or Slack signature only needs remembering until it would have expired anyway.
             ("used_once", "DELETE FROM used_once WHERE key IN (SELECT key FROM used_once WHERE keep_until < ? LIMIT ?)",
              (events_before,)),
         )  # fmt: skip
-        pruned = {"events": 0, "deliveries": 0, "decisions": 0, "intents": 0, "audit": 0, "used_once": 0}
+        pruned = {
+            "events": 0, "deliveries": 0, "decisions": 0, "intents": 0, "audit": 0, "notifications": 0, "used_once": 0,
+        }  # fmt: skip
         for table, sql, args in steps:
             while True:
                 async with self.transaction() as tx:

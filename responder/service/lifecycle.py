@@ -14,9 +14,10 @@ from typing import Any
 from responder.core.approvals import TIMEOUT_ACTOR, ApprovalTimeout, OnTimeout, timeout_step
 from responder.core.decisions import Lift, action_from_dict
 from responder.core.engine import Engine
-from responder.executor import Executor
+from responder.executor import Executor, IntentOutcome
 from responder.journal import DecisionRecord, DecisionState, Intent, IntentKind, IntentState, Journal
-from responder.notify.notice import NoNotices, Notice, NoticeKind, Notices
+from responder.notify.about import decision_notice, enforced_notices
+from responder.notify.notice import NoNotices, NoticeKind, Notices
 from responder.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,29 @@ class Lifecycle:
         await self._journal.set_expiry(decision_id, now.timestamp() + ttl if ttl else None)
         await self._journal.set_intents_state(decision_id, IntentState.AWAITING_APPROVAL, IntentState.PENDING)
         await self._journal.audit(now.isoformat(), actor, "approve", decision_id, {})
+        self._tell(NoticeKind.APPROVED, decision, actor, DecisionState.ACTIVE)
         intents = [i for i in await self._journal.intents_for(decision_id) if i.kind is IntentKind.APPLY]
         # Without the delivery's trace: the approval is a request of its own, maybe hours later.
-        await self._executor.execute([Intent(i.id, action_from_dict(json.loads(i.action))) for i in intents])
+        outcomes = await self._executor.execute([Intent(i.id, action_from_dict(json.loads(i.action))) for i in intents])
+        for notice in enforced_notices(outcomes, {decision.id: decision}, self._clock(), actor):
+            self._notices.emit(notice)
+
+    def _tell(
+        self, kind: NoticeKind, decision: DecisionRecord, actor: str, state: DecisionState, **detail: Any
+    ) -> None:
+        self._notices.emit(
+            decision_notice(
+                kind,
+                at=self._clock(),
+                decision_id=decision.id,
+                subject=decision.subject,
+                response=decision.response,
+                body=decision.body,
+                state=state.value,
+                actor=actor,
+                **detail,
+            )
+        )
 
     async def reject(self, decision_id: str, actor: str, detail: dict[str, Any] | None = None) -> None:
         """Refuse a decision that waits for approval (nothing of it ran); unlike `undo`, never one in force,
@@ -92,7 +113,12 @@ class Lifecycle:
         audit entry, what it did on the hubs and what it had replaced taken back."""
         await self._journal.set_intents_state(decision.id, IntentState.AWAITING_APPROVAL, IntentState.CANCELLED)
         await self._journal.audit(self._clock().isoformat(), actor, target.value, decision.id, detail or {})
-        await self._executor.undo_decision(decision.id)
+        undone = await self._executor.undo_decision(decision.id)
+        kind = NoticeKind.REJECTED if target is DecisionState.REJECTED else NoticeKind.UNDONE
+        if detail and "lifted_by" in detail:
+            kind = NoticeKind.LIFTED
+        hubs = _verified_by_hub(undone)
+        self._tell(kind, decision, actor, target, **({"hubs": hubs} if hubs else {}))
         await self._undo_replaced(decision.subject, actor)
         self._engine.release(decision.subject, decision.response)
 
@@ -131,7 +157,10 @@ class Lifecycle:
         for decision in await self._journal.expired_decisions(now.timestamp()):
             if await self._journal.transition_decision(decision.id, [DecisionState.ACTIVE], DecisionState.EXPIRED):
                 await self._journal.audit(now.isoformat(), "responder", "expired", decision.id, {})
-                await self._executor.undo_decision(decision.id)
+                hubs = _verified_by_hub(await self._executor.undo_decision(decision.id))
+                self._tell(
+                    NoticeKind.EXPIRED, decision, "responder", DecisionState.EXPIRED, **({"hubs": hubs} if hubs else {})
+                )
                 await self._undo_replaced(decision.subject, "responder")
                 self._engine.release(decision.subject, decision.response)
                 log.info(
@@ -177,10 +206,13 @@ class Lifecycle:
             await self._journal.audit(
                 now.isoformat(), TIMEOUT_ACTOR, "escalated", decision.id, detail | {"to": channel}
             )
+            # With the decision's why and what, as its first message had: the next channel starts from nothing.
             self._notices.emit(
-                Notice(
-                    kind=NoticeKind.ESCALATED, at=now, subject=decision.subject, decision_id=decision.id,
-                    response=decision.response, actor=TIMEOUT_ACTOR, detail=detail, channels=(channel,),
+                decision_notice(
+                    NoticeKind.ESCALATED, at=now, decision_id=decision.id, subject=decision.subject,
+                    response=decision.response, body=decision.body, state=decision.state.value,
+                    actor=TIMEOUT_ACTOR, channels=(channel,), reason=f"no answer within {timeout.after_s:g}s",
+                    **detail,
                 )
             )  # fmt: skip
         log.info("decision %s waited %ss for approval: %s", decision.id, timeout.after_s, step.value)
@@ -201,3 +233,12 @@ class Lifecycle:
                 log.exception("expiry pass failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
+
+
+def _verified_by_hub(outcomes: list[IntentOutcome]) -> dict[str, bool]:
+    """Per hub, whether every action taken back there was verified taken back."""
+    hubs: dict[str, bool] = {}
+    for o in outcomes:
+        hub = o.result.action.hub
+        hubs[hub] = hubs.get(hub, True) and o.result.ok and o.result.verified
+    return hubs

@@ -37,6 +37,9 @@ from responder.journal import (
     JournalUnavailable,
     StoredEvent,
 )
+from responder.notify import Notice, NoticeKind, Notices
+from responder.notify.about import decision_notice, enforced_notices
+from responder.notify.notice import NoNotices
 from responder.service.guard import BlastRadius
 from responder.telemetry.metrics import Metrics
 from responder.telemetry.tracing import carrier_of_current, context_from
@@ -65,7 +68,9 @@ class Pipeline:
         parsed: ParsedEvents | None = None,
         max_clock_skew: timedelta = MAX_CLOCK_SKEW,
         lift: Callable[[Lift], Awaitable[object]] | None = None,
+        notices: Notices | None = None,
     ) -> None:
+        self._notices = notices or NoNotices()
         self._lift = lift
         self._parsed = parsed or ParsedEvents(limit=0)
         self._max_clock_skew = max_clock_skew
@@ -197,8 +202,12 @@ class Pipeline:
         written = await self._journal.record_outcomes([p.outcome for p in planned], self._clock().isoformat())
         for p, ok in zip(planned, written, strict=True):
             # Not written: processed already, by this instance before a crash or by another one.
-            if ok and p.to_run:
-                self._start(p.to_run, p.received_at)
+            if not ok:
+                continue
+            for notice in p.notices:
+                self._notices.emit(notice)
+            if p.to_run:
+                self._start(p.to_run, p.received_at, p.decided)
 
     def _count_subjects(self, outcome: Outcome) -> None:
         if outcome.refused:
@@ -250,6 +259,8 @@ class Pipeline:
         intents: list[IntentRecord] = []
         replaced: list[str] = []
         to_run: list[Intent] = []
+        notices: list[Notice] = []
+        decided: dict[str, DecisionRecord] = {}
         for d in decisions:
             earlier = in_batch.setdefault(d.subject, [])
             live = [x for x in await self._journal.live_decisions(d.subject) if x.id not in replaced] + earlier
@@ -266,6 +277,7 @@ class Pipeline:
                 created_at=now.isoformat(), expires_at=expires, body=json.dumps(body), trace=dict(carrier),
             )  # fmt: skip
             records.append(record)
+            notices.append(self._decided(record, note))
             if state in LIVE:
                 earlier[:] = [x for x in earlier if x.level >= d.level] + [record]
                 waiting = state is DecisionState.AWAITING_APPROVAL
@@ -277,35 +289,52 @@ class Pipeline:
                 )
                 if not waiting:
                     to_run += made
+                    decided[d.id] = record
             self._metrics.decisions.labels(d.response, state.value).inc()
             log.info(
                 "decision %s: %s on %s (score %.0f) -> %s", d.id, d.response, d.subject, d.score, state.value,
                 extra={"decision": d.id, "event_seq": stored.seq},
             )  # fmt: skip
-        return _Planned(EventOutcome(stored.seq, records, intents, replaced), to_run, stored.received_at)
+        outcome = EventOutcome(stored.seq, records, intents, replaced)
+        return _Planned(outcome, to_run, stored.received_at, notices, decided)
+
+    def _decided(self, record: DecisionRecord, note: str | None) -> Notice:
+        kind = NoticeKind.AWAITING_APPROVAL if record.state is DecisionState.AWAITING_APPROVAL else NoticeKind.DECIDED
+        return decision_notice(
+            kind, at=self._clock(), decision_id=record.id, subject=record.subject, response=record.response,
+            body=record.body, state=record.state.value, actor="policy", reason=note,
+        )  # fmt: skip
 
     def _state(self, d: Decision) -> tuple[DecisionState, str | None]:
         if self._dry_run or d.dry_run:
             return DecisionState.DRY_RUN, "dry-run is on" if self._dry_run else "the rule is in dry-run"
         if (why := self._radius.admit(d.response, len(d.actions))) is not None:
+            if self._radius.tripped:
+                # Once per cool-down window (the notifier de-duplicates on the subject).
+                self._notices.emit(
+                    Notice(NoticeKind.ENFORCEMENT_OFF, self._clock(), "responder:blast-radius", detail={"reason": why})
+                )
             return DecisionState.DRY_RUN, why
         if d.requires_approval:
             return DecisionState.AWAITING_APPROVAL, None
         return DecisionState.ACTIVE, None
 
-    def _start(self, intents: list[Intent], received_at: str) -> None:
+    def _start(self, intents: list[Intent], received_at: str, decided: Mapping[str, DecisionRecord]) -> None:
         self._executor.reserve([i.id for i in intents])  # before any await: an undo now waits for them
-        task = asyncio.get_running_loop().create_task(self._carry_out(intents, received_at))
+        task = asyncio.get_running_loop().create_task(self._carry_out(intents, received_at, decided))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _carry_out(self, intents: list[Intent], received_at: str) -> None:
+    async def _carry_out(self, intents: list[Intent], received_at: str, decided: Mapping[str, DecisionRecord]) -> None:
         """Hand the claimed intents to the executor, at most `max_parallel` events' worth at once."""
         async with self._slots:
             try:
-                await self._executor.carry_out(intents, detected_at=received_at)
+                outcomes = await self._executor.carry_out(intents, detected_at=received_at)
             except Exception:
                 log.exception("enforcement failed; the intents stay open and are resumed")
+                return
+        for notice in enforced_notices(outcomes, decided, self._clock()):
+            self._notices.emit(notice)
 
 
 @dataclass
@@ -313,3 +342,5 @@ class _Planned:
     outcome: EventOutcome
     to_run: list[Intent]
     received_at: str
+    notices: list[Notice]
+    decided: dict[str, DecisionRecord]  # by id: those carried out now, for their `enforced` notice

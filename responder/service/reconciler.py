@@ -33,6 +33,9 @@ from responder.core.actions import Action, ActionType
 from responder.core.decisions import action_from_dict
 from responder.executor import Converged, Executor, IntentOutcome
 from responder.journal import IntentKind, IntentState, Journal, JournalUnavailable, StoredIntent
+from responder.notify import Notice, NoticeKind, Notices
+from responder.notify.about import decision_notice
+from responder.notify.notice import NoNotices
 from responder.pep import Hub
 from responder.telemetry.metrics import Metrics
 
@@ -83,7 +86,9 @@ class Reconciler:
         settings: Enforcement | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        notices: Notices | None = None,
     ) -> None:
+        self._notices = notices or NoNotices()
         self._journal = journal
         self._executor = executor
         self._hubs = hubs
@@ -211,6 +216,16 @@ class Reconciler:
         try:
             if hub.down_since is not None and not await hub.probe(self._probe_timeout):
                 self._metrics.convergence_tries.labels(name, "not answering").inc()
+                # Enforcement is off there until it answers; the notifier says so once a window, not every probe.
+                since = datetime.fromtimestamp(hub.down_since, UTC).isoformat(timespec="seconds")
+                self._notices.emit(
+                    Notice(
+                        NoticeKind.ENFORCEMENT_OFF,
+                        self._clock(),
+                        f"hub:{name}",
+                        detail={"reason": f"hub {name} does not answer since {since}", "hubs": {name: False}},
+                    )
+                )
                 await self._reschedule(name, todo, answering=False)
                 return
             stale = (self._clock() - timedelta(seconds=self._stale_after)).isoformat()
@@ -284,6 +299,21 @@ class Reconciler:
                 self._clock().isoformat(), "reconciler", "drift", intent.decision_id,
                 {"intent": intent.id, "hub": name, "action": action.describe(), "why": why, "repaired": repaired},
             )  # fmt: skip
+            if (decision := await self._journal.decision(intent.decision_id)) is not None:
+                self._notices.emit(
+                    decision_notice(
+                        NoticeKind.DRIFT,
+                        at=self._clock(),
+                        decision_id=decision.id,
+                        subject=decision.subject,
+                        response=decision.response,
+                        body=decision.body,
+                        state=decision.state.value,
+                        actor="reconciler",
+                        hubs={name: repaired},
+                        reason=f"{action.describe()}: {why}; {state}",
+                    )
+                )
         before = {i.id: i for i in todo}
         converged_now = [
             o for o in converged.outcomes if o.result.ok and o.result.verified and not settled(before[o.intent_id])
@@ -295,7 +325,24 @@ class Reconciler:
                     "%s verified on %s after %s since %s (%d tries)", o.intent_id, name, was.result or "no answer",
                     was.pending_since, was.attempts + 1,
                 )  # fmt: skip
+        await self._tell_verified(name, [before[o.intent_id] for o in converged_now], converged)
         await self._measure(converged_now, before)
+
+    async def _tell_verified(self, hub: str, verified: list[StoredIntent], converged: Converged) -> None:
+        """A decision told "NOT verified" on a hub is told again once everything of it there is verified."""
+        late = {i.decision_id for i in verified if i.kind is IntentKind.APPLY and i.pending_since is not None}
+        open_ = {o.intent_id.rsplit(".", 1)[0] for o in converged.outcomes if not (o.result.ok and o.result.verified)}
+        for decision_id in sorted(late - open_):
+            if (decision := await self._journal.decision(decision_id)) is None:
+                continue
+            self._notices.emit(
+                decision_notice(
+                    NoticeKind.ENFORCED, at=self._clock(), decision_id=decision.id, subject=decision.subject,
+                    response=decision.response, body=decision.body, state=decision.state.value,
+                    actor="reconciler", hubs={hub: True}, verified=True,
+                    reason=f"verified on {hub} once it answered again",
+                )
+            )  # fmt: skip
 
     async def _measure(self, verified: list[IntentOutcome], before: Mapping[str, StoredIntent]) -> None:
         """Containment of decisions whose last outstanding containing action this try verified: from the

@@ -39,6 +39,7 @@ from responder.ingest.webhooks import DeliveryRecorder, Webhooks, json_errors
 from responder.inventory import Inventory
 from responder.journal import Journal, open_journal
 from responder.monitor import HubMonitor, Thresholds
+from responder.notify.notifier import Notifier, notifier_from
 from responder.overlays.adapters import open_overlay
 from responder.overlays.base import OverlayHub
 from responder.overlays.discovery import discovered_peers, with_peers
@@ -54,7 +55,7 @@ from responder.service.guard import BlastRadius, ProtectedTargets
 from responder.service.lifecycle import Lifecycle
 from responder.service.links import ApprovalLinks, LinkSigner, link_routes
 from responder.service.listener import AcceptErrors, CappedSite, connection_limit, only_this_host
-from responder.service.operators import Operators
+from responder.service.operators import Operators, Role
 from responder.service.pipeline import Pipeline
 from responder.service.reconciler import Reconciler
 from responder.service.reloading import RuleReloader
@@ -133,6 +134,7 @@ class Service:
         self.rules: RuleReloader | None = None  # once the journal is open
         self.certificate: ListenerCertificate | None = None  # with listen.tls_cert, once the journal is open
         self.console_feed: DecisionFeed | None = None  # the console's live timeline, once it serves
+        self.notifier: Notifier | None = None  # with notify.channels, once the journal is open
         self.access: Access | None = None  # who may call the service, once it starts
         self._given_operators = operators  # a test's own, instead of those built from the settings
         self.app: web.Application | None = None  # what it serves, once it starts (its router lists every route)
@@ -209,6 +211,10 @@ class Service:
             await self._start(parts)
             await self._serve(parts, stop)
         finally:
+            if self.notifier is not None:
+                # What the draining work emitted after the notifier stopped: journaled, sent after a restart.
+                with contextlib.suppress(Exception):
+                    await self.notifier.flush()
             await journal.close()
 
     def _assemble(
@@ -230,6 +236,11 @@ class Service:
                 thresholds=Thresholds(stale_after_s=s.monitor_stale_after_s),
             )  # fmt: skip
         veto = ProtectedTargets(engine.rules.protection, identity)
+        self.notifier = notifier_from(
+            s.notify, journal, self.instance, clock=self.clock,
+            count=lambda channel, outcome: self.metrics.notifications.labels(channel, outcome).inc(),
+            devices=lambda key: [p.name for p in identity.subject(key).peers],
+        )  # fmt: skip
         executor = Executor(
             journal, self.hubs, self.clock, veto=veto,
             peer_change=monitor.own_changes.note if monitor else _ignore_change, tracer=self.tracer,
@@ -237,13 +248,15 @@ class Service:
         )  # fmt: skip
         radius = BlastRadius(s.limits.actions_per_minute, s.limits.actions_per_minute_per_rule, time.monotonic)
         parsed = ParsedEvents()
-        self.lifecycle = Lifecycle(journal, executor, engine, self.clock, self.metrics)
+        self.lifecycle = Lifecycle(journal, executor, engine, self.clock, self.metrics, notices=self.notifier)
         pipeline = Pipeline(
             journal=journal, engine=engine, executor=executor, radius=radius, clock=self.clock,
             owner=self.instance, metrics=self.metrics, dry_run=dry_run, wake=self.wake, tracer=self.tracer,
-            parsed=parsed, max_clock_skew=self._max_clock_skew, lift=self.lifecycle.lift,
+            parsed=parsed, max_clock_skew=self._max_clock_skew, lift=self.lifecycle.lift, notices=self.notifier,
         )  # fmt: skip
-        self.reconciler = Reconciler(journal, executor, self.hubs, self.clock, self.metrics, settings=s.enforcement)
+        self.reconciler = Reconciler(
+            journal, executor, self.hubs, self.clock, self.metrics, settings=s.enforcement, notices=self.notifier
+        )
         retention = Retention(
             journal, self.clock, self.metrics, horizon_s=lambda: engine.rules.horizon_s,
             margin_s=s.retention.events_margin_s, decisions_days=s.retention.decisions_days,
@@ -357,6 +370,8 @@ class Service:
             signer = LinkSigner(s.link_key.get_secret_value().encode())
             if s.chat.link_base_url is not None:
                 self.links = ApprovalLinks(signer, s.chat.link_base_url, s.chat.link_ttl_s)
+                if self.notifier is not None:
+                    self.notifier.offer_links(_approval_links(self.links, people, self.clock))
             app.add_routes(
                 link_routes(signer, people=people, lifecycle=p.lifecycle, journal=p.journal, clock=self.clock)
             )
@@ -450,7 +465,7 @@ class Service:
             pulled[OKTA_SYSTEM_LOG] = okta_log
         return pulled
 
-    async def _listen(
+    async def _listen(  # noqa: PLR0915 - one task per part, in one place: the shutdown order reads here
         self,
         p: _Parts,
         handoff: Handoff,
@@ -513,6 +528,9 @@ class Service:
                     group.create_task(p.monitor.run(intake), name="hub-monitor")
                 if s.retention.interval_s is not None:
                     group.create_task(p.retention.run(intake, s.retention.interval_s), name="retention")
+                if self.notifier is not None:
+                    # Apart from enforcement: it only ever calls `emit`, which queues in memory.
+                    group.create_task(self.notifier.run(intake), name="notifier")
                 self.started.set()
                 await stop.wait()
                 log.info("stopping: intake first, then in-flight work")
@@ -542,6 +560,22 @@ class _Parts:
     retention: Retention
     rules: RuleReloader
     certificate: ListenerCertificate | None
+
+
+def _approval_links(links: ApprovalLinks, people: ChatPeople, clock: Clock) -> Callable[[str], list[tuple[str, str]]]:
+    """For each approver in `chat.people`, a signed Approve and a Reject link of their own: a link acts as
+    the person it names, so a message to a group carries one per person."""
+
+    def made(decision_id: str) -> list[tuple[str, str]]:
+        now = clock().timestamp()
+        return [
+            (f"{verb.capitalize()} as {operator}", links.url(decision_id, verb, operator, now=now))
+            for operator, role in sorted(people.roles.items())
+            if role >= Role.APPROVER
+            for verb in ("approve", "reject")
+        ]
+
+    return made
 
 
 def _ignore_change(_hub: str, _key: str) -> None:

@@ -161,3 +161,9 @@ class Metrics:
         self.source_errors = Counter(
             "responder_source_errors", "Errors of a pull source, by kind", ["source", "kind"], registry=r
         )
+        # Channels are the configured names (a closed set); outcomes: sent, retried, failed, deduplicated,
+        # rate_limited (a wait, not a loss), dropped (the in-memory queue was full).
+        self.notifications = Counter(
+            "responder_notifications", "Notification messages, by channel and outcome", ["channel", "outcome"],
+            registry=r,
+        )  # fmt: skip

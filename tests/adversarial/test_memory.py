@@ -320,7 +320,15 @@ async def test_retention_prunes_old_events_deliveries_decisions_and_audit_and_ke
 
     pruned = await journal.prune(events_before=_at(5), decisions_before=_at(-400), batch=64)
 
-    assert pruned == {"events": 580, "deliveries": 290, "decisions": 3, "intents": 3, "audit": 25, "used_once": 1}
+    assert pruned == {
+        "events": 580,
+        "deliveries": 290,
+        "decisions": 3,
+        "intents": 3,
+        "audit": 25,
+        "notifications": 0,
+        "used_once": 1,
+    }
     assert not await journal.use_once("link:valid", _at(9), keep_until=_at(10))
     assert await _rows(journal) == {"deliveries": 60, "events": 120, "decisions": 4, "intents": 4, "audit": 5}
     counts = await journal.counts()
