@@ -68,7 +68,8 @@ def test_a_message_says_who_what_why_where_verified_and_how_to_undo() -> None:
     assert "remove_peer JfQ7" in text and "delete_element admin_devices 10.100.0.10 on hub1" in text  # what
     assert "score 80 = okta-user-reported-suspicious +80 (alice reported it)" in text  # why
     assert "hub1 (verified), hub2 (NOT verified)" in text  # where, verified or not
-    assert "`responder undo d-1` or https://responder.example.com/console/decisions/d-1" in text  # undo
+    page = "https://responder.example.com/console/subjects/user:alice@example.com#d-d-1"
+    assert f"`responder undo d-1` or {page}" in text  # undo
     assert message.buttons == ("undo",)
 
 
