@@ -1,9 +1,11 @@
 """Approvals from chat against the lab: an Okta delivery decides a quarantine that needs approval, a mapped
 operator approves it by pressing Slack's button (the request signed as Slack signs it), and packets prove
-the quarantine; the audit trail names that operator. And nobody answering in time escalates, then rejects.
+the quarantine; the audit trail names that operator. And nobody answering in time escalates: the
+escalation reaches the next channel (a Slack contract receiver, through the real notifier), then the
+decision is rejected.
 
-The message with the buttons is the notifier's to post; here the press is sent as Slack would send it once
-the message is there, and the time measured is from the delivery to the decision waiting for approval."""
+The message with the buttons is the notifier's to post (tests/lab/test_notify_lab.py); here the press is
+sent as Slack would send it, and the time measured is from the delivery to the decision waiting."""
 
 from __future__ import annotations
 
@@ -19,14 +21,15 @@ import pytest
 
 from responder.config import Chat, Settings, SlackChat
 from responder.lab import Lab
-from responder.notify.notice import Notice, NoticeKind
 from tests.integration.test_chat_approvals import SIGNING_SECRET, TEAM, _signed
 from tests.lab.test_service import ADMIN, ADMIN_HEADERS, OKTA_SECRET, _okta, _rules
+from tests.support.chat_contracts import SlackContract, serving, slack_buttons
 from tests.support.probes import eventually, tcp
 from tests.support.service import running
 
 pytestmark = pytest.mark.lab
 OPERATOR = "ana@example.com"
+BOT_TOKEN = "xoxb-lab-escalation-test"
 QUARANTINE = "    actions: [quarantine]\n    ttl: 1h"
 
 
@@ -36,12 +39,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def _settings(lab: Lab, tmp: Path, timeout: str) -> Settings:
+def _settings(lab: Lab, tmp: Path, timeout: str, notify: dict[str, Any] | None = None) -> Settings:
     rules = _rules(tmp, **{QUARANTINE: f"{QUARANTINE}\n    approval: true\n{timeout}"})
     return Settings(
         journal=f"sqlite:///{tmp}/journal.db", inventory=lab.inventory_path, rules=(rules,),
         okta_secret=OKTA_SECRET, admin_token=ADMIN, reconcile_interval_s=0.5, slack_signing_secret=SIGNING_SECRET,
         chat=Chat(people={OPERATOR: "approver"}, slack=SlackChat(users={"U0ANA": OPERATOR}, team_id=TEAM)),
+        **({"notify": notify} if notify is not None else {}),
     )  # fmt: skip
 
 
@@ -109,36 +113,34 @@ async def test_a_mapped_operator_approves_from_slack_and_the_quarantine_is_enfor
         await eventually(open_again, 5, "open after undo")
 
 
-async def test_nobody_answering_escalates_then_rejects_and_nothing_is_enforced(
+async def test_nobody_answering_escalates_to_the_next_channel_then_rejects_and_nothing_is_enforced(
     lab: Lab, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     timeout = "    approval_timeout: 2s\n    on_timeout: escalate\n    escalate_to: secops-leads\n"
-    notices: list[Notice] = []
-    async with running(_settings(lab, tmp_path, timeout)) as (service, base):
-        assert service.lifecycle is not None
-        service.lifecycle._notices = _Recorder(notices)  # the notifier's stand-in
-        decision, _ = await _waiting(http, base)
+    first, leads = SlackContract(BOT_TOKEN), SlackContract(BOT_TOKEN)
+    async with serving(first) as first_api, serving(leads) as leads_api:
 
-        async def escalated() -> bool:
-            return any(n.kind is NoticeKind.ESCALATED for n in notices)
+        def bot(channel: str, api: str) -> dict[str, str]:
+            return {"type": "slack_bot", "channel": channel, "token": BOT_TOKEN, "api_url": f"{api}/api"}
 
-        await eventually(escalated, 4, "escalated after 2 s")
-        assert notices[-1].channels == ("secops-leads",) and notices[-1].decision_id == decision["id"]
+        channels = {"secops": bot("C0SECOPS", first_api), "secops-leads": bot("C0LEADS", leads_api)}
+        notify = {"channels": channels, "routes": [{"kinds": ["awaiting_approval"], "channels": ["secops"]}]}
+        async with running(_settings(lab, tmp_path, timeout, notify)) as (_, base):
+            decision, _ = await _waiting(http, base)
+            [asked] = await first.wait_for(1, timeout=2)
+            assert leads.received == []  # the leads hear of it only if nobody answers
+            [escalated] = await leads.wait_for(1, timeout=5)  # after the 2 s approval timeout
+            assert escalated["channel"] == "C0LEADS"
+            assert escalated["text"].startswith("Approval escalated: quarantine on user:alice@example.com")
+            assert slack_buttons(escalated) == [("approve", decision["id"]), ("reject", decision["id"])]
+            assert slack_buttons(asked) == [("approve", decision["id"]), ("reject", decision["id"])]
 
-        async def rejected() -> bool:
-            return str((await _show(http, base, decision["id"]))["state"]) == "rejected"
+            async def rejected() -> bool:
+                return str((await _show(http, base, decision["id"]))["state"]) == "rejected"
 
-        await eventually(rejected, 4, "rejected 2 s after the escalation")
-        shown = await _show(http, base, decision["id"])
-        assert [(a["actor"], a["kind"]) for a in shown["audit"]] == [
-            ("policy:approval-timeout", "escalated"), ("policy:approval-timeout", "rejected"),
-        ]  # fmt: skip
-        assert await tcp(lab, "admin1", "10.100.0.20") == "open"
-
-
-class _Recorder:
-    def __init__(self, notices: list[Notice]) -> None:
-        self.notices = notices
-
-    def emit(self, notice: Notice) -> None:
-        self.notices.append(notice)
+            await eventually(rejected, 4, "rejected 2 s after the escalation")
+            shown = await _show(http, base, decision["id"])
+            assert [(a["actor"], a["kind"]) for a in shown["audit"]] == [
+                ("policy:approval-timeout", "escalated"), ("policy:approval-timeout", "rejected"),
+            ]  # fmt: skip
+            assert await tcp(lab, "admin1", "10.100.0.20") == "open"
