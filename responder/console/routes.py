@@ -53,6 +53,7 @@ SUBJECT_DECISIONS = 1000  # the most recent decisions searched for a subject's
 
 class Lifecycle(Protocol):
     async def approve(self, decision_id: str, actor: str) -> None: ...
+    async def reject(self, decision_id: str, actor: str) -> None: ...
     async def undo(self, decision_id: str, actor: str) -> None: ...
 
 
@@ -159,9 +160,6 @@ def console_routes(
 
         return handle
 
-    async def reject(decision_id: str, actor: str) -> None:
-        await lifecycle.undo(decision_id, actor)  # undoing a waiting decision rejects it
-
     handlers: dict[tuple[str, str], Handler] = {
         ("POST", "/console/logout"): _logout,
         ("GET", "/console"): timeline,
@@ -169,7 +167,7 @@ def console_routes(
         ("GET", "/console/subjects/{key}"): subject,
         ("GET", "/console/hubs"): hub_page,
         ("POST", "/console/decisions/{id}/approve"): act(lifecycle.approve),
-        ("POST", "/console/decisions/{id}/reject"): act(reject, waiting_only=True),
+        ("POST", "/console/decisions/{id}/reject"): act(lifecycle.reject, waiting_only=True),
         ("POST", "/console/decisions/{id}/undo"): act(lifecycle.undo),
     }
     guarded = [web.route(m, path, page(ROLES[m, path])(h)) for (m, path), h in handlers.items()]
