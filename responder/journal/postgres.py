@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ _SCHEMA_LOCK = 0x7265_7370  # advisory lock id: instances starting together crea
 
 
 def _numbered(sql: str) -> str:
-    counter = iter(range(1, 1000))
+    counter = itertools.count(1)  # a multi-row statement has thousands (the server allows 32,767)
     return _MARK.sub(lambda _: f"${next(counter)}", sql)
 
 
