@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from responder.core.events import MAX_CLOCK_SKEW, Event, bounded_by_receipt
+from responder.core.events import MAX_CLOCK_SKEW, Event, Severity, Source, bounded_by_receipt
 from responder.core.identifiers import address_text
-from responder.journal import Accepted, DeliveryRecord, EventRecord, Journal
+from responder.journal import Accepted, DeliveryRecord, EventRecord, Journal, Lane
 
 
 class Handoff(Protocol):
@@ -25,6 +25,18 @@ def partition_key(event: Event) -> str:
         if named:
             return str(named[0])
     return address_text(s.addresses[0]) if s.addresses else event.dedup_key
+
+
+# Identity providers and shared signals push one account's compromise as it happens: a cut-off waits on them.
+_URGENT_SOURCES = frozenset({Source.OKTA, Source.ENTRA, Source.SSF})
+
+
+def lane_of(event: Event) -> Lane:
+    """Urgent: a webhook source's event, or one of high severity from any source; bulk: the rest (a SIEM's
+    stream). The pipeline decides urgent events ahead of a bulk backlog."""
+    if event.source in _URGENT_SOURCES or event.severity >= Severity.HIGH:
+        return Lane.URGENT
+    return Lane.BULK
 
 
 ROOM_WAIT_S = 2.0
@@ -140,7 +152,7 @@ class ParsedEvents:
 
 
 def _record(e: Event) -> EventRecord:
-    return EventRecord(e.dedup_key, partition_key(e), e.time.isoformat(), e.canonical_json)
+    return EventRecord(e.dedup_key, partition_key(e), e.time.isoformat(), e.canonical_json, lane_of(e))
 
 
 class Waking:

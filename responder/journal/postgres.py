@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from responder.journal.base import ADDED_COLUMNS, SCHEMA, Row, SqlJournal, Tx
+from responder.journal.base import ADDED_COLUMNS, ADDED_INDEXES, SCHEMA, Row, SqlJournal, Tx
 from responder.journal.errors import Availability, JournalUnavailable
 
 # The server cannot store now (disk full, read-only standby, going down) or cannot be reached: retry later.
@@ -80,6 +80,8 @@ class PostgresJournal(SqlJournal):
             await conn.execute(SCHEMA.format(serial="BIGSERIAL PRIMARY KEY", blob="BYTEA"))
             for table, column, kind in ADDED_COLUMNS:
                 await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+            for index in ADDED_INDEXES:
+                await conn.execute(index)
         return cls(pool, _where(dsn))
 
     @asynccontextmanager

@@ -35,6 +35,7 @@ from responder.journal import (
     IntentState,
     Journal,
     JournalUnavailable,
+    Lane,
     StoredEvent,
 )
 from responder.notify import Notice, NoticeKind, Notices
@@ -85,6 +86,8 @@ class Pipeline:
         self._metrics = metrics
         self._dry_run = dry_run
         self._slots = asyncio.Semaphore(max_parallel)
+        # Urgent events' enforcement has slots of its own: it never queues behind a bulk burst's quarantines.
+        self._urgent_slots = asyncio.Semaphore(max_parallel)
         self._running: set[asyncio.Task[None]] = set()
         self.wake = wake or asyncio.Event()
         self._rebuild_after: timedelta | None = None
@@ -142,7 +145,10 @@ class Pipeline:
             self._engine.reset()
             log.info("rebuilt the engine from %d events", await self.rebuild(horizon))
             self._rebuild_after = None
-        batch = await self._journal.pending_events(self._owner, limit=500, bodies=False)
+        # Urgent events (and what of their subjects came before them) first: a cut-off never waits for a
+        # SIEM backlog to be worked through, and every subject's events are still decided in order.
+        batch = await self._journal.urgent_events(self._owner, limit=500, bodies=False)
+        batch = batch or await self._journal.pending_events(self._owner, limit=500, bodies=False)
         if not batch:
             return False
         kept = {s.seq: e for s in batch if (e := self._parsed.take(s.seq)) is not None}
@@ -207,7 +213,7 @@ class Pipeline:
             for notice in p.notices:
                 self._notices.emit(notice)
             if p.to_run:
-                self._start(p.to_run, p.received_at, p.decided)
+                self._start(p.to_run, p.received_at, p.decided, urgent=p.lane is Lane.URGENT)
 
     def _count_subjects(self, outcome: Outcome) -> None:
         if outcome.refused:
@@ -296,7 +302,7 @@ class Pipeline:
                 extra={"decision": d.id, "event_seq": stored.seq},
             )  # fmt: skip
         outcome = EventOutcome(stored.seq, records, intents, replaced)
-        return _Planned(outcome, to_run, stored.received_at, notices, decided)
+        return _Planned(outcome, to_run, stored.received_at, notices, decided, stored.lane)
 
     def _decided(self, record: DecisionRecord, note: str | None) -> Notice:
         kind = NoticeKind.AWAITING_APPROVAL if record.state is DecisionState.AWAITING_APPROVAL else NoticeKind.DECIDED
@@ -319,15 +325,24 @@ class Pipeline:
             return DecisionState.AWAITING_APPROVAL, None
         return DecisionState.ACTIVE, None
 
-    def _start(self, intents: list[Intent], received_at: str, decided: Mapping[str, DecisionRecord]) -> None:
+    def _start(
+        self, intents: list[Intent], received_at: str, decided: Mapping[str, DecisionRecord], *, urgent: bool
+    ) -> None:
         self._executor.reserve([i.id for i in intents])  # before any await: an undo now waits for them
-        task = asyncio.get_running_loop().create_task(self._carry_out(intents, received_at, decided))
+        slots = self._urgent_slots if urgent else self._slots
+        task = asyncio.get_running_loop().create_task(self._carry_out(intents, received_at, decided, slots))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _carry_out(self, intents: list[Intent], received_at: str, decided: Mapping[str, DecisionRecord]) -> None:
-        """Hand the claimed intents to the executor, at most `max_parallel` events' worth at once."""
-        async with self._slots:
+    async def _carry_out(
+        self,
+        intents: list[Intent],
+        received_at: str,
+        decided: Mapping[str, DecisionRecord],
+        slots: asyncio.Semaphore,
+    ) -> None:
+        """Hand the claimed intents to the executor, at most `max_parallel` events' worth at once per lane."""
+        async with slots:
             try:
                 outcomes = await self._executor.carry_out(intents, detected_at=received_at)
             except Exception:
@@ -344,3 +359,4 @@ class _Planned:
     received_at: str
     notices: list[Notice]
     decided: dict[str, DecisionRecord]  # by id: those carried out now, for their `enforced` notice
+    lane: Lane = Lane.BULK
