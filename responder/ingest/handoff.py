@@ -156,20 +156,29 @@ def _record(e: Event) -> EventRecord:
 
 
 class Waking:
-    """A hand-off that wakes the pipeline when something new arrived (it also polls, for resumption)."""
+    """A hand-off that wakes the pipeline when something new arrived (it also polls, for resumption), and
+    tells it, with `urgent`, when an urgent event did: a bulk batch being decided then stops early."""
 
-    def __init__(self, inner: Handoff, wake: asyncio.Event) -> None:
+    def __init__(self, inner: Handoff, wake: asyncio.Event, urgent: asyncio.Event | None = None) -> None:
         self._inner = inner
         self._wake = wake
+        self._urgent = urgent
 
     async def accept(self, delivery: DeliveryRecord, events: Sequence[Event]) -> Accepted:
         accepted = await self._inner.accept(delivery, events)
         if accepted.new:
+            self._note_urgent(events)
             self._wake.set()
         return accepted
 
     async def accept_batch(self, items: Sequence[tuple[DeliveryRecord, Sequence[Event]]]) -> list[Accepted]:
         accepted = await self._inner.accept_batch(items)
         if any(a.new for a in accepted):
+            for _, events in items:
+                self._note_urgent(events)
             self._wake.set()
         return accepted
+
+    def _note_urgent(self, events: Sequence[Event]) -> None:
+        if self._urgent is not None and any(lane_of(e) is Lane.URGENT for e in events):
+            self._urgent.set()

@@ -47,6 +47,9 @@ from responder.telemetry.tracing import carrier_of_current, context_from
 
 log = logging.getLogger(__name__)
 _PAUSE_S, _MAX_PAUSE_S = 0.5, 10.0  # between tries while the journal cannot store
+# A bulk batch gives the loop a turn this often (~5 ms of deciding), so an urgent delivery is stored and
+# stops the batch instead of waiting for all of it.
+_YIELD_EVERY = 50
 ENDED = (DecisionState.UNDONE, DecisionState.EXPIRED, DecisionState.REJECTED)
 LIVE = (DecisionState.ACTIVE, DecisionState.AWAITING_APPROVAL)
 
@@ -70,7 +73,9 @@ class Pipeline:
         max_clock_skew: timedelta = MAX_CLOCK_SKEW,
         lift: Callable[[Lift], Awaitable[object]] | None = None,
         notices: Notices | None = None,
+        urgent: asyncio.Event | None = None,
     ) -> None:
+        self._urgent = urgent or asyncio.Event()  # set by the hand-off when an urgent event is stored
         self._notices = notices or NoNotices()
         self._lift = lift
         self._parsed = parsed or ParsedEvents(limit=0)
@@ -147,6 +152,7 @@ class Pipeline:
             self._rebuild_after = None
         # Urgent events (and what of their subjects came before them) first: a cut-off never waits for a
         # SIEM backlog to be worked through, and every subject's events are still decided in order.
+        self._urgent.clear()
         batch = await self._journal.urgent_events(self._owner, limit=500, bodies=False)
         batch = batch or await self._journal.pending_events(self._owner, limit=500, bodies=False)
         if not batch:
@@ -174,7 +180,15 @@ class Pipeline:
         kept = kept or {}
         planned: list[_Planned] = []
         in_batch: dict[str, list[DecisionRecord]] = {}
-        for stored in batch:
+        bulk = all(s.lane is Lane.BULK for s in batch)
+        for n, stored in enumerate(batch):
+            if bulk and n and n % _YIELD_EVERY == 0:
+                # Let the hand-off store what arrives meanwhile; if that is urgent, stop here: what is decided
+                # is written, the rest stays pending (in order) and the next round takes the urgent first.
+                await asyncio.sleep(0)
+                if self._urgent.is_set():
+                    self._keep_back(batch[n:], kept)
+                    break
             with self._span(stored) as span:
                 event = kept.get(stored.seq) or await self._load(stored)
                 if event is None:
@@ -200,6 +214,12 @@ class Pipeline:
                 carrier = carrier_of_current() if self._traced else stored.trace
                 planned.append(await self._plan(stored, outcome.decisions, carrier, in_batch))
         await self._write(planned)
+
+    def _keep_back(self, rest: list[StoredEvent], kept: Mapping[int, Event]) -> None:
+        """Events taken but not decided: back into memory for the next round, which reads the rest."""
+        for stored in rest:
+            if (event := kept.get(stored.seq)) is not None:
+                self._parsed.put(stored.seq, event)
 
     async def _write(self, planned: list[_Planned]) -> None:
         """Journal the planned outcomes in one transaction, then start carrying out their intents."""

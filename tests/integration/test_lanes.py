@@ -36,17 +36,22 @@ responses:
 
 
 class _Watched(Engine):
-    """The engine, noting the order it is given events in, and stopping the pipeline after a given one."""
+    """The engine, noting the order it is given events in, and stopping the pipeline after a given one
+    (after its round: the pipeline checks `stop` between rounds), optionally signalling `urgent` then too."""
 
-    def __init__(self, rules: RuleSet, stop: asyncio.Event, stop_after: str) -> None:
+    def __init__(
+        self, rules: RuleSet, stop: asyncio.Event, stop_after: str, urgent: asyncio.Event | None = None
+    ) -> None:
         super().__init__(rules, IdentityMap(INVENTORY))
         self.seen: list[str] = []
-        self._stop, self._stop_after = stop, stop_after
+        self._stop, self._stop_after, self._urgent = stop, stop_after, urgent
 
     def process(self, event: Event) -> Outcome:
         self.seen.append(event.id)
         if event.id == self._stop_after:
             self._stop.set()
+            if self._urgent is not None:
+                self._urgent.set()
         return super().process(event)
 
 
@@ -72,12 +77,14 @@ async def _fill(journal: Journal, first: list[Event]) -> None:
     await handoff.accept(DeliveryRecord("okta:d1", "okta", NOW.isoformat()), [_cut_off("bob@example.com")])
 
 
-async def _run_until(journal: Journal, engine: _Watched, stop: asyncio.Event) -> None:
+async def _run_until(
+    journal: Journal, engine: _Watched, stop: asyncio.Event, urgent: asyncio.Event | None = None
+) -> None:
     radius = BlastRadius(1000, 1000, lambda: 0.0)
     executor = Executor(journal, {}, lambda: NOW)
     pipeline = Pipeline(
         journal=journal, engine=engine, executor=executor, radius=radius, clock=lambda: NOW, owner=OWNER,
-        metrics=Metrics(), dry_run=True,
+        metrics=Metrics(), dry_run=True, urgent=urgent,
     )  # fmt: skip
     await asyncio.wait_for(pipeline.run(stop), 60)
 
@@ -106,6 +113,18 @@ async def test_a_subjects_earlier_bulk_event_is_decided_before_its_urgent_one(jo
     assert engine.seen == ["siem-0", "okta-1"]  # bob's alert first, then his cut-off; the backlog after
     assert len(await journal.decisions(DecisionState.DRY_RUN)) == 1
     assert len(await journal.pending_events(OWNER, limit=10_000)) == BACKLOG - 1
+
+
+async def test_a_bulk_batch_stops_early_when_an_urgent_event_is_stored(journal: Journal, tmp_path: Path) -> None:
+    await _fill(journal, [])
+    stop, urgent = asyncio.Event(), asyncio.Event()
+    # The hand-off signals an urgent event while the first bulk batch (500) is decided, at its 101st event.
+    engine = _Watched(_rules(tmp_path), stop, stop_after="siem-100", urgent=urgent)
+    await _run_until(journal, engine, stop, urgent)
+    assert engine.seen[0] == "okta-1"  # the round before: the Okta event was urgent from the start
+    # The batch stopped at its next turn (every 50 events): what was decided is written, the rest pending.
+    assert engine.seen[1:] == [f"siem-{n}" for n in range(150)]
+    assert len(await journal.pending_events(OWNER, limit=10_000)) == BACKLOG - 150
 
 
 async def test_with_more_earlier_events_than_the_limit_the_cut_keeps_the_order(journal: Journal) -> None:
