@@ -48,7 +48,7 @@ from responder.core.engine import Engine
 from responder.core.events import Event
 from responder.core.identity import IdentityMap
 from responder.ingest.handoff import JournalHandoff, ParsedEvents
-from responder.ingest.parsers import Parsed, _made
+from responder.ingest.parsers import Parsed
 from responder.ingest.payload import parse_json
 from responder.ingest.siem import Format, load_connectors
 from responder.journal import DeliveryRecord, EventOutcome, Journal, open_journal
@@ -102,7 +102,10 @@ def parse_stages(values: Sequence[bytes], fmt: Format, clock: Clock) -> list[Eve
         messages = [parse_json(v) for v in values]
     received = datetime.now(UTC)
     with clock.stage("map"):
-        parsed = [Parsed(events=_made(fmt.events(m, v, received))) for m, v in zip(messages, values, strict=True)]
+        parsed = [Parsed(events=fmt.events(m, v, received)) for m, v in zip(messages, values, strict=True)]
+        for p in parsed:
+            for event in p.events:
+                _ = event.canonical_json  # the parser computes it too, for the journal's row
     # The parser process pickles a batch's results (its CPU, not the service's); the service unpickles them.
     pickled = [pickle.dumps(list(part)) for part in _chunks(parsed, BATCH)]
     with clock.stage("handback"):
