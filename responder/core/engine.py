@@ -105,6 +105,16 @@ class Engine:
         score, _ = risk.score(at, self._rules.cap, self._rules.settings.max_score)
         return SubjectState(subject, score, risk.held(at), risk.active_response if risk.active(at) else None)
 
+    def expiries(self, subject: str, after: float, until: float) -> tuple[float, ...]:
+        """When a signal window of `subject` ends in (after, until): where its score steps down."""
+        risk = self._subjects.get(subject)
+        return risk.expiries(after, until) if risk is not None else ()
+
+    def decaying(self, subject: str, now: float) -> bool:
+        """Whether `subject`'s score is fading at `now` (a signal with a half-life still counts)."""
+        risk = self._subjects.get(subject)
+        return risk is not None and risk.decaying(now)
+
     def process(self, event: Event) -> Outcome:
         rules = self._rules
         now = max(self._now, event.epoch)
