@@ -66,6 +66,10 @@ class Engine:
     def rules(self) -> RuleSet:
         return self._rules
 
+    @property
+    def identity(self) -> IdentityMap:
+        return self._identity
+
     def replace_rules(self, rules: RuleSet) -> None:
         """Swap in a new rule set; risk already accrued is kept."""
         self._rules = rules
