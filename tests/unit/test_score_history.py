@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
 from responder.core.events import Event, Source, Subjects
 from responder.core.identity import IdentityMap
 from responder.core.rules import PolicySettings, RuleSet, SignalRule
+from responder.inventory import Inventory
 from responder.policy.history import ScorePoint, score_history
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -100,3 +102,14 @@ def test_samples_between_events_are_bounded() -> None:
     points = score_history(rules, NO_INVENTORY, ALICE, events, end=E0 + 20000, per_gap=12, max_samples=400)
 
     assert len(points) <= 2 * len(events) + 400 + 1
+
+
+def test_a_person_is_looked_up_under_their_login_and_their_peers_devices_keys_and_addresses() -> None:
+    inventory = Inventory.load(Path(__file__).resolve().parents[2] / "rules" / "tests" / "inventory.yaml")
+    identity = IdentityMap(inventory)
+    (peer,) = [p for p in inventory.peers if p.owner == "alice@example.com"]
+
+    names = identity.names(ALICE)
+
+    assert names == ("alice@example.com", "admin1", str(peer.public_key), "10.100.0.10")
+    assert identity.names("ip:203.0.113.7") == ("203.0.113.7",)
