@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -45,13 +46,13 @@ async def service(tmp_path: Path) -> AsyncIterator[tuple[str, Journal]]:
             await journal.close()
 
 
-async def _send_okta(base: str, event_type: str, ago_s: int) -> None:
+async def _send_okta(base: str, event_type: str, ago_s: int, **fields: Any) -> None:
     party = {"type": "User", "alternateId": "alice@example.com", "id": "00u-alice"}
     published = (datetime.now(UTC) - timedelta(seconds=ago_s)).isoformat().replace("+00:00", "Z")
     event = {
         "uuid": str(uuid.uuid4()), "published": published, "eventType": event_type, "version": "0",
         "severity": "WARN", "actor": party, "target": [party], "outcome": {"result": "SUCCESS"},
-    }  # fmt: skip
+    } | fields  # fmt: skip
     body = {"eventType": "com.okta.event_hook", "eventId": str(uuid.uuid4()), "data": {"events": [event]}}
     async with (
         aiohttp.ClientSession() as http,
@@ -97,3 +98,23 @@ async def test_a_subject_without_events_has_no_scores_recorded(service: tuple[st
     base, _ = service
     page = await _page(base, "/console/subjects/user:nobody@example.com")
     assert "no scores recorded" in page and "<polyline" not in page
+
+
+async def test_an_event_naming_only_a_persons_tunnel_address_is_on_their_curve(service: tuple[str, Journal]) -> None:
+    base, journal = service
+    # ThreatInsight names the address it saw (alice's peer), not a user: filed under the address.
+    address = {"type": "IP address", "alternateId": "unknown", "id": "10.100.0.10", "displayName": "10.100.0.10"}
+    await _send_okta(
+        base, "security.threat.detected", 60, actor=address, target=[],
+        client={"ipAddress": "10.100.0.10"}, outcome={"result": "DENY", "reason": "Password Spray"},
+    )  # fmt: skip
+
+    async def processed() -> bool:
+        return len(await journal.events_about(["10.100.0.10"])) == 1
+
+    await eventually(processed, 5, "the address's event processed")
+
+    page = await _page(base, "/console/subjects/user:alice@example.com")
+
+    assert page.count('<circle class="point"') == 1
+    assert "no scores recorded" not in page
