@@ -37,6 +37,7 @@ def layout(title: str, body: str, operator: Operator | None, *, script: bool = T
         f'<header><p class="brand">responder</p>{nav}{who}</header>'
         f'<main id="main"><h1>{escape(title)}</h1>'
         '<p id="status" role="status" aria-live="polite"></p>'
+        '<p id="live" class="live" aria-live="polite"></p>'
         f"{body}</main></body></html>"
     )
 

@@ -166,7 +166,7 @@ async def test_console_shows_a_cut_off_live_and_only_an_admin_undoes_it(
         # Undo as an admin, from the keyboard: access comes back.
         await admin.get_by_role("button", name="Undo").first.focus()
         await admin.keyboard.press("Enter")
-        await admin.get_by_role("status").filter(has_text="undo: accepted").wait_for(timeout=3000)
+        await admin.get_by_role("status").filter(has_text="undo: accepted").wait_for(timeout=10_000)
 
         async def restored() -> bool:
             return await tcp(lab, "admin1", "10.100.0.20", timeout=0.5) == "open"

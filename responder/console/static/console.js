@@ -8,9 +8,16 @@ function may(role) {
   return (RANK[document.body.dataset.role] || 0) >= RANK[role];
 }
 
+// The answer to what this operator did goes to the status line; what changed meanwhile goes to a live
+// line of its own, so an update arriving a moment later never hides the answer.
 function say(text) {
   const status = document.getElementById("status");
   if (status) status.textContent = text;
+}
+
+function announce(text) {
+  const live = document.getElementById("live") || document.getElementById("status");
+  if (live) live.textContent = text;
 }
 
 function button(id, verb, label) {
@@ -68,8 +75,10 @@ function upsert(row) {
   tr.append(when, who, cell(row.response), state, cell(row.score == null ? "" : String(row.score)),
     cell(row.rules.join(", ")), actions);
   const old = body.querySelector(`tr[data-id="${CSS.escape(row.id)}"]`);
+  const focused = old && old.contains(document.activeElement) ? document.activeElement.dataset.verb : null;
   if (old) old.replaceWith(tr); else body.prepend(tr);
-  say(`${row.subject}: ${row.response} ${row.state}`);
+  refocus(tr, focused);
+  announce(`${row.subject}: ${row.response} ${row.state}`);
 }
 
 // On a subject page: a decision of this subject that changes shows its new state and buttons in place.
@@ -78,12 +87,24 @@ function update(row) {
   if (!section || row.subject !== section.dataset.subject) return;
   const article = section.querySelector(`article[data-id="${CSS.escape(row.id)}"]`);
   if (!article) {
-    say(`a new decision about ${row.subject} (${row.response}): reload to see why`);
+    announce(`a new decision about ${row.subject} (${row.response}): reload to see why`);
     return;
   }
-  article.querySelector(".state").textContent = row.state;
-  article.querySelector(".actions").replaceChildren(...buttons(row));
-  say(`${row.subject}: ${row.response} ${row.state}`);
+  const state = article.querySelector(".state");
+  if (state.textContent === row.state) return; // nothing the page shows changed: leave the buttons (and focus) be
+  state.textContent = row.state;
+  const actions = article.querySelector(".actions");
+  const focused = actions.contains(document.activeElement) ? document.activeElement.dataset.verb : null;
+  actions.replaceChildren(...buttons(row));
+  refocus(actions, focused);
+  announce(`${row.subject}: ${row.response} ${row.state}`);
+}
+
+// A keyboard user whose button was redrawn keeps their place: the same button, if it is still offered.
+function refocus(within, verb) {
+  if (!verb) return;
+  const again = within.querySelector(`button[data-verb="${CSS.escape(verb)}"]`);
+  if (again) again.focus();
 }
 
 function listen() {
