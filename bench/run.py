@@ -13,12 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import load_bench, outage_bench, pep_bench, rules_bench, service_bench
+from bench import budget_bench, load_bench, outage_bench, pep_bench, rules_bench, service_bench
 from responder.lab.kafka import kafka_broker
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {
-    "containment_ms.p50": ("<=", 10), "containment_ms.p99": ("<=", 25), "naive_ratio": (">=", 10),
+    # The median of the repetitions: one run on a shared machine also measures its neighbours.
+    "containment_ms_repetitions.p50.median": ("<=", 10), "containment_ms_repetitions.p99.median": ("<=", 25),
+    "naive_ratio": (">=", 10),
     "mass_revocation_s": ("<=", 1), "rules_events_per_s": (">=", 50_000), "kafka_alerts_per_s": (">=", 20_000),
     "rss_mb_100k_subjects": ("<=", 150),
     # issue 17: one hub of four partitioned for 60 s while 100 decisions arrive; nothing may run unobserved.
@@ -31,24 +33,30 @@ TARGETS = {
 # Why a target can be missed, from profiles of this design (README, Performance): written into the report
 # next to any target the run missed, with the measured shortfall.
 WHY_MISSED = {
-    "containment_ms.p50": (
+    "containment_under_load_ms.p99": (
+        "the instance is saturated by the stream (under_load.background: alerts decided against produced): a "
+        "cut-off no longer waits for the pending backlog (lanes) nor for more than 50 events of the batch in "
+        "hand, but its request, its journal commit (one SQLite connection, shared with the Kafka batches) and "
+        "its enforcement wait their turns on an event loop busy all the time; what is left is the CPU per alert"
+    ),
+    "containment_ms_repetitions.p50.median": (
         "before a hub is touched, two durable journal commits (the delivery; the decision with its intents), "
         "each an fsync and two trips to SQLite's thread; then one SSH round trip to the hub agent, where the "
         "peer removal reads the device before and after (wireguard-go lists every peer on each read). On an "
         "idle VM every wake-up costs more: an SSH round trip takes ~1.2 ms at 10 incidents a second against "
         "~0.4 ms back to back"
     ),
-    "containment_ms.p99": "see containment_ms.p50",
+    "containment_ms_repetitions.p99.median": "see containment_ms_repetitions.p50.median",
     "rules_events_per_s": (
         "one Python core: CEL conditions and the per-subject risk sums dominate; the figure varies by "
         "10-20% between runs on a shared machine"
     ),
     "kafka_alerts_per_s": (
         "the service process is the limit, one core busy at ~150 us of CPU per alert, most of it under its one "
-        "interpreter lock: taking each parsed event back from the parser processes (~20 us of unpickling), its "
-        "journal rows, the decision and the processed mark; the parser process keeps ~60% of a second core "
-        "busy, the broker almost nothing. More needs more instances (scale-out mode: one consumer group, a "
-        "shared PostgreSQL journal), each with cores for its parser processes"
+        "interpreter lock: taking each parsed event back from the parser processes (unpickling), its "
+        "journal rows, the decision and the processed mark (kafka_cpu_budget_us has each stage); the parser "
+        "process keeps ~60% of a second core busy, the broker almost nothing. More needs more instances "
+        "(scale-out mode: one consumer group, a shared PostgreSQL journal), each with cores for its parser processes"
     ),
 }
 
@@ -79,7 +87,10 @@ def _get(report: dict[str, Any], dotted: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "report.json")
-    parser.add_argument("--incidents", type=int, default=520)
+    parser.add_argument(
+        "--incidents", type=int, default=520, help="webhook incidents: 20 warm up, the rest in 5 repetitions"
+    )
+    parser.add_argument("--budget-alerts", type=int, default=20_000, help="recorded alerts for the CPU budget")
     args = parser.parse_args()
     rules = rules_bench.throughput(200_000, 20_000)
     memory = rules_bench.memory_in_fresh_process(100_000)
@@ -87,10 +98,12 @@ def main() -> None:
     pep = asyncio.run(pep_bench.run(100, 10_000))
     with kafka_broker() as bootstrap:
         service = asyncio.run(service_bench.run(args.incidents, 30, 100, bootstrap))
+        budget = asyncio.run(budget_bench.run(bootstrap, args.budget_alerts))
         load = asyncio.run(load_bench.run(100, 200, 5000, bootstrap))
     outage = asyncio.run(outage_bench.run())
     report = {
         "containment_ms": service["containment_ms"],
+        "containment_ms_repetitions": service["containment_ms_repetitions"],
         "kafka_containment_ms": service["kafka_containment_ms"],
         "naive_containment_ms": service["naive_containment_ms"],
         "naive_ratio": service["naive_ratio"],
@@ -103,6 +116,8 @@ def main() -> None:
         "kafka_alerts_per_s_runs": service["kafka_alerts_per_s_runs"],
         "kafka_parse_workers": service["kafka_parse_workers"],
         "webhook_deliveries_per_s": service["webhook_deliveries_per_s"],
+        # CPU per Kafka alert, stage by stage, each run on its own on the same recorded alerts (budget_bench).
+        "kafka_cpu_budget_us": budget,
         # The whole process with 100k subjects tracked (interpreter, engine, rules), as an operator sees it;
         # the part the subjects take is the delta.
         "rss_mb_100k_subjects": memory["rss_mb_total"],
@@ -119,7 +134,11 @@ def main() -> None:
     }
     report["targets"] = assess(report)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
-    keys = ("containment_ms.p50", "containment_ms.p90", "containment_ms.p99", "kafka_containment_ms.p50",
+    keys = ("containment_ms.p50", "containment_ms.p90", "containment_ms.p99",
+            "containment_ms_repetitions.p50.min", "containment_ms_repetitions.p50.median",
+            "containment_ms_repetitions.p50.max", "containment_ms_repetitions.p99.min",
+            "containment_ms_repetitions.p99.median", "containment_ms_repetitions.p99.max",
+            "kafka_containment_ms.p50", "kafka_cpu_budget_us.service_process_us",
             "naive_containment_ms.p50", "naive_ratio", "mass_revocation_s", "rules_events_per_s",
             "kafka_alerts_per_s", "webhook_deliveries_per_s", "rss_mb_100k_subjects", "rss_mb_1m_subjects",
             "outage.heal_to_verified_s.p50", "outage.heal_to_verified_s.p99",

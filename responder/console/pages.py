@@ -104,6 +104,8 @@ def subject(
     plot_svg: str,
     decisions: Sequence[Mapping[str, Any]],
     operator: Operator,
+    *,
+    plot_note: str = "At each decision, and now.",
 ) -> str:
     now = ""
     if state is not None:
@@ -118,7 +120,7 @@ def subject(
     return layout(
         f"Subject {key}",
         f'{now}<section aria-labelledby="plot-h"><h2 id="plot-h">Score over time</h2>'
-        f"<p>At each decision, and now.</p>{plot_svg}</section>"
+        f"<p>{escape(plot_note)}</p>{plot_svg}</section>"
         f'<section id="decisions" data-subject="{escape(key)}" aria-labelledby="why-h">'
         '<h2 id="why-h">Why: decisions, signals, rules and hubs</h2>'
         f"{sections}</section>",

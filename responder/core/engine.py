@@ -66,6 +66,10 @@ class Engine:
     def rules(self) -> RuleSet:
         return self._rules
 
+    @property
+    def identity(self) -> IdentityMap:
+        return self._identity
+
     def replace_rules(self, rules: RuleSet) -> None:
         """Swap in a new rule set; risk already accrued is kept."""
         self._rules = rules
@@ -104,6 +108,16 @@ class Engine:
             return SubjectState(subject, 0.0, frozenset(), None)
         score, _ = risk.score(at, self._rules.cap, self._rules.settings.max_score)
         return SubjectState(subject, score, risk.held(at), risk.active_response if risk.active(at) else None)
+
+    def expiries(self, subject: str, after: float, until: float) -> tuple[float, ...]:
+        """When a signal window of `subject` ends in (after, until): where its score steps down."""
+        risk = self._subjects.get(subject)
+        return risk.expiries(after, until) if risk is not None else ()
+
+    def decaying(self, subject: str, now: float) -> bool:
+        """Whether `subject`'s score is fading at `now` (a signal with a half-life still counts)."""
+        risk = self._subjects.get(subject)
+        return risk is not None and risk.decaying(now)
 
     def process(self, event: Event) -> Outcome:
         rules = self._rules

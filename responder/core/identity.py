@@ -89,6 +89,15 @@ class IdentityMap:
             keys += [self._ip_keys.get(a) or f"ip:{address_text(a)}" for a in subjects.addresses]
         return tuple(dict.fromkeys(keys)) if len(keys) > 1 else tuple(keys)
 
+    def names(self, key: str) -> tuple[str, ...]:
+        """What events about the subject `key` may name first (a login, device, key or tunnel address, as
+        the journal files them): its own name, and its peers' devices, keys and addresses."""
+        view = self.subject(key)
+        names = [view.name]
+        for peer in view.peers:
+            names += [peer.device or peer.name, str(peer.public_key), address_text(peer.tunnel_ip)]
+        return tuple(dict.fromkeys(names))
+
     def subject(self, key: str) -> SubjectView:
         view = self._views.get(key)
         if view is None:

@@ -66,6 +66,14 @@ class SubjectRisk:
         )
         return min(sum(c.points for c in contributions), max_score), contributions
 
+    def expiries(self, after: float, until: float) -> tuple[float, ...]:
+        """When a hit's window ends in (after, until), in order: the score steps down there."""
+        return tuple(sorted({h.expires for h in self.hits if after < h.expires < until}))
+
+    def decaying(self, now: float) -> bool:
+        """Whether a hit with a half-life still counts at `now`: the score is a curve from there, not a step."""
+        return any(h.half_life_s is not None and h.value(now) >= _NEGLIGIBLE for h in self.hits)
+
     def held(self, now: float) -> frozenset[str]:
         return frozenset(h.rule_id for h in self.hits if h.value(now) >= _NEGLIGIBLE)
 

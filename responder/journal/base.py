@@ -69,6 +69,7 @@ CREATE INDEX IF NOT EXISTS events_pending ON events (status, owner, seq);
 CREATE INDEX IF NOT EXISTS events_time ON events (occurred_at);
 CREATE INDEX IF NOT EXISTS events_processed ON events (processed_at);
 CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery_id);
+CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq);
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY,
     subject TEXT NOT NULL,
@@ -412,6 +413,24 @@ class SqlJournal(ABC):
         return [
             StoredEvent(r["seq"], r["dedup_key"], r["delivery_id"], r["subject"], r["body"], _load(r["trace"]))
             for r in rows
+        ]
+
+    async def events_about(self, names: Sequence[str], limit: int = 500) -> list[StoredEvent]:
+        """The newest `limit` processed events filed under any of `names` (the journal files an event under
+        the first login, device, key or address it names), oldest first: a subject's history to replay."""
+        if not names:
+            return []
+        async with self.read() as tx:
+            rows = await tx.fetch(
+                "SELECT seq, dedup_key, delivery_id, subject, body, trace FROM events"  # noqa: S608 - '?' only
+                f" WHERE status = ? AND subject IN ({_marks(len(names))}) ORDER BY seq DESC LIMIT ?",
+                EventStatus.PROCESSED.value,
+                *names,
+                limit,
+            )
+        return [
+            StoredEvent(r["seq"], r["dedup_key"], r["delivery_id"], r["subject"], r["body"], _load(r["trace"]))
+            for r in reversed(rows)
         ]
 
     async def quarantine_event(self, seq: int, at: str, reason: str) -> None:

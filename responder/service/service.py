@@ -386,7 +386,7 @@ class Service:
         app.add_routes(
             console_routes(
                 p.journal, p.lifecycle, self.operators, feed, hubs=p.hubs, subject_state=subject,
-                unenforced=p.reconciler.readiness_detail,
+                unenforced=p.reconciler.readiness_detail, policy=lambda: (p.engine.rules, p.engine.identity),
             )
         )  # fmt: skip
 

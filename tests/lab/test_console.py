@@ -10,6 +10,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ GROUPS = {"admin": ["responder-admins"], "approver": ["responder-approvers"], "v
 def _okta(event_type: str, user: str) -> dict[str, Any]:
     body = copy.deepcopy(payload("okta/batch.json"))
     event = body["data"]["events"][0]
-    event |= {"uuid": str(uuid.uuid4()), "eventType": event_type}
+    # Published now, as a live delivery is: the subject page's curve runs from the event to now.
+    published = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    event |= {"uuid": str(uuid.uuid4()), "eventType": event_type, "published": published}
     event["actor"]["alternateId"] = event["target"][0]["alternateId"] = user
     body["eventId"] = str(uuid.uuid4())
     body["data"]["events"] = [event]
@@ -130,6 +133,7 @@ async def test_console_shows_a_cut_off_live_and_only_an_admin_undoes_it(
         await admin.wait_for_url("**/console/subjects/**")
         assert await admin.locator("svg.plot polyline.score").count() == 1
         assert await admin.locator("svg.plot circle.point").count() >= 1
+        assert await admin.locator("svg.plot line.decision").count() == 1  # the cut-off, on the curve
         signals = admin.locator("table.signals tr.signal")
         assert await signals.count() >= 1
         assert "cut-off" in await admin.get_by_role("heading", level=3).first.inner_text()

@@ -40,6 +40,19 @@ def test_the_plot_escapes_and_describes_its_points() -> None:
     assert "no scores recorded" in score_plot([])
 
 
+def test_the_plot_draws_a_curve_with_dots_at_events_decisions_and_thresholds() -> None:
+    curve = [(0.0, 0.0), (0.0, 40.0), (30.0, 30.0), (60.0, 20.0), (60.0, 80.0), (120.0, 80.0)]
+    svg = score_plot(
+        curve, dots=[(0.0, 40.0), (60.0, 80.0)], marks=[(60.0, "cut-off"), (-5.0, "older")],
+        thresholds=[("cut-off", 70), ("quarantine", 40)],
+    )  # fmt: skip
+    assert len(svg.split('points="')[1].split('"')[0].split()) == len(curve)
+    assert svg.count('class="point"') == 2
+    assert svg.count('<line class="decision"') == 1  # one before the curve's first event is left out
+    assert ">cut-off 70</text>" in svg and ">quarantine 40</text>" in svg
+    assert "1970-01-01 00:01:00 decided cut-off" in svg
+
+
 def _decision(i: int, state: DecisionState) -> DecisionRecord:
     body = {"score": 80, "contributions": [{"rule": "r", "points": 80, "reason": "x"}], "requires_approval": False}
     return DecisionRecord(
