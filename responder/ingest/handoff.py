@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from responder.core.events import MAX_CLOCK_SKEW, Event, bounded_by_receipt
+from responder.core.events import MAX_CLOCK_SKEW, Event, Severity, Source, bounded_by_receipt
 from responder.core.identifiers import address_text
-from responder.journal import Accepted, DeliveryRecord, EventRecord, Journal
+from responder.journal import Accepted, DeliveryRecord, EventRecord, Journal, Lane
 
 
 class Handoff(Protocol):
@@ -25,6 +25,18 @@ def partition_key(event: Event) -> str:
         if named:
             return str(named[0])
     return address_text(s.addresses[0]) if s.addresses else event.dedup_key
+
+
+# Identity providers and shared signals push one account's compromise as it happens: a cut-off waits on them.
+_URGENT_SOURCES = frozenset({Source.OKTA, Source.ENTRA, Source.SSF})
+
+
+def lane_of(event: Event) -> Lane:
+    """Urgent: a webhook source's event, or one of high severity from any source; bulk: the rest (a SIEM's
+    stream). The pipeline decides urgent events ahead of a bulk backlog."""
+    if event.source in _URGENT_SOURCES or event.severity >= Severity.HIGH:
+        return Lane.URGENT
+    return Lane.BULK
 
 
 ROOM_WAIT_S = 2.0
@@ -140,24 +152,33 @@ class ParsedEvents:
 
 
 def _record(e: Event) -> EventRecord:
-    return EventRecord(e.dedup_key, partition_key(e), e.time.isoformat(), e.canonical_json)
+    return EventRecord(e.dedup_key, partition_key(e), e.time.isoformat(), e.canonical_json, lane_of(e))
 
 
 class Waking:
-    """A hand-off that wakes the pipeline when something new arrived (it also polls, for resumption)."""
+    """A hand-off that wakes the pipeline when something new arrived (it also polls, for resumption), and
+    tells it, with `urgent`, when an urgent event did: a bulk batch being decided then stops early."""
 
-    def __init__(self, inner: Handoff, wake: asyncio.Event) -> None:
+    def __init__(self, inner: Handoff, wake: asyncio.Event, urgent: asyncio.Event | None = None) -> None:
         self._inner = inner
         self._wake = wake
+        self._urgent = urgent
 
     async def accept(self, delivery: DeliveryRecord, events: Sequence[Event]) -> Accepted:
         accepted = await self._inner.accept(delivery, events)
         if accepted.new:
+            self._note_urgent(events)
             self._wake.set()
         return accepted
 
     async def accept_batch(self, items: Sequence[tuple[DeliveryRecord, Sequence[Event]]]) -> list[Accepted]:
         accepted = await self._inner.accept_batch(items)
         if any(a.new for a in accepted):
+            for _, events in items:
+                self._note_urgent(events)
             self._wake.set()
         return accepted
+
+    def _note_urgent(self, events: Sequence[Event]) -> None:
+        if self._urgent is not None and any(lane_of(e) is Lane.URGENT for e in events):
+            self._urgent.set()

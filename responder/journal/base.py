@@ -23,6 +23,7 @@ from responder.journal.records import (
     IntentKind,
     IntentRecord,
     IntentState,
+    Lane,
     StoredEvent,
     StoredIntent,
 )
@@ -61,7 +62,8 @@ CREATE TABLE IF NOT EXISTS events (
     trace TEXT NOT NULL,
     owner TEXT NOT NULL,
     status TEXT NOT NULL,
-    processed_at TEXT
+    processed_at TEXT,
+    lane INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events (status, owner, seq);
 CREATE INDEX IF NOT EXISTS events_time ON events (occurred_at);
@@ -137,7 +139,18 @@ CREATE TABLE IF NOT EXISTS used_once (
 """
 
 # Columns added after the first release: a journal written before gets them on open (each engine's `open`).
-ADDED_COLUMNS = (("intents", "pending_since", "TEXT"), ("intents", "next_try_at", "TEXT"))
+ADDED_COLUMNS = (
+    ("intents", "pending_since", "TEXT"),
+    ("intents", "next_try_at", "TEXT"),
+    ("events", "lane", "INTEGER NOT NULL DEFAULT 1"),  # a journal written before: every event bulk
+)
+# Indexes on added columns: created after them. Both are partial (pending rows only), so that they stay as
+# small as the backlog and a bulk event costs them nothing once processed. Their queries name 'pending' and
+# the lane as literals, or the planners could not prove the predicate and would not use them.
+ADDED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS events_urgent ON events (owner, seq) WHERE status = 'pending' AND lane = 0",
+    "CREATE INDEX IF NOT EXISTS events_pending_subject ON events (subject, seq) WHERE status = 'pending'",
+)
 
 _OPEN = (IntentState.PENDING, IntentState.RUNNING)
 # Decisions retention may delete: over, with nothing left on a hub. A replaced one is not (its actions stay
@@ -188,6 +201,19 @@ def _intent(row: Row) -> StoredIntent:
         trace=json.loads(row["trace"]),
         pending_since=row["pending_since"],
         next_try_at=row["next_try_at"],
+    )
+
+
+def _stored(row: Row) -> StoredEvent:
+    return StoredEvent(
+        row["seq"],
+        row["dedup_key"],
+        row["delivery_id"],
+        row["subject"],
+        row["body"],
+        _load(row["trace"]),
+        row["received_at"],
+        Lane(row["lane"]),
     )
 
 
@@ -272,13 +298,13 @@ class SqlJournal(ABC):
                         json.dumps({"index": r.index, "id": r.record_id, "reason": r.reason}, sort_keys=True),
                     )  # fmt: skip
             rows = [
-                (e.dedup_key, d.id, e.subject, e.occurred_at, e.body, traces[d.id], owner, pending)
+                (e.dedup_key, d.id, e.subject, e.occurred_at, e.body, traces[d.id], owner, pending, int(e.lane))
                 for d, events in items
                 for e in events
             ]
-            columns = "dedup_key, delivery_id, subject, occurred_at, body, trace, owner, status"
+            columns = "dedup_key, delivery_id, subject, occurred_at, body, trace, owner, status, lane"
             for part in _chunks(rows, 400):
-                values = _rows(len(part), 8)
+                values = _rows(len(part), 9)
                 sql = f"INSERT INTO events ({columns}) VALUES {values} ON CONFLICT (dedup_key) DO NOTHING"  # noqa: S608 - '?' only
                 inserted = await tx.fetch(
                     sql + " RETURNING seq, dedup_key, delivery_id", *[v for row in part for v in row]
@@ -301,25 +327,53 @@ class SqlJournal(ABC):
         body = "e.body" if bodies else "'' AS body"
         async with self.read() as tx:
             rows = await tx.fetch(
-                f"SELECT e.seq, e.dedup_key, e.delivery_id, e.subject, {body}, e.trace, d.received_at"  # noqa: S608 - fixed text
+                f"SELECT e.seq, e.dedup_key, e.delivery_id, e.subject, {body}, e.trace, d.received_at, e.lane"  # noqa: S608 - fixed text
                 " FROM events e JOIN deliveries d ON d.id = e.delivery_id"
                 " WHERE e.status = ? AND e.owner = ? ORDER BY e.seq LIMIT ?",
                 EventStatus.PENDING.value,
                 owner,
                 limit,
             )
-        return [
-            StoredEvent(
-                r["seq"],
-                r["dedup_key"],
-                r["delivery_id"],
-                r["subject"],
-                r["body"],
-                _load(r["trace"]),
-                r["received_at"],
+        return [_stored(r) for r in rows]
+
+    async def urgent_events(self, owner: str, limit: int = 500, *, bodies: bool = True) -> list[StoredEvent]:
+        """This owner's pending urgent events, each with every pending event of its subject before it, in
+        order; empty when none is urgent. Deciding these ahead of the rest keeps every subject's events in
+        their order: whatever of a subject is left pending comes after all of it that is taken here.
+
+        At most `limit` earlier events: when a subject has more, the cut is at a sequence number, and
+        only events (of either lane) up to it are taken, so the order still holds; the rest come next."""
+        body = "e.body" if bodies else "'' AS body"
+        columns = f"e.seq, e.dedup_key, e.delivery_id, e.subject, {body}, e.trace, d.received_at, e.lane"
+        async with self.read() as tx:
+            urgent = await tx.fetch(
+                f"SELECT {columns} FROM events e JOIN deliveries d ON d.id = e.delivery_id"  # noqa: S608 - fixed text
+                " WHERE e.status = 'pending' AND e.lane = 0 AND e.owner = ? ORDER BY e.seq LIMIT ?",
+                owner,
+                limit,
             )
-            for r in rows
-        ]
+        if not urgent:
+            return []
+        last = int(urgent[-1]["seq"])
+        subjects = sorted({str(r["subject"]) for r in urgent})
+        earlier: list[Row] = []
+        async with self.read() as tx:
+            for some in _chunks(subjects, 400):
+                earlier += await tx.fetch(
+                    f"SELECT {columns} FROM events e JOIN deliveries d ON d.id = e.delivery_id"  # noqa: S608 - '?' only
+                    f" WHERE e.status = 'pending' AND e.subject IN ({_marks(len(some))}) AND e.seq < ?"
+                    " AND e.lane <> 0 AND e.owner = ? ORDER BY e.seq LIMIT ?",
+                    *some,
+                    last,
+                    owner,
+                    limit + 1,
+                )
+        earlier.sort(key=lambda r: int(r["seq"]))
+        if len(earlier) > limit:
+            # Not all of them: up to the last one taken, and nothing of these subjects after it.
+            cut = int(earlier[limit - 1]["seq"])
+            earlier, urgent = earlier[:limit], [r for r in urgent if int(r["seq"]) < cut]
+        return [_stored(r) for r in sorted([*urgent, *earlier], key=lambda r: int(r["seq"]))]
 
     async def event_bodies(self, seqs: Sequence[int]) -> dict[int, str]:
         out: dict[int, str] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,7 +10,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from responder.journal.base import ADDED_COLUMNS, SCHEMA, Row, SqlJournal, Tx
+from responder.journal.base import ADDED_COLUMNS, ADDED_INDEXES, SCHEMA, Row, SqlJournal, Tx
 from responder.journal.errors import Availability, JournalUnavailable
 
 # The server cannot store now (disk full, read-only standby, going down) or cannot be reached: retry later.
@@ -27,7 +28,7 @@ _SCHEMA_LOCK = 0x7265_7370  # advisory lock id: instances starting together crea
 
 
 def _numbered(sql: str) -> str:
-    counter = iter(range(1, 1000))
+    counter = itertools.count(1)  # a multi-row statement has thousands (the server allows 32,767)
     return _MARK.sub(lambda _: f"${next(counter)}", sql)
 
 
@@ -79,6 +80,8 @@ class PostgresJournal(SqlJournal):
             await conn.execute(SCHEMA.format(serial="BIGSERIAL PRIMARY KEY", blob="BYTEA"))
             for table, column, kind in ADDED_COLUMNS:
                 await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+            for index in ADDED_INDEXES:
+                await conn.execute(index)
         return cls(pool, _where(dsn))
 
     @asynccontextmanager

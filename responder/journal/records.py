@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -40,6 +40,14 @@ class IntentState(StrEnum):
     FAILED = "failed"  # the hub answered with an error; retried while the decision is in force
     CANCELLED = "cancelled"
     REFUSED = "refused"  # never attempted and never will be: a protected target, or no such hub
+
+
+class Lane(IntEnum):
+    """Which pending events the pipeline takes first: urgent ones (a webhook's, or high severity from any
+    source) before a bulk backlog, never ahead of an earlier event of their own subject."""
+
+    URGENT = 0
+    BULK = 1
 
 
 class IntentKind(StrEnum):
@@ -83,6 +91,7 @@ class EventRecord:
     subject: str
     occurred_at: str
     body: str
+    lane: Lane = Lane.BULK
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,7 @@ class StoredEvent:
     body: str
     trace: dict[str, str]
     received_at: str = ""
+    lane: Lane = Lane.BULK
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from responder.journal.base import ADDED_COLUMNS, SCHEMA, Row, SqlJournal, Tx
+from responder.journal.base import ADDED_COLUMNS, ADDED_INDEXES, SCHEMA, Row, SqlJournal, Tx
 from responder.journal.errors import Availability, JournalUnavailable
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,8 @@ class SqliteJournal(SqlJournal):
             for table, column, kind in ADDED_COLUMNS:
                 if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            for index in ADDED_INDEXES:
+                db.execute(index)
 
         try:
             await conn.run(prepare)

@@ -35,6 +35,7 @@ from responder.journal import (
     IntentState,
     Journal,
     JournalUnavailable,
+    Lane,
     StoredEvent,
 )
 from responder.notify import Notice, NoticeKind, Notices
@@ -46,6 +47,9 @@ from responder.telemetry.tracing import carrier_of_current, context_from
 
 log = logging.getLogger(__name__)
 _PAUSE_S, _MAX_PAUSE_S = 0.5, 10.0  # between tries while the journal cannot store
+# A bulk batch gives the loop a turn this often (~5 ms of deciding), so an urgent delivery is stored and
+# stops the batch instead of waiting for all of it.
+_YIELD_EVERY = 50
 ENDED = (DecisionState.UNDONE, DecisionState.EXPIRED, DecisionState.REJECTED)
 LIVE = (DecisionState.ACTIVE, DecisionState.AWAITING_APPROVAL)
 
@@ -69,7 +73,9 @@ class Pipeline:
         max_clock_skew: timedelta = MAX_CLOCK_SKEW,
         lift: Callable[[Lift], Awaitable[object]] | None = None,
         notices: Notices | None = None,
+        urgent: asyncio.Event | None = None,
     ) -> None:
+        self._urgent = urgent or asyncio.Event()  # set by the hand-off when an urgent event is stored
         self._notices = notices or NoNotices()
         self._lift = lift
         self._parsed = parsed or ParsedEvents(limit=0)
@@ -85,6 +91,8 @@ class Pipeline:
         self._metrics = metrics
         self._dry_run = dry_run
         self._slots = asyncio.Semaphore(max_parallel)
+        # Urgent events' enforcement has slots of its own: it never queues behind a bulk burst's quarantines.
+        self._urgent_slots = asyncio.Semaphore(max_parallel)
         self._running: set[asyncio.Task[None]] = set()
         self.wake = wake or asyncio.Event()
         self._rebuild_after: timedelta | None = None
@@ -142,7 +150,11 @@ class Pipeline:
             self._engine.reset()
             log.info("rebuilt the engine from %d events", await self.rebuild(horizon))
             self._rebuild_after = None
-        batch = await self._journal.pending_events(self._owner, limit=500, bodies=False)
+        # Urgent events (and what of their subjects came before them) first: a cut-off never waits for a
+        # SIEM backlog to be worked through, and every subject's events are still decided in order.
+        self._urgent.clear()
+        batch = await self._journal.urgent_events(self._owner, limit=500, bodies=False)
+        batch = batch or await self._journal.pending_events(self._owner, limit=500, bodies=False)
         if not batch:
             return False
         kept = {s.seq: e for s in batch if (e := self._parsed.take(s.seq)) is not None}
@@ -168,7 +180,15 @@ class Pipeline:
         kept = kept or {}
         planned: list[_Planned] = []
         in_batch: dict[str, list[DecisionRecord]] = {}
-        for stored in batch:
+        bulk = all(s.lane is Lane.BULK for s in batch)
+        for n, stored in enumerate(batch):
+            if bulk and n and n % _YIELD_EVERY == 0:
+                # Let the hand-off store what arrives meanwhile; if that is urgent, stop here: what is decided
+                # is written, the rest stays pending (in order) and the next round takes the urgent first.
+                await asyncio.sleep(0)
+                if self._urgent.is_set():
+                    self._keep_back(batch[n:], kept)
+                    break
             with self._span(stored) as span:
                 event = kept.get(stored.seq) or await self._load(stored)
                 if event is None:
@@ -195,6 +215,12 @@ class Pipeline:
                 planned.append(await self._plan(stored, outcome.decisions, carrier, in_batch))
         await self._write(planned)
 
+    def _keep_back(self, rest: list[StoredEvent], kept: Mapping[int, Event]) -> None:
+        """Events taken but not decided: back into memory for the next round, which reads the rest."""
+        for stored in rest:
+            if (event := kept.get(stored.seq)) is not None:
+                self._parsed.put(stored.seq, event)
+
     async def _write(self, planned: list[_Planned]) -> None:
         """Journal the planned outcomes in one transaction, then start carrying out their intents."""
         if not planned:
@@ -207,7 +233,7 @@ class Pipeline:
             for notice in p.notices:
                 self._notices.emit(notice)
             if p.to_run:
-                self._start(p.to_run, p.received_at, p.decided)
+                self._start(p.to_run, p.received_at, p.decided, urgent=p.lane is Lane.URGENT)
 
     def _count_subjects(self, outcome: Outcome) -> None:
         if outcome.refused:
@@ -296,7 +322,7 @@ class Pipeline:
                 extra={"decision": d.id, "event_seq": stored.seq},
             )  # fmt: skip
         outcome = EventOutcome(stored.seq, records, intents, replaced)
-        return _Planned(outcome, to_run, stored.received_at, notices, decided)
+        return _Planned(outcome, to_run, stored.received_at, notices, decided, stored.lane)
 
     def _decided(self, record: DecisionRecord, note: str | None) -> Notice:
         kind = NoticeKind.AWAITING_APPROVAL if record.state is DecisionState.AWAITING_APPROVAL else NoticeKind.DECIDED
@@ -319,15 +345,24 @@ class Pipeline:
             return DecisionState.AWAITING_APPROVAL, None
         return DecisionState.ACTIVE, None
 
-    def _start(self, intents: list[Intent], received_at: str, decided: Mapping[str, DecisionRecord]) -> None:
+    def _start(
+        self, intents: list[Intent], received_at: str, decided: Mapping[str, DecisionRecord], *, urgent: bool
+    ) -> None:
         self._executor.reserve([i.id for i in intents])  # before any await: an undo now waits for them
-        task = asyncio.get_running_loop().create_task(self._carry_out(intents, received_at, decided))
+        slots = self._urgent_slots if urgent else self._slots
+        task = asyncio.get_running_loop().create_task(self._carry_out(intents, received_at, decided, slots))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _carry_out(self, intents: list[Intent], received_at: str, decided: Mapping[str, DecisionRecord]) -> None:
-        """Hand the claimed intents to the executor, at most `max_parallel` events' worth at once."""
-        async with self._slots:
+    async def _carry_out(
+        self,
+        intents: list[Intent],
+        received_at: str,
+        decided: Mapping[str, DecisionRecord],
+        slots: asyncio.Semaphore,
+    ) -> None:
+        """Hand the claimed intents to the executor, at most `max_parallel` events' worth at once per lane."""
+        async with slots:
             try:
                 outcomes = await self._executor.carry_out(intents, detected_at=received_at)
             except Exception:
@@ -344,3 +379,4 @@ class _Planned:
     received_at: str
     notices: list[Notice]
     decided: dict[str, DecisionRecord]  # by id: those carried out now, for their `enforced` notice
+    lane: Lane = Lane.BULK

@@ -123,6 +123,7 @@ class Service:
         self.metrics = Metrics()
         self.started = asyncio.Event()
         self.wake = asyncio.Event()  # new events are in the journal
+        self.urgent = asyncio.Event()  # an urgent event is in the journal: a bulk batch stops early
         self.address: tuple[str, int] | None = None
         self.metrics_address: tuple[str, int] | None = None  # when /metrics has a listener of its own
         self.lifecycle: Lifecycle | None = None
@@ -230,7 +231,9 @@ class Service:
         s = self.settings
         monitor = None
         if hubs and s.monitor_interval_s is not None:
-            handoff = Waking(JournalHandoff(journal, self.instance, max_skew=self._max_clock_skew), self.wake)
+            handoff = Waking(
+                JournalHandoff(journal, self.instance, max_skew=self._max_clock_skew), self.wake, self.urgent
+            )
             monitor = HubMonitor(
                 list(hubs.values()), handoff, self.metrics.registry, interval_s=s.monitor_interval_s,
                 thresholds=Thresholds(stale_after_s=s.monitor_stale_after_s),
@@ -253,6 +256,7 @@ class Service:
             journal=journal, engine=engine, executor=executor, radius=radius, clock=self.clock,
             owner=self.instance, metrics=self.metrics, dry_run=dry_run, wake=self.wake, tracer=self.tracer,
             parsed=parsed, max_clock_skew=self._max_clock_skew, lift=self.lifecycle.lift, notices=self.notifier,
+            urgent=self.urgent,
         )  # fmt: skip
         self.reconciler = Reconciler(
             journal, executor, self.hubs, self.clock, self.metrics, settings=s.enforcement, notices=self.notifier
@@ -402,7 +406,9 @@ class Service:
     async def _serve(self, p: _Parts, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
             to_journal: Handoff = Waking(
-                JournalHandoff(p.journal, self.instance, p.parsed, max_skew=self._max_clock_skew), self.wake
+                JournalHandoff(p.journal, self.instance, p.parsed, max_skew=self._max_clock_skew),
+                self.wake,
+                self.urgent,
             )
             consumers = []
             handoff = to_journal

@@ -25,6 +25,7 @@ def test_one_slow_repetition_does_not_decide_the_containment_targets() -> None:
     report = {
         **figures, "mass_revocation_s": 0.2, "rules_events_per_s": 60_000, "kafka_alerts_per_s": 25_000,
         "rss_mb_100k_subjects": 100, "outage": {"heal_to_verified_s": {"p99": 1}, "ran_unobserved": 0},
+        "containment_under_load_ms": {"p99": 20},
     }  # fmt: skip
     targets = assess(report)
     assert targets["containment_ms_repetitions.p50.median"]["met"]
