@@ -45,8 +45,8 @@ WHY_MISSED = {
         "peer removal reads the device before and after (wireguard-go lists every peer on each read). On an "
         "idle VM every wake-up costs more: an SSH round trip takes ~1.2 ms at 10 incidents a second against "
         "~0.4 ms back to back. Since run E the hub agent also keeps each cut-off in the hub's own files "
-        "(wg0.conf, the nft include), each written with an fsync of the file and its directory: the likeliest "
-        "cause of run E's ~7 ms over run D, not yet measured apart"
+        "(wg0.conf, the nft include), each written with an fsync of the file and its directory (~0.7 ms each "
+        "here): ~1.5 ms of run E's ~7 ms over run D; the rest is not attributed yet"
     ),
     "containment_ms_repetitions.p99.median": "see containment_ms_repetitions.p50.median",
     "rules_events_per_s": (
