@@ -8,7 +8,7 @@ packages=(
   iproute2 iputils-ping nftables libnftables1 conntrack
   wireguard-tools wireguard-go
   openssh-server openssh-client
-  util-linux procps sudo
+  util-linux procps sudo dpkg openssl
   postgresql python3-nftables
   chromium
 )

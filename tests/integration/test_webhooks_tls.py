@@ -183,7 +183,6 @@ async def test_tls_1_2_is_served_and_tls_1_1_refused(listener: Listener) -> None
     assert "NO_PROTOCOLS_AVAILABLE" not in str(refused.value)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 async def test_openssl_s_client_verifies_the_chain_and_the_hostname(listener: Listener) -> None:
     def s_client(name: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -363,7 +362,6 @@ def test_an_unusable_certificate_or_key_stops_the_start_with_one_line_naming_the
         assert "Traceback" not in result.stderr, case
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs root and unshare")
 def test_plain_http_on_an_address_beyond_this_host_warns_that_a_proxy_must_terminate_tls(tmp_path: Path) -> None:
     """On 0.0.0.0 inside a network namespace of its own (empty: nothing reaches it, and the machine's own
     namespace is left alone)."""
