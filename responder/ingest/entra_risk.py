@@ -26,7 +26,7 @@ from typing import Any
 from responder.core.events import Event
 from responder.ingest import entra
 from responder.ingest.errors import PayloadError
-from responder.ingest.graph_client import ERROR_KINDS, GraphClient, GraphError, Throttled
+from responder.ingest.graph_client import ERROR_KINDS, GraphClient, GraphError, Throttled, round_failure
 from responder.ingest.handoff import Handoff
 from responder.ingest.paths import parse_time
 from responder.journal import DeliveryRecord, Journal
@@ -109,10 +109,7 @@ class RiskPoller:
                 wait = max(wait, exc.retry_after_s)
             except Exception as exc:  # Graph, the journal, a bug: counted and logged, never the service's end
                 failures += 1
-                if not isinstance(exc, GraphError):
-                    log.exception("%s: round failed", SOURCE)
-                    exc = GraphError("internal", f"{type(exc).__name__}: {exc}")
-                self._failed("error", exc)
+                self._failed("error", round_failure(exc, SOURCE, log))
                 wait = min(self._settings.interval_s * 2**failures, self._settings.max_backoff_s)
             self._metrics.source_lag.labels(SOURCE).set(self._lag())
             await asyncio.sleep(wait)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,15 @@ class GraphError(Exception):
         super().__init__(message)
         self.kind = kind
         self.status = status
+
+
+def round_failure(exc: Exception, source: str, log: logging.Logger) -> GraphError:
+    """What a pull source's failed round counts: a Graph error as it is; anything else (the journal, a bug)
+    logged with its traceback and counted as `internal`, so that no error ends the source or the service."""
+    if isinstance(exc, GraphError):
+        return exc
+    log.exception("%s: round failed", source)
+    return GraphError("internal", f"{type(exc).__name__}: {exc}")
 
 
 class Throttled(GraphError):

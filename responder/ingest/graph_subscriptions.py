@@ -30,7 +30,7 @@ from pydantic import SecretStr, ValidationError
 
 from responder.core.events import Event, Severity, Source, Subjects
 from responder.ingest.entra import ChangeNotification
-from responder.ingest.graph_client import ERROR_KINDS, GraphClient, GraphError, NotFound, Throttled
+from responder.ingest.graph_client import ERROR_KINDS, GraphClient, GraphError, NotFound, Throttled, round_failure
 from responder.ingest.handoff import Handoff
 from responder.ingest.paths import parse_time
 from responder.journal import DeliveryRecord, Journal
@@ -212,10 +212,7 @@ class GraphSubscriptions:
                 wait, failures = exc.retry_after_s, failures + 1
             except Exception as exc:  # Graph, the journal, a bug: counted and logged, never the service's end
                 failures += 1
-                if not isinstance(exc, GraphError):
-                    log.exception("%s: round failed", SOURCE)
-                    exc = GraphError("internal", f"{type(exc).__name__}: {exc}")
-                self._failed("error", exc)
+                self._failed("error", round_failure(exc, SOURCE, log))
                 wait = min(self._settings.check_interval_s * 2**failures, self._settings.max_backoff_s)
             self._metrics.source_lag.labels(SOURCE).set(
                 (self._now() - self._last_ok).total_seconds() if self._last_ok else 0.0
