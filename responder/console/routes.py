@@ -304,12 +304,14 @@ def _public_routes(operators: Operators, key: bytes, clock: Callable[[], float])
         )  # fmt: skip
         return response
 
+    # Read once when the routes are made: a page load never reads a file on the event loop.
+    assets = {name: resources.files("responder.console").joinpath("static", name).read_text() for name in STATIC}
+
     async def static(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name not in STATIC:
+        if name not in assets:
             raise web.HTTPNotFound()
-        text = resources.files("responder.console").joinpath("static", name).read_text()
-        return web.Response(text=text, content_type=STATIC[name], headers={"Cache-Control": "no-cache"})
+        return web.Response(text=assets[name], content_type=STATIC[name], headers={"Cache-Control": "no-cache"})
 
     return [
         web.get("/console/login", login_form),
