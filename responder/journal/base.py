@@ -177,13 +177,14 @@ def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
 # Events a bulk writer stores between two looks at whether another writer waits: about 5 ms of the
 # journal's thread on this machine, what an urgent delivery may wait for beyond its own commit.
 _PART = 200
-_EVENT_INSERT = (
+# The two statements every event costs, shared with an engine that runs them its own way (SQLite's).
+EVENT_INSERT = (
     "INSERT INTO events (dedup_key, delivery_id, subject, occurred_at, body, trace, owner, status, lane)"
     " VALUES {values} ON CONFLICT (dedup_key) DO NOTHING"
 )
-
-
-_MARK = "UPDATE events SET status = 'processed', processed_at = ? WHERE status = 'pending' AND seq IN ({marks})"
+MARK_PROCESSED = (
+    "UPDATE events SET status = 'processed', processed_at = ? WHERE status = 'pending' AND seq IN ({marks})"
+)
 
 
 def _parts(
@@ -381,9 +382,9 @@ class SqlJournal(ABC):
             tx.defer(sql, owner, pending, *keys)
 
     async def _insert_events(self, tx: Tx, rows: Sequence[tuple[object, ...]]) -> list[Sequence[Any]]:
-        """Insert event rows (the columns of `_EVENT_INSERT`), a duplicate dedup key skipped: the
+        """Insert event rows (the columns of `EVENT_INSERT`), a duplicate dedup key skipped: the
         (seq, dedup_key, delivery_id) of each row inserted."""
-        sql = _EVENT_INSERT.format(values=_rows(len(rows), 9))
+        sql = EVENT_INSERT.format(values=_rows(len(rows), 9))
         return await tx.fetch_values(sql + " RETURNING seq, dedup_key, delivery_id", *[v for r in rows for v in r])
 
     async def pending_events(self, owner: str, limit: int = 500, *, bodies: bool = True) -> list[StoredEvent]:
@@ -532,7 +533,7 @@ class SqlJournal(ABC):
 
     async def _mark_processed(self, tx: Tx, seqs: Sequence[int], processed_at: str) -> list[int]:
         """Mark pending events processed: those of `seqs` that were pending (and are marked now)."""
-        sql = _MARK.format(marks=_marks(len(seqs)))
+        sql = MARK_PROCESSED.format(marks=_marks(len(seqs)))
         return [int(r[0]) for r in await tx.fetch_values(sql + " RETURNING seq", processed_at, *seqs)]
 
     async def record_manual(self, decision: DecisionRecord, intents: Sequence[IntentRecord]) -> None:

@@ -2,7 +2,8 @@
 
 Every trip to that thread costs a wake-up on each side, which on an idle machine is a good part of a
 millisecond; so a transaction makes as few as it can: `BEGIN` goes with its first statement, deferred
-statements (`Tx.defer`) go with the next one or with `COMMIT`.
+statements (`Tx.defer`) go with the next one or with `COMMIT`. Transactions take turns on the connection,
+and a bulk one (a SIEM batch) lets any other queued go first (`_Turns`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from responder.journal.base import (
-    _EVENT_INSERT,
-    _MARK,
     ADDED_COLUMNS,
     ADDED_INDEXES,
     DROPPED_INDEXES,
+    EVENT_INSERT,
+    MARK_PROCESSED,
     SCHEMA,
     Row,
     SqlJournal,
@@ -291,7 +292,7 @@ class SqliteJournal(SqlJournal):
         # Without RETURNING (a fifth of the insert's CPU, and a row object per event): in the transaction
         # nobody else writes, and AUTOINCREMENT numbers every row above all there were, so the rows above
         # the highest seq before are the ones inserted. When every row went in, their numbers follow it.
-        sql = _EVENT_INSERT.format(values=_rows(len(rows), 9))
+        sql = EVENT_INSERT.format(values=_rows(len(rows), 9))
         args = [v for r in rows for v in r]
 
         def go(db: sqlite3.Connection) -> list[Sequence[Any]]:
@@ -307,7 +308,7 @@ class SqliteJournal(SqlJournal):
     async def _mark_processed(self, tx: Tx, seqs: Sequence[int], processed_at: str) -> list[int]:
         # Without RETURNING when every event was pending (as good as always): the count says so. Otherwise
         # undone and done again with RETURNING, to know which.
-        sql = _MARK.format(marks=_marks(len(seqs)))
+        sql = MARK_PROCESSED.format(marks=_marks(len(seqs)))
         args = (processed_at, *seqs)
 
         def go(db: sqlite3.Connection) -> list[int]:
