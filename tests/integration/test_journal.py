@@ -279,6 +279,30 @@ async def test_a_journal_written_before_the_outage_columns_gets_them_on_open(tmp
         await journal.close()
 
 
+async def test_a_journal_with_the_old_event_indexes_drops_them_on_open_and_reads_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    journal = await open_journal(f"sqlite:///{path}")
+    try:
+        await accept(journal, _delivery(1), [_event("k:1"), _event("k:2")], owner="i1")
+    finally:
+        await journal.close()
+    with sqlite3.connect(path) as db:  # the indexes every event was written to before
+        db.execute("CREATE INDEX events_pending ON events (status, owner, seq)")
+        db.execute("CREATE INDEX events_time ON events (occurred_at)")
+        db.execute("CREATE INDEX events_processed ON events (processed_at)")
+    db.close()
+    journal = await open_journal(f"sqlite:///{path}")
+    try:
+        assert [e.dedup_key for e in await journal.pending_events("i1")] == ["k:1", "k:2"]
+    finally:
+        await journal.close()
+    with sqlite3.connect(path) as db:
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    db.close()
+    assert not names & {"events_pending", "events_time", "events_processed"}
+    assert {"events_pending_owner", "events_processed_at"} <= names
+
+
 async def test_a_pull_source_resumes_from_the_state_it_saved_last(journal_url: str) -> None:
     journal = await open_journal(journal_url)
     try:
