@@ -249,7 +249,7 @@ def peer_blocks(text: str, only: Collection[str] | None = None) -> dict[str, tup
     """Each `[Peer]` block of a wg-quick file by its public key: (first line, end line), the comment lines
     right above its header (`# admin1`) included, up to the next section's own comments. With `only`, the
     blocks of those keys alone, the same as in the whole parse: a removal needs one block of hundreds, and
-    reading every block cost more than the removal itself (~1.3 ms for 250 peers)."""
+    reading every block cost ~0.6 ms of CPU more per parse at 165-250 peers (on the lab)."""
     lines = text.splitlines(keepends=True)
     headers = [i for i, line in enumerate(lines) if "[" in line and SECTION.match(line)]
     header = set(headers)  # a list here made the parse quadratic: ~3 ms more for 250 peers
@@ -563,8 +563,8 @@ def _remove(interface: str, keys: list[str], restorable: bool) -> dict[str, Any]
                 del removed[interface]
             removed.save()
         _remove_running(interface, keys, device)
-        # The file is written (and fsynced) while the interface is read back: the answer waits for both,
-        # one after the other.
+        # The file is written (and fsynced) while the interface is read back, not after it: the answer
+        # still waits for both.
         edit = FILES.submit(_edit_file, conf, lambda text: without_peers(text, keys), text)
         try:
             after = _peers_now(interface, keys, device)
