@@ -140,3 +140,26 @@ def test_a_peer_still_in_the_file_is_recorded_from_its_block_so_it_can_be_put_ba
     assert mine[A] == {"allowed_ips": ["10.100.0.10/32", "10.100.1.0/24"], "endpoint": None, "keepalive": None,
                        "conf": AGENT.peer_block(CONF, A)}  # fmt: skip
     assert mine[B] == {**running, "conf": AGENT.peer_block(CONF, B)}
+
+
+def test_a_record_is_written_once_per_change_and_not_at_all_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[str] = []
+    store = AGENT.store
+
+    def counted(file: str, text: str) -> None:
+        writes.append(text)
+        store(file, text)
+
+    monkeypatch.setattr(AGENT, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(AGENT, "store", counted)
+    with AGENT.record("r.json") as kept:
+        kept["removed"] = ["inet t s 10.0.0.1"]
+        kept.save()  # what is taken, before it is taken
+    with AGENT.record("r.json") as kept:
+        assert kept == {"removed": ["inet t s 10.0.0.1"]}
+    with AGENT.record("r.json") as kept:
+        kept["removed"] = []
+    assert len(writes) == 2  # not again when the block ends as saved, nor for a record only read
+    assert AGENT.json.loads((tmp_path / "r.json").read_text()) == {"removed": []}
