@@ -278,6 +278,10 @@ class SqlJournal(ABC):
     `availability` says so until a write goes through again."""
 
     availability: Availability
+    # The index the query for urgent events must use, in the engine's syntax: SQLite's planner, without
+    # statistics, takes the other partial index on (owner, seq) and reads every pending row (a SIEM
+    # backlog's worth, on every round of the pipeline) to find the few urgent ones.
+    urgent_index_hint = ""
 
     @abstractmethod
     def transaction(self, *, bulk: bool = False) -> AbstractAsyncContextManager[Tx]:
@@ -410,7 +414,7 @@ class SqlJournal(ABC):
         columns = _STORED.format(body="e.body" if bodies else "'' AS body")
         async with self.read() as tx:
             urgent = await tx.fetch_values(
-                f"SELECT {columns} FROM events e JOIN deliveries d ON d.id = e.delivery_id"  # noqa: S608 - fixed text
+                f"SELECT {columns} FROM events e{self.urgent_index_hint} JOIN deliveries d ON d.id = e.delivery_id"  # noqa: S608 - fixed text
                 " WHERE e.status = 'pending' AND e.lane = 0 AND e.owner = ? ORDER BY e.seq LIMIT ?",
                 owner,
                 limit,

@@ -223,6 +223,8 @@ def _sqlite(tx: Tx) -> _SqliteTx:
 
 
 class SqliteJournal(SqlJournal):
+    urgent_index_hint = " INDEXED BY events_urgent"
+
     def __init__(self, conn: _Connection, path: Path) -> None:
         self._conn = conn
         self._turns = _Turns()

@@ -168,3 +168,22 @@ async def test_a_journal_written_before_lanes_opens_with_its_pending_events_bulk
         assert [s.dedup_key for s in await journal.urgent_events(OWNER)] == ["okta:1", "k2"]
     finally:
         await journal.close()
+
+
+async def test_looking_for_urgent_events_does_not_read_the_bulk_backlog(tmp_path: Path) -> None:
+    """Every round of the pipeline asks for urgent events first: with a SIEM backlog pending, SQLite must
+    find them through their own index, not by reading every pending row (its plan, as the journal asks)."""
+    path = tmp_path / "journal.db"
+    journal = await open_journal(f"sqlite:///{path}")
+    asked: list[str] = []
+    try:
+        await _fill(journal, [])
+        journal._conn._db.set_trace_callback(asked.append)  # type: ignore[attr-defined]  # the statements sent
+        assert [s.dedup_key for s in await journal.urgent_events(OWNER)] == ["okta:1"]  # bob has no backlog
+    finally:
+        await journal.close()
+    (query,) = [q for q in asked if "lane = 0" in q]
+    with sqlite3.connect(path) as db:
+        plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {query}"))
+    db.close()
+    assert "events_urgent" in plan, plan
