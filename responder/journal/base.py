@@ -278,10 +278,11 @@ class SqlJournal(ABC):
     `availability` says so until a write goes through again."""
 
     availability: Availability
-    # The index the query for urgent events must use, in the engine's syntax: SQLite's planner, without
-    # statistics, takes the other partial index on (owner, seq) and reads every pending row (a SIEM
-    # backlog's worth, on every round of the pipeline) to find the few urgent ones.
-    urgent_index_hint = ""
+    # How a query names the index it must use, in the engine's syntax ("" where the planner has statistics
+    # and needs no telling). SQLite's planner, without them, takes the partial index on (owner, seq) for
+    # the urgent events and their subjects' earlier ones, and reads every pending row (a SIEM backlog's
+    # worth, on every round of the pipeline) to find a few.
+    index_hint = ""
 
     @abstractmethod
     def transaction(self, *, bulk: bool = False) -> AbstractAsyncContextManager[Tx]:
@@ -414,7 +415,8 @@ class SqlJournal(ABC):
         columns = _STORED.format(body="e.body" if bodies else "'' AS body")
         async with self.read() as tx:
             urgent = await tx.fetch_values(
-                f"SELECT {columns} FROM events e{self.urgent_index_hint} JOIN deliveries d ON d.id = e.delivery_id"  # noqa: S608 - fixed text
+                f"SELECT {columns} FROM events e{self.index_hint.format('events_urgent')}"  # noqa: S608 - fixed text
+                " JOIN deliveries d ON d.id = e.delivery_id"
                 " WHERE e.status = 'pending' AND e.lane = 0 AND e.owner = ? ORDER BY e.seq LIMIT ?",
                 owner,
                 limit,
@@ -427,7 +429,8 @@ class SqlJournal(ABC):
         async with self.read() as tx:
             for some in _chunks(subjects, 400):
                 earlier += await tx.fetch_values(
-                    f"SELECT {columns} FROM events e JOIN deliveries d ON d.id = e.delivery_id"  # noqa: S608 - '?' only
+                    f"SELECT {columns} FROM events e{self.index_hint.format('events_pending_subject')}"  # noqa: S608 - '?' only
+                    " JOIN deliveries d ON d.id = e.delivery_id"
                     f" WHERE e.status = 'pending' AND e.subject IN ({_marks(len(some))}) AND e.seq < ?"
                     " AND e.lane <> 0 AND e.owner = ? ORDER BY e.seq LIMIT ?",
                     *some,

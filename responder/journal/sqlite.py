@@ -223,7 +223,7 @@ def _sqlite(tx: Tx) -> _SqliteTx:
 
 
 class SqliteJournal(SqlJournal):
-    urgent_index_hint = " INDEXED BY events_urgent"
+    index_hint = " INDEXED BY {}"
 
     def __init__(self, conn: _Connection, path: Path) -> None:
         self._conn = conn

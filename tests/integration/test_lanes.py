@@ -182,8 +182,10 @@ async def test_looking_for_urgent_events_does_not_read_the_bulk_backlog(tmp_path
         assert [s.dedup_key for s in await journal.urgent_events(OWNER)] == ["okta:1"]  # bob has no backlog
     finally:
         await journal.close()
-    (query,) = [q for q in asked if "lane = 0" in q]
+    (urgent,) = [q for q in asked if "lane = 0" in q]
+    (earlier,) = [q for q in asked if "lane <> 0" in q]
     with sqlite3.connect(path) as db:
-        plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {query}"))
+        plans = [" ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {q}")) for q in (urgent, earlier)]
     db.close()
-    assert "events_urgent" in plan, plan
+    assert "USING INDEX events_urgent" in plans[0], plans[0]
+    assert "USING INDEX events_pending_subject" in plans[1], plans[1]
