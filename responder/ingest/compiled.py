@@ -11,7 +11,7 @@ is refused with the same reason, and what the two make is the same event
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -84,11 +84,11 @@ class CompiledConnector:
         kind = self._type(message) or self.connector.type_default
         if kind is None:
             return None
-        users = tuple(dict.fromkeys(u for u in _names(message, self._users) if "@" in u))
-        devices = tuple(dict.fromkeys(_names(message, self._devices)))
+        users = _distinct(u for u in _names(message, self._users) if "@" in u)
+        devices = _distinct(_names(message, self._devices))
         addresses = _addresses(_names(message, self._addresses))
         if not (users or devices or addresses):
-            devices = tuple(dict.fromkeys(_names(message, self._host_devices)))
+            devices = _distinct(_names(message, self._host_devices))
             addresses = _addresses(_names(message, self._host_addresses))
         title = self._title(message)
         return checked_event(
@@ -144,12 +144,18 @@ def _names(message: Any, readers: tuple[Read, ...]) -> list[str]:
     """`texts` of each path's values in turn: what the reference reads, path by path."""
     out: list[str] = []
     for read in readers:
-        if values := read(message):
+        if values := read(message):  # most paths name nobody: no list made for them
             out += texts(values)
     return out
 
 
+def _distinct(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
+
+
 def _addresses(names: list[str]) -> list[IPAddress]:
+    if not names:
+        return []
     out: list[IPAddress] = []
     for value in names:
         try:

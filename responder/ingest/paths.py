@@ -27,6 +27,9 @@ def reader(path: str) -> Callable[[Any], list[Any]]:
 def text_reader(*paths: str) -> Callable[[Any], str | None]:
     """`text` of these `paths`, made once."""
     readers = tuple(_compiled(p) for p in paths)
+    if len(readers) == 1:
+        (only,) = readers
+        return lambda data: _as_text(values[0]) if (values := only(data)) else None
 
     def read(data: Any) -> str | None:
         for read_path in readers:
