@@ -213,7 +213,8 @@ def checked_event(
     dedup_key: str,
 ) -> Event | None:
     """The event `Event(..., subjects=Subjects(users=..., devices=..., addresses=...), ...)` makes of these
-    values, made without its validation pass: a SIEM alert costs a few µs here, ~40 there (issue 22).
+    values, made without its validation pass: about half of that constructor's CPU (issue 22; the rest is
+    mostly the JSON, which both make).
 
     Every bound `Event` and `Subjects` enforce is checked here in plain Python and the canonical JSON is
     made as the model makes it (the same serializer, on plain values). None when a value lies outside them

@@ -1,11 +1,11 @@
-"""A connector's mapping compiled once, at load, into what each alert then costs: direct readers of its
-paths and the canonical event made without a validation pass per field (issue 22: the mapping was ~100 µs
-of the service's CPU per SIEM alert, most of it pydantic validating and serializing the event).
+"""A connector's mapping compiled once, at load: direct readers of its paths, and the canonical event
+made without a validation pass per field (issue 22: the mapping was ~100 µs of the service's CPU per SIEM
+alert, path lookups and pydantic validating and serializing the event).
 
 The connector's own `Connector.events` stays the reference: an alert this path is not sure of (a value
-out of an `Event` bound, a time that does not parse, a message of another format) is read by it, so it
-is refused with the same reason, and what the two make is the same event
-(tests/unit/test_compiled_mapping.py). Bad input costs only itself: the reference's time, once.
+out of an `Event` bound, a time that does not parse, a message of another format, anything that raises)
+is read by it, so it is refused with the same reason, and what the two make is the same event
+(tests/unit/test_compiled_mapping.py). Such an alert costs both paths' time: bad input costs only itself.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from responder.ingest.siem import Connector
 
 Read = Callable[[Any], list[Any]]
-ReadText = Callable[[Any], str | None]
 
 
 class CompiledConnector:
@@ -67,7 +66,7 @@ class CompiledConnector:
         """What `Connector.events` gives, made faster; the reference itself for an alert it must judge."""
         try:
             event = self._event(message, raw, received)
-        except PayloadError:
+        except Exception:  # whatever it is, the reference meets it in its own order and says what it is
             event = None
         return [event] if event is not None else self.connector.events(message, raw, received)
 
