@@ -83,7 +83,7 @@ def run(
         # them; they trace into the service's provider.
         provider = provider_from_environment()
         hubs = hubs_from(load_inventory(s), tracer(provider) if provider is not None else None, s.enforcement)
-        service = Service(s, hubs=hubs, tracer_provider=provider, recorder=recorder)
+        service = Service(s, hubs=hubs, tracer_provider=provider, recorder=recorder, own_process=True)
         # The rule files, the TLS certificate and the API tokens file.
         loop.add_signal_handler(signal.SIGHUP, service.request_reload)
         try:

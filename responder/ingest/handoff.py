@@ -21,9 +21,12 @@ class Handoff(Protocol):
 def partition_key(event: Event) -> str:
     """The key that keeps all events of one subject together (one partition, one instance)."""
     s = event.subjects
-    for named in (s.users, s.devices, s.keys):
-        if named:
-            return str(named[0])
+    if s.users:
+        return s.users[0]
+    if s.devices:
+        return s.devices[0]
+    if s.keys:
+        return str(s.keys[0])
     return address_text(s.addresses[0]) if s.addresses else event.dedup_key
 
 
@@ -94,17 +97,23 @@ class JournalHandoff:
     async def accept_batch(self, items: Sequence[tuple[DeliveryRecord, Sequence[Event]]]) -> list[Accepted]:
         if self._parsed is not None:
             await self._parsed.room(sum(len(events) for _, events in items), timeout=ROOM_WAIT_S)
-        items = [(delivery, self._bounded(delivery, events)) for delivery, events in items]
+        receipts: dict[str, datetime] = {}  # a Kafka slice's deliveries share one receipt time
+        items = [(delivery, self._bounded(delivery, events, receipts)) for delivery, events in items]
         batch = [(delivery, [_record(e) for e in events]) for delivery, events in items]
         accepted = await self._journal.accept_batch(batch, self._owner)
         for (_, events), a in zip(items, accepted, strict=True):
             self._keep(events, a)
         return accepted
 
-    def _bounded(self, delivery: DeliveryRecord, events: Sequence[Event]) -> Sequence[Event]:
+    def _bounded(
+        self, delivery: DeliveryRecord, events: Sequence[Event], receipts: dict[str, datetime] | None = None
+    ) -> Sequence[Event]:
         if not events:
             return events
-        received = datetime.fromisoformat(delivery.received_at)
+        receipts = {} if receipts is None else receipts
+        received = receipts.get(delivery.received_at)
+        if received is None:
+            received = receipts[delivery.received_at] = datetime.fromisoformat(delivery.received_at)
         return [bounded_by_receipt(e, received, self._max_skew) for e in events]
 
     def _keep(self, events: Sequence[Event], accepted: Accepted) -> None:

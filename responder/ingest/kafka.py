@@ -1,10 +1,10 @@
 """SIEM alerts from Kafka: a consumer group with manual commits.
 
-A batch (bounded by `max_in_flight`: backpressure, bounded memory) is parsed, its events handed off
-durably in one journal transaction, the unusable messages (and the unusable records of messages that carry
-several, each on its own) written to the dead-letter topic with the reason in a header, and only then are
-its offsets committed. A crash at any point redelivers, never loses: the journal's de-duplication keys
-turn redelivery into a no-op.
+A batch (bounded by `max_in_flight`: backpressure, bounded memory) is taken in slices of a few hundred
+records. Each slice is parsed, its events handed off durably in one journal transaction, the unusable
+messages (and the unusable records of messages that carry several, each on its own) written to the
+dead-letter topic with the reason in a header, and only then are its offsets committed. A crash at any
+point redelivers, never loses: the journal's de-duplication keys turn redelivery into a no-op.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from responder.telemetry.tracing import carrier_of_current, context_from
 log = logging.getLogger(__name__)
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 TRACE_HEADERS = ("traceparent", "tracestate")
+_NO_TRACE: dict[str, str] = {}  # shared, never written to: a delivery's trace when tracing is off
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,32 @@ class ConsumerConfig:
     client_options: Mapping[str, Any] | None = None  # security_protocol, sasl_* for Event Hubs and the like
     listener: Any = None  # an aiokafka ConsumerRebalanceListener, told of partition assignments
     parse_workers: int = 0  # processes that parse messages beside the event loop (0: the loop parses)
+
+
+# Records handled at once: the event loop parses a slice (without parser processes) and the journal stores
+# it in one transaction, so a webhook's cut-off waits for at most one slice's work, a few milliseconds,
+# never for a whole fetch of `max_in_flight`; beyond a few hundred rows a transaction saves little more.
+SLICE = 250
+
+
+def slices(batch: Batch, size: int) -> list[Batch]:
+    """The batch in parts of at most `size` records, each partition's records in order."""
+    out: list[Batch] = []
+    part: dict[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]] = {}
+    room = size
+    for tp, records in batch.items():
+        start = 0
+        while start < len(records):
+            taken = records[start : start + room]
+            part[tp] = taken
+            start += len(taken)
+            room -= len(taken)
+            if room == 0:
+                out.append(part)
+                part, room = {}, size
+    if part:
+        out.append(part)
+    return out
 
 
 def _headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
@@ -151,8 +178,8 @@ class AlertConsumer:
             if self._parsers is None:
                 while True:
                     batch = await consumer.getmany(timeout_ms=500, max_records=c.max_in_flight)
-                    if batch:
-                        await self._process(consumer, producer, batch, await self._parse(batch))
+                    for part in slices(batch, SLICE):
+                        await self._process(consumer, producer, part, await self._parse(part))
             else:
                 await self._pipelined(consumer, producer)
         finally:
@@ -172,8 +199,8 @@ class AlertConsumer:
         async def fetch_and_parse() -> None:
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.config.max_in_flight)
-                if batch:
-                    await parsed.put((batch, await self._parse(batch)))
+                for part in slices(batch, SLICE):
+                    await parsed.put((part, await self._parse(part)))
 
         async def store() -> None:
             while True:
@@ -194,24 +221,7 @@ class AlertConsumer:
         batch: Batch,
         parsed: list[list[Parsed]],
     ) -> None:
-        items: list[tuple[DeliveryRecord, Sequence[Event]]] = []
-        recorded: list[tuple[str, ConsumerRecord[bytes, bytes]]] = []
-        dead: list[tuple[ConsumerRecord[bytes, bytes], Rejected]] = []
-        now = datetime.now(UTC).isoformat()
-        for (tp, records), results in zip(batch.items(), parsed, strict=True):
-            fmt = self.config.topics[tp.topic]
-            source = f"kafka:{tp.topic}"
-            prefix = f"{source}:{tp.partition}:"
-            for record, result in zip(records, results, strict=True):
-                with self._span(tp, record, fmt) as span:
-                    dead += [(record, rejected) for rejected in result.rejected]
-                    if result.rejected:
-                        span.set_attribute("responder.dead_letter", result.rejected[0].reason)
-                    if result.whole_message_refused:
-                        continue
-                    carrier = carrier_of_current() if self._traced else {}
-                items.append((DeliveryRecord(f"{prefix}{record.offset}", source, now, carrier), result.events))
-                recorded.append((fmt.name, record))
+        items, recorded, dead = self._sorted(batch, parsed)
         if items:
             accepted = await self._stored(items)
             counts: dict[str, list[int]] = {}
@@ -237,6 +247,40 @@ class AlertConsumer:
             end = consumer.highwater(tp)
             if end is not None:
                 self._metrics.kafka_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - next_offset))
+
+    def _sorted(
+        self, batch: Batch, parsed: list[list[Parsed]]
+    ) -> tuple[
+        list[tuple[DeliveryRecord, Sequence[Event]]],
+        list[tuple[str, ConsumerRecord[bytes, bytes]]],
+        list[tuple[ConsumerRecord[bytes, bytes], Rejected]],
+    ]:
+        """The deliveries to journal (with their events), the messages to record for replay (when
+        recording), and the records to dead-letter. A message without a problem, tracing off (a SIEM
+        burst), costs a delivery record and nothing more."""
+        items: list[tuple[DeliveryRecord, Sequence[Event]]] = []
+        recorded: list[tuple[str, ConsumerRecord[bytes, bytes]]] = []
+        dead: list[tuple[ConsumerRecord[bytes, bytes], Rejected]] = []
+        now = datetime.now(UTC).isoformat()
+        for (tp, records), results in zip(batch.items(), parsed, strict=True):
+            fmt = self.config.topics[tp.topic]
+            source = f"kafka:{tp.topic}"
+            prefix = f"{source}:{tp.partition}:"
+            for record, result in zip(records, results, strict=True):
+                carrier = _NO_TRACE
+                if result.rejected or self._traced:
+                    with self._span(tp, record, fmt) as span:
+                        dead += [(record, rejected) for rejected in result.rejected]
+                        if result.rejected:
+                            span.set_attribute("responder.dead_letter", result.rejected[0].reason)
+                        if result.whole_message_refused:
+                            continue
+                        if self._traced:
+                            carrier = carrier_of_current()
+                items.append((DeliveryRecord(f"{prefix}{record.offset}", source, now, carrier), result.events))
+                if self._recorder is not None:
+                    recorded.append((fmt.name, record))
+        return items, recorded, dead
 
     async def _stored(self, items: Sequence[tuple[DeliveryRecord, Sequence[Event]]]) -> list[Accepted]:
         """Hand the batch off, trying again while the journal cannot store (its disk is full): the

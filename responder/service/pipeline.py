@@ -194,7 +194,7 @@ class Pipeline:
                 if event is None:
                     continue
                 outcome = self._engine.process(event)
-                self._count_subjects(outcome)
+                self._note_subjects(outcome)
                 if outcome.decisions or outcome.explanations:
                     span.set_attributes({
                         "responder.event.id": event.id, "responder.event.source": event.source.value,
@@ -211,8 +211,12 @@ class Pipeline:
                     planned, in_batch = [], {}
                     for lift in outcome.lifts:
                         await self._lift(lift)
+                if not outcome.decisions:  # most of a SIEM burst: only the processed mark to write
+                    planned.append(_Planned(EventOutcome(stored.seq), [], stored.received_at, [], {}, stored.lane))
+                    continue
                 carrier = carrier_of_current() if self._traced else stored.trace
                 planned.append(await self._plan(stored, outcome.decisions, carrier, in_batch))
+        self._metrics.tracked_subjects.set(self._engine.tracked)
         await self._write(planned)
 
     def _keep_back(self, rest: list[StoredEvent], kept: Mapping[int, Event]) -> None:
@@ -236,6 +240,12 @@ class Pipeline:
                 self._start(p.to_run, p.received_at, p.decided, urgent=p.lane is Lane.URGENT)
 
     def _count_subjects(self, outcome: Outcome) -> None:
+        self._note_subjects(outcome)
+        self._metrics.tracked_subjects.set(self._engine.tracked)
+
+    def _note_subjects(self, outcome: Outcome) -> None:
+        """Subjects refused, and the engine becoming full or not (logged once each way); the gauge of
+        tracked subjects is set by the caller, once a batch."""
         if outcome.refused:
             self._metrics.subjects_refused.inc(len(outcome.refused))
         full = self._engine.full
@@ -249,7 +259,6 @@ class Pipeline:
         elif not full and self._full_since is not None:
             log.info("the engine tracks %d subjects, below its limit again: new ones are added", self._engine.tracked)
             self._full_since = None
-        self._metrics.tracked_subjects.set(self._engine.tracked)
 
     async def _load(self, stored: StoredEvent) -> Event | None:
         """The stored event, or None when it does not load and was quarantined. Intake refuses what the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import time
@@ -111,7 +112,9 @@ class Service:
         tracer_provider: TracerProvider | None = None,
         recorder: DeliveryRecorder | None = None,
         operators: Operators | None = None,
+        own_process: bool = False,
     ) -> None:
+        self._own_process = own_process  # the service is the process (`responder run`), not a guest in one
         self.settings = settings
         self.hubs = hubs
         self.recorder = recorder
@@ -282,6 +285,8 @@ class Service:
     async def _start(self, p: _Parts) -> None:
         replayed = await p.pipeline.rebuild(timedelta(seconds=p.engine.rules.horizon_s))
         log.info("rebuilt risk from %d events", replayed)
+        if self._own_process:
+            settle_heap()
 
     @staticmethod
     async def _resume(p: _Parts) -> None:
@@ -586,3 +591,14 @@ def _approval_links(links: ApprovalLinks, people: ChatPeople, clock: Clock) -> C
 
 def _ignore_change(_hub: str, _key: str) -> None:
     return None
+
+
+def settle_heap() -> None:
+    """Take what was loaded at start (modules, rules, the rebuilt risk) out of the cycle collector's
+    scans, and let young objects die by reference count before it looks at them. A SIEM burst makes
+    millions of short-lived containers; with the defaults, the full scans of everything that lives long
+    cost several microseconds per alert (measured: 11 → 4 µs to make one delivery's records). Garbage
+    without cycles is freed as always; cycles still are, only less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
