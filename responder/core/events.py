@@ -239,9 +239,10 @@ def checked_event(
         users = tuple(dict.fromkeys(u.strip().lower() for u in users if u.strip()))  # as Subjects._lower
         if users and max(map(len, users)) > MAX_IDENTIFIER_CHARS:
             return None
+    texts = tuple(address_text(a) for a in addresses) if addresses else ()
     plain = {  # enums as their values: the serializer takes ~2 µs to find an enum's, each
         "id": id, "source": source._value_, "product": product, "type": type, "time": time,
-        "subjects": {"users": users, "devices": devices, "keys": (), "addresses": [address_text(a) for a in addresses]},
+        "subjects": {"users": users, "devices": devices, "keys": (), "addresses": texts},
         "severity": severity._value_, "attributes": attributes, "dedup_key": dedup_key,
     }  # fmt: skip
     try:  # the model's own settings: NaN as null, non-ASCII as it is
@@ -250,9 +251,17 @@ def checked_event(
         return None
     if text.count("{") + text.count("[") > MAX_DEPTH:  # as `_storable`: read back there
         return None
-    subjects = _built(
-        Subjects, {"users": users, "devices": devices, "keys": (), "addresses": addresses}, _SUBJECTS_GIVEN
-    )
+    # The same few subjects recur in a stream (one attacker, one host): one frozen instance serves them all,
+    # made and unpickled once per parser batch rather than once per alert. Keyed by the addresses' text,
+    # which is canonical: the same text is the same address.
+    key = (users, devices, texts)
+    if (subjects := _SUBJECTS_MADE.get(key)) is None:
+        if len(_SUBJECTS_MADE) >= 4096:
+            _SUBJECTS_MADE.clear()
+        subjects = _built(
+            Subjects, {"users": users, "devices": devices, "keys": (), "addresses": addresses}, _SUBJECTS_GIVEN
+        )
+        _SUBJECTS_MADE[key] = subjects
     fields = plain | {
         "source": source, "subjects": subjects, "severity": severity, "attributes": dict(attributes),
         "claimed_time": None, "canonical_json": text,
@@ -261,6 +270,7 @@ def checked_event(
 
 
 _ADDRESSES = frozenset((IPv4Address, IPv6Address))
+_SUBJECTS_MADE: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], Subjects] = {}
 _STR = frozenset((str,))
 
 

@@ -236,3 +236,11 @@ documents = st.recursive(
 def test_a_path_of_one_or_two_keys_reads_as_the_general_walk_does(doc: Any, path: str) -> None:
     parts = path.split(".")
     assert _plain(parts)(doc) == _walking(parts)(doc)
+
+
+def test_alerts_that_name_the_same_subjects_share_one_frozen_subjects() -> None:
+    wazuh = FORMATS["wazuh"]
+    message = json.loads((ROOT / "tests" / "payloads" / "siem" / "wazuh.json").read_bytes())
+    first, second = (wazuh.events({**message, "id": n}, b"{}", RECEIVED)[0] for n in ("a-1", "a-2"))
+    assert first.subjects is second.subjects
+    assert first.subjects == wazuh.connector.events(message, b"{}", RECEIVED)[0].subjects
