@@ -48,16 +48,19 @@ from responder.core.engine import Engine
 from responder.core.events import Event
 from responder.core.identity import IdentityMap
 from responder.ingest.handoff import JournalHandoff, ParsedEvents
+from responder.ingest.kafka import SLICE
 from responder.ingest.parsers import Parsed
 from responder.ingest.payload import parse_json
 from responder.ingest.siem import Format, load_connectors
 from responder.journal import DeliveryRecord, EventOutcome, Journal, open_journal
 from responder.lab.kafka import kafka_broker
 from responder.policy import load_rules
+from responder.service.service import settle_heap
 
 ROOT = Path(__file__).resolve().parents[1]
 OWNER = "bench"
-BATCH = 1000  # a consumer batch: the service's max_in_flight default
+BATCH = SLICE  # what the consumer parses and journals at once
+FETCH = 1000  # what it fetches at once: the default of kafka.max_in_flight
 PENDING = 500  # what the pipeline takes at once
 T = TypeVar("T")
 SERVICE_STAGES = ("fetch", "handback", "journal", "take", "decide", "mark", "commit")
@@ -159,14 +162,14 @@ async def kafka_stages(bootstrap: str, values: Sequence[bytes], clock: Clock) ->
         await producer.stop()
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=f"g-{topic}", enable_auto_commit=False,
-        auto_offset_reset="earliest", max_poll_records=BATCH, fetch_max_wait_ms=100,
+        auto_offset_reset="earliest", max_poll_records=FETCH, fetch_max_wait_ms=100,
     )  # fmt: skip
     await consumer.start()
     try:
         seen = 0
         while seen < len(values):
             with clock.stage("fetch"):
-                batch = await consumer.getmany(timeout_ms=500, max_records=BATCH)
+                batch = await consumer.getmany(timeout_ms=500, max_records=FETCH)
             offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
             seen += sum(len(r) for r in batch.values())
             if offsets:
@@ -208,6 +211,7 @@ async def run(bootstrap: str | None, alerts: int = 20_000) -> dict[str, Any]:
     """Every stage's CPU per alert (µs) on `alerts` recorded alerts; without a broker, no fetch and commit."""
     fmt = load_connectors(ROOT / "connectors")["wazuh"]
     values = [alert(n) for n in range(alerts)]
+    settle_heap()  # as `responder run` does once it has started
     clock = Clock()
     workdir = Path(tempfile.mkdtemp(prefix="responder-budget-"))
     if bootstrap is not None:

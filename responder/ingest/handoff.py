@@ -97,7 +97,7 @@ class JournalHandoff:
     async def accept_batch(self, items: Sequence[tuple[DeliveryRecord, Sequence[Event]]]) -> list[Accepted]:
         if self._parsed is not None:
             await self._parsed.room(sum(len(events) for _, events in items), timeout=ROOM_WAIT_S)
-        receipts: dict[str, datetime] = {}  # a Kafka slice's deliveries share one receipt time
+        receipts: dict[str, tuple[datetime, float]] = {}  # a Kafka slice's deliveries share one receipt
         items = [(delivery, self._bounded(delivery, events, receipts)) for delivery, events in items]
         batch = [(delivery, [_record(e) for e in events]) for delivery, events in items]
         accepted = await self._journal.accept_batch(batch, self._owner)
@@ -106,15 +106,20 @@ class JournalHandoff:
         return accepted
 
     def _bounded(
-        self, delivery: DeliveryRecord, events: Sequence[Event], receipts: dict[str, datetime] | None = None
+        self,
+        delivery: DeliveryRecord,
+        events: Sequence[Event],
+        receipts: dict[str, tuple[datetime, float]] | None = None,
     ) -> Sequence[Event]:
         if not events:
             return events
         receipts = {} if receipts is None else receipts
-        received = receipts.get(delivery.received_at)
-        if received is None:
-            received = receipts[delivery.received_at] = datetime.fromisoformat(delivery.received_at)
-        return [bounded_by_receipt(e, received, self._max_skew) for e in events]
+        receipt = receipts.get(delivery.received_at)
+        if receipt is None:
+            received = datetime.fromisoformat(delivery.received_at)
+            receipt = receipts[delivery.received_at] = (received, (received + self._max_skew).timestamp())
+        received, latest = receipt
+        return [e if e.epoch <= latest else bounded_by_receipt(e, received, self._max_skew) for e in events]
 
     def _keep(self, events: Sequence[Event], accepted: Accepted) -> None:
         if self._parsed is not None:

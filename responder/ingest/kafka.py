@@ -175,13 +175,7 @@ class AlertConsumer:
             self.connected = True
             if ready is not None:
                 ready.set()
-            if self._parsers is None:
-                while True:
-                    batch = await consumer.getmany(timeout_ms=500, max_records=c.max_in_flight)
-                    for part in slices(batch, SLICE):
-                        await self._process(consumer, producer, part, await self._parse(part))
-            else:
-                await self._pipelined(consumer, producer)
+            await self._pipelined(consumer, producer)
         finally:
             self.connected = False
             await consumer.stop()
@@ -191,9 +185,10 @@ class AlertConsumer:
                 self._parsers = None
 
     async def _pipelined(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
-        """With parser processes: the next batch is fetched and parsed while this one is journaled and
-        committed (in order, one at a time), so the event loop is not idle while a worker parses. At
-        most three batches are in memory: one parsing, one waiting, one being stored."""
+        """The next slice is fetched and parsed while this one is journaled and committed (in order, one
+        at a time): the event loop parses while the journal's thread writes (or, with parser processes,
+        is not idle while a worker parses). At most three slices are in hand: one parsing, one waiting,
+        one being stored, beside the rest of the fetch they came in."""
         parsed: asyncio.Queue[tuple[Batch, list[list[Parsed]]]] = asyncio.Queue(maxsize=1)
 
         async def fetch_and_parse() -> None:

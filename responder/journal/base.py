@@ -37,6 +37,10 @@ class Tx(Protocol):
     async def execute(self, sql: str, *args: object) -> int: ...
     async def fetch(self, sql: str, *args: object) -> list[Row]: ...
 
+    async def fetch_values(self, sql: str, *args: object) -> list[Sequence[Any]]:
+        """As `fetch`, its rows read by position only: for the reads of every event, where building a row
+        readable by name costs more than the read itself."""
+
     def defer(self, sql: str, *args: object) -> None:
         """A statement whose result is not needed: it runs, in order and in the same transaction, with
         the next `execute` or `fetch` or at commit, so it costs no round trip of its own. Its error, if
@@ -65,9 +69,6 @@ CREATE TABLE IF NOT EXISTS events (
     processed_at TEXT,
     lane INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX IF NOT EXISTS events_pending ON events (status, owner, seq);
-CREATE INDEX IF NOT EXISTS events_time ON events (occurred_at);
-CREATE INDEX IF NOT EXISTS events_processed ON events (processed_at);
 CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery_id);
 CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq);
 CREATE TABLE IF NOT EXISTS decisions (
@@ -144,13 +145,22 @@ ADDED_COLUMNS = (
     ("intents", "next_try_at", "TEXT"),
     ("events", "lane", "INTEGER NOT NULL DEFAULT 1"),  # a journal written before: every event bulk
 )
-# Indexes on added columns: created after them. Both are partial (pending rows only), so that they stay as
-# small as the backlog and a bulk event costs them nothing once processed. Their queries name 'pending' and
-# the lane as literals, or the planners could not prove the predicate and would not use them.
+# Indexes added after the first release, created after the columns they name. The pending ones are partial
+# (pending rows only), so that they stay as small as the backlog and a bulk event costs them nothing once
+# processed; their queries name 'pending' and the lane as literals, or the planners could not prove the
+# predicate and would not use them. `events_processed_at` leaves out the pending rows' NULL, so that an event
+# enters it once, when marked, instead of leaving a NULL entry then; a comparison on processed_at (retention,
+# the rebuild on start) implies NOT NULL to both planners.
 ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_urgent ON events (owner, seq) WHERE status = 'pending' AND lane = 0",
     "CREATE INDEX IF NOT EXISTS events_pending_subject ON events (subject, seq) WHERE status = 'pending'",
+    "CREATE INDEX IF NOT EXISTS events_pending_owner ON events (owner, seq) WHERE status = 'pending'",
+    "CREATE INDEX IF NOT EXISTS events_processed_at ON events (processed_at) WHERE processed_at IS NOT NULL",
 )
+# Indexes a journal written before may have, dropped on open: every one is a b-tree written per event.
+# events_pending and events_processed were full-table versions of the two partial indexes above (a processed
+# event moved within them, and stayed); nothing reads events by occurred_at.
+DROPPED_INDEXES = ("events_pending", "events_processed", "events_time")
 
 _OPEN = (IntentState.PENDING, IntentState.RUNNING)
 # Decisions retention may delete: over, with nothing left on a hub. A replaced one is not (its actions stay
@@ -162,6 +172,36 @@ T = TypeVar("T")
 
 def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# Events a bulk writer stores between two looks at whether another writer waits: about 5 ms of the
+# journal's thread on this machine, what an urgent delivery may wait for beyond its own commit.
+_PART = 200
+# The two statements every event costs, shared with an engine that runs them its own way (SQLite's).
+EVENT_INSERT = (
+    "INSERT INTO events (dedup_key, delivery_id, subject, occurred_at, body, trace, owner, status, lane)"
+    " VALUES {values} ON CONFLICT (dedup_key) DO NOTHING"
+)
+MARK_PROCESSED = (
+    "UPDATE events SET status = 'processed', processed_at = ? WHERE status = 'pending' AND seq IN ({marks})"
+)
+
+
+def _parts(
+    items: Sequence[tuple[DeliveryRecord, Sequence[EventRecord]]], size: int
+) -> list[Sequence[tuple[DeliveryRecord, Sequence[EventRecord]]]]:
+    """Consecutive deliveries with at least `size` events between them (the last part fewer); a delivery
+    and its events are never split."""
+    parts: list[Sequence[tuple[DeliveryRecord, Sequence[EventRecord]]]] = []
+    start = count = 0
+    for n, (_, events) in enumerate(items, 1):
+        count += len(events)
+        if count >= size:
+            parts.append(items[start:n])
+            start, count = n, 0
+    if start < len(items):
+        parts.append(items[start:])
+    return parts
 
 
 def _dump(mapping: Mapping[str, str]) -> str:
@@ -204,17 +244,14 @@ def _intent(row: Row) -> StoredIntent:
     )
 
 
-def _stored(row: Row) -> StoredEvent:
-    return StoredEvent(
-        row["seq"],
-        row["dedup_key"],
-        row["delivery_id"],
-        row["subject"],
-        row["body"],
-        _load(row["trace"]),
-        row["received_at"],
-        Lane(row["lane"]),
-    )
+# The columns `_stored` reads, in its order.
+_STORED = "e.seq, e.dedup_key, e.delivery_id, e.subject, {body}, e.trace, d.received_at, e.lane"
+_LANES = {int(lane): lane for lane in Lane}
+
+
+def _stored(row: Sequence[Any]) -> StoredEvent:
+    seq, dedup_key, delivery_id, subject, body, trace, received_at, lane = row
+    return StoredEvent(seq, dedup_key, delivery_id, subject, body, _load(trace), received_at, _LANES[lane])
 
 
 def _decision(row: Row) -> DecisionRecord:
@@ -243,7 +280,14 @@ class SqlJournal(ABC):
     availability: Availability
 
     @abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+    def transaction(self, *, bulk: bool = False) -> AbstractAsyncContextManager[Tx]:
+        """One transaction. A `bulk` one (a SIEM batch, its plain processed marks) waits while any other
+        is queued for the journal: the cut-off of a person does not queue behind a burst of alerts."""
+
+    def _others_waiting(self) -> bool:
+        """Whether a transaction that is not bulk waits for the one in progress to end: a bulk writer then
+        commits what it has and lets it go first. Here never: a server runs transactions side by side."""
+        return False
 
     @abstractmethod
     def read(self) -> AbstractAsyncContextManager[Tx]:
@@ -273,64 +317,84 @@ class SqlJournal(ABC):
     async def accept_batch(
         self, items: Sequence[tuple[DeliveryRecord, Sequence[EventRecord]]], owner: str
     ) -> list[Accepted]:
-        """Store deliveries and their events at once, in one transaction (a Kafka batch), with multi-row
-        statements: one commit and a few round trips to the database, not one per event. A duplicate event
-        (same dedup key) is not stored again; if it is still pending, this owner takes it over (its first
-        owner may be gone)."""
-        pending = EventStatus.PENDING.value
+        """Store deliveries and their events (a Kafka batch), with multi-row statements: one commit and a
+        few round trips to the database, not one per event. Returns once all of it is durable. A duplicate
+        event (same dedup key) is not stored again; if it is still pending, this owner takes it over (its
+        first owner may be gone).
+
+        One transaction, unless another writer that is not bulk queues meanwhile (a webhook's delivery):
+        a batch of bulk events then commits what it has stored, every `_PART` events, lets that writer go
+        first and goes on in a new transaction. A crash in between leaves the first part stored and the
+        batch unacknowledged: it is delivered again and its dedup keys make the stored part a no-op."""
         stored: dict[tuple[str, str], int] = {}  # (dedup key, delivery id) -> seq, for the rows inserted now
-        async with self.transaction() as tx:
-            deliveries = list({d.id: d for d, _ in items}.values())
-            traces = {d.id: _dump(d.trace) for d in deliveries}
-            for some in _chunks(deliveries, 200):
-                values = _rows(len(some), 6)
-                sql = f"INSERT INTO deliveries (id, source, received_at, trace, headers, body) VALUES {values}"  # noqa: S608 - '?' only
-                tx.defer(
-                    sql + " ON CONFLICT (id) DO NOTHING",
-                    *[v for d in some for v in (d.id, d.source, d.received_at, traces[d.id],
-                                                _dump(d.headers), d.body)],
-                )  # fmt: skip
-            for d in deliveries:
-                for r in d.rejected:  # each record a batch lost, with its reason, beside the delivery's body
-                    tx.defer(
-                        "INSERT INTO audit (at, actor, kind, ref, detail) VALUES (?, ?, ?, ?, ?)",
-                        d.received_at, d.source, "record.rejected", f"delivery:{d.id}",
-                        json.dumps({"index": r.index, "id": r.record_id, "reason": r.reason}, sort_keys=True),
-                    )  # fmt: skip
-            rows = [
-                (e.dedup_key, d.id, e.subject, e.occurred_at, e.body, traces[d.id], owner, pending, int(e.lane))
-                for d, events in items
-                for e in events
-            ]
-            columns = "dedup_key, delivery_id, subject, occurred_at, body, trace, owner, status, lane"
-            for part in _chunks(rows, 400):
-                values = _rows(len(part), 9)
-                sql = f"INSERT INTO events ({columns}) VALUES {values} ON CONFLICT (dedup_key) DO NOTHING"  # noqa: S608 - '?' only
-                inserted = await tx.fetch(
-                    sql + " RETURNING seq, dedup_key, delivery_id", *[v for row in part for v in row]
-                )
-                stored.update({(r["dedup_key"], r["delivery_id"]): int(r["seq"]) for r in inserted})
-            # A duplicate still pending is taken over: its first owner may be gone.
-            duplicates = [row[0] for row in rows if (row[0], row[1]) not in stored]
-            for keys in _chunks(duplicates, 400):
-                sql = f"UPDATE events SET owner = ? WHERE status = ? AND dedup_key IN ({_marks(len(keys))})"  # noqa: S608 - '?' only
-                tx.defer(sql, owner, pending, *keys)
+        bulk = all(e.lane is Lane.BULK for _, events in items for e in events)
+        parts = _parts(items, _PART)
+        done = 0
+        while done < len(parts):
+            async with self.transaction(bulk=bulk) as tx:
+                while done < len(parts):
+                    await self._accept_part(tx, parts[done], owner, stored)
+                    done += 1
+                    if bulk and self._others_waiting():
+                        break
         out: list[Accepted] = []
         for delivery, events in items:
             seqs = [stored.pop((e.dedup_key, delivery.id), None) for e in events]
             out.append(Accepted(tuple(seqs)))
         return out
 
+    async def _accept_part(
+        self,
+        tx: Tx,
+        items: Sequence[tuple[DeliveryRecord, Sequence[EventRecord]]],
+        owner: str,
+        stored: dict[tuple[str, str], int],
+    ) -> None:
+        pending = EventStatus.PENDING.value
+        deliveries = list({d.id: d for d, _ in items}.values())
+        traces = {d.id: _dump(d.trace) for d in deliveries}
+        for some in _chunks(deliveries, 200):
+            values = _rows(len(some), 6)
+            sql = f"INSERT INTO deliveries (id, source, received_at, trace, headers, body) VALUES {values}"  # noqa: S608 - '?' only
+            tx.defer(
+                sql + " ON CONFLICT (id) DO NOTHING",
+                *[v for d in some for v in (d.id, d.source, d.received_at, traces[d.id], _dump(d.headers), d.body)],
+            )
+        for d in deliveries:
+            for r in d.rejected:  # each record a batch lost, with its reason, beside the delivery's body
+                tx.defer(
+                    "INSERT INTO audit (at, actor, kind, ref, detail) VALUES (?, ?, ?, ?, ?)",
+                    d.received_at, d.source, "record.rejected", f"delivery:{d.id}",
+                    json.dumps({"index": r.index, "id": r.record_id, "reason": r.reason}, sort_keys=True),
+                )  # fmt: skip
+        rows = [
+            (e.dedup_key, d.id, e.subject, e.occurred_at, e.body, traces[d.id], owner, pending, int(e.lane))
+            for d, events in items
+            for e in events
+        ]
+        for part in _chunks(rows, 400):
+            for seq, dedup_key, delivery_id in await self._insert_events(tx, part):
+                stored[(dedup_key, delivery_id)] = int(seq)
+        # A duplicate still pending is taken over: its first owner may be gone.
+        duplicates = [row[0] for row in rows if (row[0], row[1]) not in stored]
+        for keys in _chunks(duplicates, 400):
+            sql = f"UPDATE events SET owner = ? WHERE status = ? AND dedup_key IN ({_marks(len(keys))})"  # noqa: S608 - '?' only
+            tx.defer(sql, owner, pending, *keys)
+
+    async def _insert_events(self, tx: Tx, rows: Sequence[tuple[object, ...]]) -> list[Sequence[Any]]:
+        """Insert event rows (the columns of `EVENT_INSERT`), a duplicate dedup key skipped: the
+        (seq, dedup_key, delivery_id) of each row inserted."""
+        sql = EVENT_INSERT.format(values=_rows(len(rows), 9))
+        return await tx.fetch_values(sql + " RETURNING seq, dedup_key, delivery_id", *[v for r in rows for v in r])
+
     async def pending_events(self, owner: str, limit: int = 500, *, bodies: bool = True) -> list[StoredEvent]:
         """This owner's pending events in order. Without `bodies` (the caller has the events in memory),
         `body` is empty: read it with `event_bodies` for those it has not."""
-        body = "e.body" if bodies else "'' AS body"
+        columns = _STORED.format(body="e.body" if bodies else "'' AS body")
         async with self.read() as tx:
-            rows = await tx.fetch(
-                f"SELECT e.seq, e.dedup_key, e.delivery_id, e.subject, {body}, e.trace, d.received_at, e.lane"  # noqa: S608 - fixed text
-                " FROM events e JOIN deliveries d ON d.id = e.delivery_id"
-                " WHERE e.status = ? AND e.owner = ? ORDER BY e.seq LIMIT ?",
-                EventStatus.PENDING.value,
+            rows = await tx.fetch_values(
+                f"SELECT {columns} FROM events e JOIN deliveries d ON d.id = e.delivery_id"  # noqa: S608 - fixed text
+                " WHERE e.status = 'pending' AND e.owner = ? ORDER BY e.seq LIMIT ?",
                 owner,
                 limit,
             )
@@ -343,10 +407,9 @@ class SqlJournal(ABC):
 
         At most `limit` earlier events: when a subject has more, the cut is at a sequence number, and
         only events (of either lane) up to it are taken, so the order still holds; the rest come next."""
-        body = "e.body" if bodies else "'' AS body"
-        columns = f"e.seq, e.dedup_key, e.delivery_id, e.subject, {body}, e.trace, d.received_at, e.lane"
+        columns = _STORED.format(body="e.body" if bodies else "'' AS body")
         async with self.read() as tx:
-            urgent = await tx.fetch(
+            urgent = await tx.fetch_values(
                 f"SELECT {columns} FROM events e JOIN deliveries d ON d.id = e.delivery_id"  # noqa: S608 - fixed text
                 " WHERE e.status = 'pending' AND e.lane = 0 AND e.owner = ? ORDER BY e.seq LIMIT ?",
                 owner,
@@ -354,12 +417,12 @@ class SqlJournal(ABC):
             )
         if not urgent:
             return []
-        last = int(urgent[-1]["seq"])
-        subjects = sorted({str(r["subject"]) for r in urgent})
-        earlier: list[Row] = []
+        last = int(urgent[-1][0])
+        subjects = sorted({str(r[3]) for r in urgent})
+        earlier: list[Sequence[Any]] = []
         async with self.read() as tx:
             for some in _chunks(subjects, 400):
-                earlier += await tx.fetch(
+                earlier += await tx.fetch_values(
                     f"SELECT {columns} FROM events e JOIN deliveries d ON d.id = e.delivery_id"  # noqa: S608 - '?' only
                     f" WHERE e.status = 'pending' AND e.subject IN ({_marks(len(some))}) AND e.seq < ?"
                     " AND e.lane <> 0 AND e.owner = ? ORDER BY e.seq LIMIT ?",
@@ -368,12 +431,12 @@ class SqlJournal(ABC):
                     owner,
                     limit + 1,
                 )
-        earlier.sort(key=lambda r: int(r["seq"]))
+        earlier.sort(key=lambda r: int(r[0]))
         if len(earlier) > limit:
             # Not all of them: up to the last one taken, and nothing of these subjects after it.
-            cut = int(earlier[limit - 1]["seq"])
-            earlier, urgent = earlier[:limit], [r for r in urgent if int(r["seq"]) < cut]
-        return [_stored(r) for r in sorted([*urgent, *earlier], key=lambda r: int(r["seq"]))]
+            cut = int(earlier[limit - 1][0])
+            earlier, urgent = earlier[:limit], [r for r in urgent if int(r[0]) < cut]
+        return [_stored(r) for r in sorted([*urgent, *earlier], key=lambda r: int(r[0]))]
 
     async def event_bodies(self, seqs: Sequence[int]) -> dict[int, str]:
         out: dict[int, str] = {}
@@ -386,9 +449,7 @@ class SqlJournal(ABC):
     async def pending_of_others(self, owner: str) -> list[tuple[int, str]]:
         """Pending events another instance owns: (seq, subject key), for a take-over after a rebalance."""
         async with self.read() as tx:
-            rows = await tx.fetch(
-                "SELECT seq, subject FROM events WHERE status = ? AND owner <> ?", EventStatus.PENDING.value, owner
-            )
+            rows = await tx.fetch("SELECT seq, subject FROM events WHERE status = 'pending' AND owner <> ?", owner)
         return [(int(r["seq"]), str(r["subject"])) for r in rows]
 
     async def take_over(self, seqs: Sequence[int], owner: str) -> int:
@@ -404,15 +465,17 @@ class SqlJournal(ABC):
         """Events processed at or after a time, in processing order: to rebuild risk state on start.
         By processing time, not event time: a late delivery of an old event counted when it arrived."""
         async with self.read() as tx:
+            # Sorted here: asked to return them in sequence, SQLite's planner would rather read the whole
+            # table in that order than the processing times' index and sort.
             rows = await tx.fetch(
                 "SELECT seq, dedup_key, delivery_id, subject, body, trace FROM events"
-                " WHERE status = ? AND processed_at >= ? ORDER BY seq",
+                " WHERE status = ? AND processed_at >= ?",
                 EventStatus.PROCESSED.value,
                 processed_at,
             )
         return [
             StoredEvent(r["seq"], r["dedup_key"], r["delivery_id"], r["subject"], r["body"], _load(r["trace"]))
-            for r in rows
+            for r in sorted(rows, key=lambda r: int(r["seq"]))
         ]
 
     async def events_about(self, names: Sequence[str], limit: int = 500) -> list[StoredEvent]:
@@ -453,15 +516,11 @@ class SqlJournal(ABC):
         already processed — by this instance before a crash, or by another one. The processed marks are one
         statement per few hundred events."""
         marked: set[int] = set()
-        async with self.transaction() as tx:
+        # Marks alone (what most of a SIEM's alerts decide) are bulk work; a decision may be a cut-off.
+        bulk = not any(o.decisions or o.intents or o.replaced for o in outcomes)
+        async with self.transaction(bulk=bulk) as tx:
             for seqs in _chunks([o.event_seq for o in outcomes], 400):
-                sql = (
-                    f"UPDATE events SET status = ?, processed_at = ? WHERE status = ? AND seq IN ({_marks(len(seqs))})"  # noqa: S608 - '?' only
-                )
-                rows = await tx.fetch(
-                    sql + " RETURNING seq", EventStatus.PROCESSED.value, processed_at, EventStatus.PENDING.value, *seqs
-                )
-                marked.update(int(r["seq"]) for r in rows)
+                marked.update(await self._mark_processed(tx, seqs, processed_at))
             for o in outcomes:
                 if o.event_seq not in marked:
                     continue
@@ -471,6 +530,11 @@ class SqlJournal(ABC):
                     self._insert_decision(tx, d, o.event_seq)
                 self._insert_intents(tx, o.intents)
         return [o.event_seq in marked for o in outcomes]
+
+    async def _mark_processed(self, tx: Tx, seqs: Sequence[int], processed_at: str) -> list[int]:
+        """Mark pending events processed: those of `seqs` that were pending (and are marked now)."""
+        sql = MARK_PROCESSED.format(marks=_marks(len(seqs)))
+        return [int(r[0]) for r in await tx.fetch_values(sql + " RETURNING seq", processed_at, *seqs)]
 
     async def record_manual(self, decision: DecisionRecord, intents: Sequence[IntentRecord]) -> None:
         """A decision an operator made by hand (no event), with its intents, in one transaction."""

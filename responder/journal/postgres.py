@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 
-from responder.journal.base import ADDED_COLUMNS, ADDED_INDEXES, SCHEMA, Row, SqlJournal, Tx
+from responder.journal.base import ADDED_COLUMNS, ADDED_INDEXES, DROPPED_INDEXES, SCHEMA, Row, SqlJournal, Tx
 from responder.journal.errors import Availability, JournalUnavailable
 
 # The server cannot store now (disk full, read-only standby, going down) or cannot be reached: retry later.
@@ -59,6 +62,12 @@ class _PgTx:
         await self.flush()
         return list(await self._conn.fetch(_numbered(sql), *args))
 
+    async def fetch_values(self, sql: str, *args: object) -> list[Sequence[Any]]:
+        self.writes = self.writes or not sql.lstrip().upper().startswith("SELECT")
+        await self.flush()
+        records: list[asyncpg.Record] = await self._conn.fetch(_numbered(sql), *args)
+        return list(records)  # asyncpg's records read by position as cheaply as by name
+
 
 def _where(dsn: str) -> str:
     """The server and database, without the credentials the DSN may carry."""
@@ -71,6 +80,9 @@ class PostgresJournal(SqlJournal):
         self._pool = pool
         self._where = where
         self.availability = Availability(where)
+        # Transactions run side by side, each on a connection of the pool; bulk ones never take the last
+        # two, so that a webhook's delivery or a decision never waits for a SIEM batch to give one back.
+        self._bulk = asyncio.Semaphore(max(1, pool.get_max_size() - 2))
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> PostgresJournal:
@@ -82,12 +94,18 @@ class PostgresJournal(SqlJournal):
                 await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
             for index in ADDED_INDEXES:
                 await conn.execute(index)
+            for name in DROPPED_INDEXES:
+                await conn.execute(f"DROP INDEX IF EXISTS {name}")
         return cls(pool, _where(dsn))
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
+    async def transaction(self, *, bulk: bool = False) -> AsyncIterator[Tx]:
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with (
+                self._bulk if bulk else contextlib.nullcontext(),
+                self._pool.acquire() as conn,
+                conn.transaction(),
+            ):
                 tx = _PgTx(conn)
                 yield tx
                 await tx.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -12,12 +13,14 @@ from responder.journal import (
     DecisionRecord,
     DecisionState,
     DeliveryRecord,
+    EventOutcome,
     EventRecord,
     FinishedIntent,
     IntentKind,
     IntentRecord,
     IntentState,
     Journal,
+    Lane,
     open_journal,
 )
 from tests.support.journal import accept, finish_intent, record_outcome
@@ -276,6 +279,30 @@ async def test_a_journal_written_before_the_outage_columns_gets_them_on_open(tmp
         await journal.close()
 
 
+async def test_a_journal_with_the_old_event_indexes_drops_them_on_open_and_reads_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    journal = await open_journal(f"sqlite:///{path}")
+    try:
+        await accept(journal, _delivery(1), [_event("k:1"), _event("k:2")], owner="i1")
+    finally:
+        await journal.close()
+    with sqlite3.connect(path) as db:  # the indexes every event was written to before
+        db.execute("CREATE INDEX events_pending ON events (status, owner, seq)")
+        db.execute("CREATE INDEX events_time ON events (occurred_at)")
+        db.execute("CREATE INDEX events_processed ON events (processed_at)")
+    db.close()
+    journal = await open_journal(f"sqlite:///{path}")
+    try:
+        assert [e.dedup_key for e in await journal.pending_events("i1")] == ["k:1", "k:2"]
+    finally:
+        await journal.close()
+    with sqlite3.connect(path) as db:
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    db.close()
+    assert not names & {"events_pending", "events_time", "events_processed"}
+    assert {"events_pending_owner", "events_processed_at"} <= names
+
+
 async def test_a_pull_source_resumes_from_the_state_it_saved_last(journal_url: str) -> None:
     journal = await open_journal(journal_url)
     try:
@@ -291,3 +318,50 @@ async def test_a_pull_source_resumes_from_the_state_it_saved_last(journal_url: s
         assert await reopened.source_state("graph.users") == {"delta": "link"}
     finally:
         await reopened.close()
+
+
+def _bulk_batch(n: int, first: int = 0) -> list[tuple[DeliveryRecord, list[EventRecord]]]:
+    """A SIEM batch: `n` Kafka messages of one bulk event each."""
+    return [
+        (DeliveryRecord(f"kafka:t:0:{i}", "kafka:t", T0), [_event(f"siem:{i}", f"10.0.{i // 250 % 250}.{i % 250}")])
+        for i in range(first, first + n)
+    ]
+
+
+async def test_an_urgent_delivery_is_stored_before_a_large_bulk_batch_already_in_flight(journal: Journal) -> None:
+    finished: list[str] = []
+
+    async def store(name: str, items: list[tuple[DeliveryRecord, list[EventRecord]]]) -> None:
+        await journal.accept_batch(items, "i1")
+        finished.append(name)
+
+    batch = _bulk_batch(5000)
+    cut_off = EventRecord("okta:cut", "user:bob@example.com", T0, "{}", Lane.URGENT)
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(store("bulk", batch))
+        await asyncio.sleep(0)  # the bulk batch has its turn and its first statements on their way
+        tasks.create_task(store("urgent", [(_delivery(1), [cut_off])]))
+    assert finished == ["urgent", "bulk"]
+    pending = await journal.pending_events("i1", limit=6000)
+    assert len(pending) == 5001 and len({e.seq for e in pending}) == 5001
+    assert [e.dedup_key for e in pending if e.lane is Lane.BULK] == [f"siem:{i}" for i in range(5000)]
+
+
+async def test_a_batch_delivered_again_after_part_of_it_was_stored_stores_only_the_rest(journal: Journal) -> None:
+    await journal.accept_batch(_bulk_batch(300), "i1")  # what a crash between two parts leaves
+    again = await journal.accept_batch(_bulk_batch(1000), "i1")
+    assert [a.new for a in again] == [0] * 300 + [1] * 700
+    pending = await journal.pending_events("i1", limit=2000)
+    assert [e.dedup_key for e in pending] == [f"siem:{i}" for i in range(1000)]
+    assert [e.seq for e in pending] == sorted(e.seq for e in pending)
+    assert {s for a in again for s in a.seqs if s is not None} == {e.seq for e in pending[300:]}
+
+
+async def test_plain_processed_marks_say_which_events_were_still_pending(journal: Journal) -> None:
+    await journal.accept_batch(_bulk_batch(10), "i1")
+    seqs = [e.seq for e in await journal.pending_events("i1")]
+    assert await journal.record_outcomes([EventOutcome(s) for s in seqs[:4]], T0) == [True] * 4
+    marked = await journal.record_outcomes([EventOutcome(s) for s in seqs], T0)
+    assert marked == [False] * 4 + [True] * 6
+    assert await journal.pending_events("i1") == []
+    assert [e.seq for e in await journal.processed_events_since(T0)] == seqs

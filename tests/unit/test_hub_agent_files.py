@@ -55,6 +55,27 @@ def test_a_peer_block_runs_from_its_comments_to_the_next_sections_comments() -> 
     assert AGENT.peer_block(CONF, "x" * 43 + "=") is None
 
 
+# Keys named where they are not a peer's key: in a comment, in another section, twice (the first block
+# wins), and a section that is not a peer.
+TRICKY = f"""{CONF}
+# {A} was re-keyed: see the ticket
+[Peer]
+PublicKey = {B}
+AllowedIPs = 10.100.0.21/32
+# old key {A}
+
+[Interface]
+# PublicKey = {A}
+"""
+
+
+@pytest.mark.parametrize("text", [CONF, TRICKY, CONF.replace("\n", "\r\n"), ""])
+def test_the_blocks_of_a_few_keys_are_the_same_as_in_the_whole_parse(text: str) -> None:
+    whole = AGENT.peer_blocks(text)
+    for keys in ([A], [B], [A, B], ["x" * 43 + "="], []):
+        assert AGENT.peer_blocks(text, keys) == {k: whole[k] for k in keys if k in whole}
+
+
 def test_removing_a_peer_and_putting_its_block_back_keeps_every_other_line() -> None:
     block = AGENT.peer_block(CONF, A)
     without = AGENT.without_peers(CONF, [A])
@@ -115,7 +136,30 @@ def test_a_peer_still_in_the_file_is_recorded_from_its_block_so_it_can_be_put_ba
     conf.write_text(CONF)
     running = {"allowed_ips": ["10.100.0.20/32"], "endpoint": "198.18.3.1:51820", "keepalive": None}
     mine = {B: dict(running)}  # B was running; A only in the file (a retried removal, or one made by hand)
-    AGENT._keep_blocks(conf, mine, [A, B])
+    AGENT._keep_blocks(conf.read_text(), mine, [A, B])
     assert mine[A] == {"allowed_ips": ["10.100.0.10/32", "10.100.1.0/24"], "endpoint": None, "keepalive": None,
                        "conf": AGENT.peer_block(CONF, A)}  # fmt: skip
     assert mine[B] == {**running, "conf": AGENT.peer_block(CONF, B)}
+
+
+def test_a_record_is_written_once_per_change_and_not_at_all_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[str] = []
+    store = AGENT.store
+
+    def counted(file: str, text: str) -> None:
+        writes.append(text)
+        store(file, text)
+
+    monkeypatch.setattr(AGENT, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(AGENT, "store", counted)
+    with AGENT.record("r.json") as kept:
+        kept["removed"] = ["inet t s 10.0.0.1"]
+        kept.save()  # what is taken, before it is taken
+    with AGENT.record("r.json") as kept:
+        assert kept == {"removed": ["inet t s 10.0.0.1"]}
+    with AGENT.record("r.json") as kept:
+        kept["removed"] = []
+    assert len(writes) == 2  # not again when the block ends as saved, nor for a record only read
+    assert AGENT.json.loads((tmp_path / "r.json").read_text()) == {"removed": []}
