@@ -262,9 +262,10 @@ def checked_event(
             Subjects, {"users": users, "devices": devices, "keys": (), "addresses": addresses}, _SUBJECTS_GIVEN
         )
         _SUBJECTS_MADE[key] = subjects
-    fields = plain | {
-        "source": source, "subjects": subjects, "severity": severity, "attributes": dict(attributes),
-        "claimed_time": None, "canonical_json": text,
+    fields = {
+        "id": id, "source": source, "product": product, "type": type, "time": time, "subjects": subjects,
+        "severity": severity, "attributes": dict(attributes), "dedup_key": dedup_key, "claimed_time": None,
+        "canonical_json": text,
     }  # fmt: skip
     return _built(Event, fields, _EVENT_GIVEN)
 

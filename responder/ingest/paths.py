@@ -140,7 +140,7 @@ def _as_text(value: Any) -> str | None:
 
 def texts(values: list[Any]) -> list[str]:
     """The texts among `values` (a number as its digits), stripped, the empty ones left out, at most 64."""
-    return [str(v).strip() for v in values if isinstance(v, str | int) and str(v).strip()][:64]
+    return [s for v in values if isinstance(v, str | int) and (s := str(v).strip())][:64]
 
 
 # ISO 8601 as producers write it, not only as the standard does: one-digit fields (Entra's diagnostic
