@@ -19,11 +19,39 @@ def lookup(data: Any, path: str) -> list[Any]:
     return _compiled(path)(data)
 
 
+def reader(path: str) -> Callable[[Any], list[Any]]:
+    """`lookup` of one `path`, made once: what a connector compiled at load calls for each message."""
+    return _compiled(path)
+
+
+def text_reader(*paths: str) -> Callable[[Any], str | None]:
+    """`text` of these `paths`, made once."""
+    readers = tuple(_compiled(p) for p in paths)
+    if len(readers) == 1:
+        (only,) = readers
+        return lambda data: _as_text(values[0]) if (values := only(data)) else None
+
+    def read(data: Any) -> str | None:
+        for read_path in readers:
+            values = read_path(data)
+            if values:  # the first path present decides, even when what it holds is no text
+                return _as_text(values[0])
+        return None
+
+    return read
+
+
 @lru_cache(maxsize=4096)
 def _compiled(path: str) -> Callable[[Any], list[Any]]:
     """`path` turned once into, for each position in it, the keys to try there (longest first) with
     where each one leads: a message then costs a few dict lookups per path, not string building."""
     parts = path.split(".") if path else []
+    if "[]" not in path and 1 <= len(parts) <= 2:
+        return _plain(parts)
+    return _walking(parts)
+
+
+def _walking(parts: list[str]) -> Callable[[Any], list[Any]]:
     steps: list[tuple[tuple[str, bool, int], ...]] = []
     for start in range(len(parts)):
         tries = []
@@ -61,6 +89,37 @@ def _compiled(path: str) -> Callable[[Any], list[Any]]:
     return find
 
 
+def _plain(parts: list[str]) -> Callable[[Any], list[Any]]:
+    """`_walking`, unrolled for the paths most connectors name (`id`, `rule.level`): one or two keys, no
+    fan-out. Same answers: the whole dotted key first, then key by key, nothing past a non-object."""
+    if len(parts) == 1:
+        (key,) = parts
+
+        def one(data: Any) -> list[Any]:
+            if not isinstance(data, dict) or (found := data.get(key)) is None:
+                return []
+            return [v for v in found if v is not None] if isinstance(found, list) else [found]
+
+        return one
+    outer, inner = parts
+    whole = f"{outer}.{inner}"
+
+    def two(data: Any) -> list[Any]:
+        if not isinstance(data, dict):
+            return []
+        if whole in data:
+            found = data[whole]
+        elif isinstance(nested := data.get(outer), dict):
+            found = nested.get(inner)
+        else:
+            return []
+        if found is None:
+            return []
+        return [v for v in found if v is not None] if isinstance(found, list) else [found]
+
+    return two
+
+
 def first(data: Any, *paths: str) -> Any:
     for path in paths:
         values = lookup(data, path)
@@ -70,11 +129,18 @@ def first(data: Any, *paths: str) -> Any:
 
 
 def text(data: Any, *paths: str) -> str | None:
-    value = first(data, *paths)
+    return _as_text(first(data, *paths))
+
+
+def _as_text(value: Any) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
-    s = str(value).strip()
-    return s or None
+    return str(value).strip() or None
+
+
+def texts(values: list[Any]) -> list[str]:
+    """The texts among `values` (a number as its digits), stripped, the empty ones left out, at most 64."""
+    return [s for v in values if isinstance(v, str | int) and (s := str(v).strip())][:64]
 
 
 # ISO 8601 as producers write it, not only as the standard does: one-digit fields (Entra's diagnostic
@@ -131,7 +197,7 @@ def first_time(values: Iterable[Any], fmt: str = "iso", field: str = "time") -> 
 
 
 def _is_number(value: Any) -> bool:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or ":" in value:  # no number has a colon, every time of day does
         return False
     try:
         float(value)

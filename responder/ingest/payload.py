@@ -24,7 +24,9 @@ def parse_json(raw: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Any:
     if len(raw) > max_bytes:
         raise PayloadError(f"over {max_bytes} bytes")
     try:
-        return from_json(raw, allow_inf_nan=False)
+        # Keys recur in every message of a stream, values seldom: caching only keys is a fifth faster than
+        # caching both (measured on the budget bench's alerts), and the values are the same.
+        return from_json(raw, allow_inf_nan=False, cache_strings="keys")
     except ValueError as exc:
         if "recursion limit" in str(exc):
             raise PayloadError(f"not valid JSON: nests deeper than {MAX_DEPTH} levels") from None

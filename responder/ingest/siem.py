@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from responder.core.events import Event, Severity, Source, Subjects
 from responder.core.identifiers import IPAddress, parse_address
 from responder.ingest import entra
+from responder.ingest.compiled import CompiledConnector
 from responder.ingest.errors import PayloadError
-from responder.ingest.paths import first_time, lookup, text
+from responder.ingest.paths import first_time, lookup, text, texts
 
 SeverityName = Literal["info", "low", "medium", "high", "critical"]
 Paths = tuple[str, ...]
@@ -65,6 +66,21 @@ class SeveritySpec(_Spec):
     def steps(self) -> tuple[tuple[float, Severity], ...]:
         """`ranges` as (lowest, grade), highest first: the first one a value reaches is its grade."""
         return tuple(sorted(((low, Severity.parse(g)) for g, low in self.ranges.items()), key=lambda s: -s[0]))
+
+    @cached_property
+    def grades(self) -> dict[str, Severity]:
+        return {text: Severity.parse(grade) for text, grade in self.map.items()}
+
+    def grade(self, value: Any) -> Severity | None:
+        """The grade one value found at a severity path gives (`map` first, then `ranges`), if any."""
+        if self.map and (grade := self.grades.get(str(value).lower())) is not None:
+            return grade
+        if self.ranges and (isinstance(value, int | float) or _is_number(str(value))):
+            number = float(value)
+            for lowest, step in self.steps:
+                if number >= lowest:
+                    return step
+        return None
 
 
 class HostSpec(_Spec):
@@ -124,7 +140,7 @@ class Connector(_Spec):
         if kind is None:
             raise PayloadError(f"{self.name}: none of {list(self.type)} is present")
         when = self._time(message, received)
-        users = tuple(dict.fromkeys(u for p in self.users for u in _strings(lookup(message, p)) if "@" in u))
+        users = tuple(dict.fromkeys(u for p in self.users for u in texts(lookup(message, p)) if "@" in u))
         devices = _devices(message, self.devices)
         addresses = _addresses(message, self.addresses)
         if not (users or devices or addresses):
@@ -174,24 +190,19 @@ class Connector(_Spec):
         spec = self.severity
         for path in spec.paths:
             for value in lookup(message, path):
-                if spec.map and str(value).lower() in spec.map:
-                    return Severity.parse(spec.map[str(value).lower()])
-                if spec.ranges and (isinstance(value, int | float) or _is_number(str(value))):
-                    number = float(value)
-                    for lowest, grade in spec.steps:
-                        if number >= lowest:
-                            return grade
+                if (grade := spec.grade(value)) is not None:
+                    return grade
         return Severity.parse(spec.default)
 
 
 def _devices(message: Any, paths: Paths) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(d for p in paths for d in _strings(lookup(message, p))))
+    return tuple(dict.fromkeys(d for p in paths for d in texts(lookup(message, p))))
 
 
 def _addresses(message: Any, paths: Paths) -> list[IPAddress]:
     out: list[IPAddress] = []
     for p in paths:
-        for value in _strings(lookup(message, p)):
+        for value in texts(lookup(message, p)):
             try:
                 address = parse_address(value)
             except ValueError:
@@ -207,10 +218,6 @@ def _is_number(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _strings(values: list[Any]) -> list[str]:
-    return [str(v).strip() for v in values if isinstance(v, str | int) and str(v).strip()][:64]
 
 
 class EntraEventHubs:
@@ -253,7 +260,7 @@ def load_connectors(directory: Path) -> dict[str, Format]:
             raise ConnectorError(f"{path}: {problems}") from None
         if connector.name != path.stem:
             raise ConnectorError(f"{path}: name {connector.name!r} must match the file name {path.stem!r}")
-        formats[connector.name] = connector
+        formats[connector.name] = CompiledConnector(connector)
     return formats
 
 
