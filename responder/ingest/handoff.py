@@ -140,16 +140,18 @@ class ParsedEvents:
         self._taken = asyncio.Event()
 
     async def room(self, wanted: int, timeout: float) -> None:
-        """Wait, at most `timeout`, until `wanted` more events fit. A batch source (Kafka) then runs as
-        fast as decisions are made, its backlog showing as consumer lag where operators look for it,
-        rather than racing ahead into the journal."""
-        try:
-            async with asyncio.timeout(timeout):
-                while self._events and len(self._events) + wanted > self._limit:
-                    self._taken.clear()
-                    await self._taken.wait()
-        except TimeoutError:
-            return  # the pipeline is stuck or gone: store anyway, the journal is the buffer
+        """Wait until `wanted` more events fit, as long as the pipeline takes events at least once every
+        `timeout`. A batch source (Kafka) then runs as fast as decisions are made, its backlog showing as
+        consumer lag where operators look for it, rather than racing ahead into the journal: an event
+        pushed out of here is read back from the journal and parsed again, which costs more than it did
+        to make. A pipeline that takes nothing for `timeout` is stuck or gone: the batch is stored anyway,
+        the journal is the buffer."""
+        while self._events and len(self._events) + wanted > self._limit:
+            self._taken.clear()
+            try:
+                await asyncio.wait_for(self._taken.wait(), timeout)
+            except TimeoutError:
+                return
 
     def put(self, seq: int, event: Event) -> None:
         if self._limit <= 0:

@@ -17,10 +17,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from responder.journal.base import (
+    _PART,
     ADDED_COLUMNS,
     ADDED_INDEXES,
     DROPPED_INDEXES,
@@ -29,15 +31,19 @@ from responder.journal.base import (
     SCHEMA,
     Row,
     SqlJournal,
+    Statement,
     Tx,
     _marks,
+    _parts,
     _rows,
+    accept_statements,
+    takeover_statements,
 )
 from responder.journal.errors import Availability, JournalUnavailable
+from responder.journal.records import Accepted, DeliveryRecord, EventOutcome, EventRecord, Lane
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Statement = tuple[str, tuple[object, ...]]
 # Primary result codes that mean "nothing can be stored now" rather than a bug: BUSY, READONLY, IOERR,
 # FULL, CANTOPEN. Extended codes (SQLITE_IOERR_WRITE, ...) carry the primary one in their low byte.
 _UNAVAILABLE = {5, 8, 10, 13, 14}
@@ -216,6 +222,67 @@ class _Turns:
         self._held = False
 
 
+def _accept_in_one_trip(
+    first: list[Statement], rows: list[tuple[object, ...]], owner: str, db: sqlite3.Connection
+) -> dict[tuple[str, str], int]:
+    """A part of a batch stored in one transaction, in the connection's thread: (dedup key, delivery id)
+    -> seq of each event inserted; a duplicate is skipped (and, still pending, taken over)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        _execute_all(db, first)
+        stored: dict[tuple[str, str], int] = {}
+        for part in [rows[i : i + 400] for i in range(0, len(rows), 400)]:
+            stored.update({(str(k), str(d)): int(seq) for seq, k, d in _inserted(db, part)})
+        _execute_all(db, takeover_statements(rows, stored, owner))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return stored
+
+
+def _inserted(db: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> list[Sequence[Any]]:
+    """Insert event rows, a duplicate dedup key skipped: (seq, dedup_key, delivery_id) of each inserted.
+    Without RETURNING (a fifth of the insert's CPU, and a row object per event): in the transaction nobody
+    else writes, and AUTOINCREMENT numbers every row above all there were, so the rows above the highest
+    seq before are the ones inserted. When every row went in, their numbers follow it."""
+    (before,) = _tuples(db).execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+    cursor = db.execute(EVENT_INSERT.format(values=_rows(len(rows), 9)), [v for r in rows for v in r])
+    if cursor.rowcount == len(rows) and cursor.lastrowid == before + len(rows):
+        return [(before + n, r[0], r[1]) for n, r in enumerate(rows, 1)]
+    query = "SELECT seq, dedup_key, delivery_id FROM events WHERE seq > ? ORDER BY seq"
+    return _tuples(db).execute(query, (before,)).fetchall()
+
+
+def _marks_in_one_trip(seqs: Sequence[int], processed_at: str, db: sqlite3.Connection) -> list[int]:
+    """Processed marks in one transaction, in the connection's thread: the events that were pending."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        marked = [seq for i in range(0, len(seqs), 400) for seq in _marked(db, seqs[i : i + 400], processed_at)]
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return marked
+
+
+def _marked(db: sqlite3.Connection, seqs: Sequence[int], processed_at: str) -> list[int]:
+    """Mark pending events processed: those of `seqs` that were pending. Without RETURNING when every
+    event was pending (as good as always): the count says so. Otherwise undone and done again with
+    RETURNING, to know which."""
+    sql = MARK_PROCESSED.format(marks=_marks(len(seqs)))
+    args = (processed_at, *seqs)
+    db.execute("SAVEPOINT marks")
+    if db.execute(sql, args).rowcount == len(seqs):
+        db.execute("RELEASE marks")
+        return list(seqs)
+    db.execute("ROLLBACK TO marks")
+    db.execute("RELEASE marks")
+    return [int(seq) for (seq,) in _tuples(db).execute(sql + " RETURNING seq", args)]
+
+
 def _sqlite(tx: Tx) -> _SqliteTx:
     if not isinstance(tx, _SqliteTx):
         raise TypeError(f"a SQLite journal's transaction, not {type(tx).__name__}")
@@ -290,39 +357,48 @@ class SqliteJournal(SqlJournal):
     def _others_waiting(self) -> bool:
         return self._turns.others_waiting()
 
+    async def accept_batch(
+        self, items: Sequence[tuple[DeliveryRecord, Sequence[EventRecord]]], owner: str
+    ) -> list[Accepted]:
+        """As `SqlJournal.accept_batch`, each part of at most `_PART` events in one transaction made in
+        one trip to the connection's thread, BEGIN to COMMIT: the connection is held only while SQLite
+        works, never across a turn of a busy event loop, and whoever queued meanwhile (a webhook's
+        delivery, the pipeline) goes before the next part. A crash between parts leaves the batch
+        unacknowledged: it is delivered again, and its dedup keys make the stored part a no-op."""
+        bulk = all(e.lane is Lane.BULK for _, events in items for e in events)
+        stored: dict[tuple[str, str], int] = {}
+        for part in _parts(items, _PART):
+            first, rows = accept_statements(part, owner)
+            async with self._turns.turn(bulk=bulk):
+                try:
+                    inserted = await self._conn.run(partial(_accept_in_one_trip, first, rows, owner))
+                except JournalUnavailable as exc:
+                    self.availability.failed(exc)
+                    raise
+            self.availability.succeeded()
+            stored.update(inserted)
+        return [Accepted(tuple(stored.pop((e.dedup_key, d.id), None) for e in events)) for d, events in items]
+
     async def _insert_events(self, tx: Tx, rows: Sequence[tuple[object, ...]]) -> list[Sequence[Any]]:
-        # Without RETURNING (a fifth of the insert's CPU, and a row object per event): in the transaction
-        # nobody else writes, and AUTOINCREMENT numbers every row above all there were, so the rows above
-        # the highest seq before are the ones inserted. When every row went in, their numbers follow it.
-        sql = EVENT_INSERT.format(values=_rows(len(rows), 9))
-        args = [v for r in rows for v in r]
+        return await _sqlite(tx).run(lambda db: _inserted(db, rows), writes=True)
 
-        def go(db: sqlite3.Connection) -> list[Sequence[Any]]:
-            (before,) = _tuples(db).execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
-            cursor = db.execute(sql, args)
-            if cursor.rowcount == len(rows) and cursor.lastrowid == before + len(rows):
-                return [(before + n, r[0], r[1]) for n, r in enumerate(rows, 1)]
-            query = "SELECT seq, dedup_key, delivery_id FROM events WHERE seq > ? ORDER BY seq"
-            return _tuples(db).execute(query, (before,)).fetchall()
-
-        return await _sqlite(tx).run(go, writes=True)
+    async def record_outcomes(self, outcomes: Sequence[EventOutcome], processed_at: str) -> list[bool]:
+        """As `SqlJournal.record_outcomes`; processed marks alone (most of a SIEM's alerts) in one trip to
+        the connection's thread, BEGIN to COMMIT, so that the connection is held only while SQLite works."""
+        if any(o.decisions or o.intents or o.replaced for o in outcomes):
+            return await super().record_outcomes(outcomes, processed_at)
+        seqs = [o.event_seq for o in outcomes]
+        async with self._turns.turn(bulk=True):
+            try:
+                marked = set(await self._conn.run(partial(_marks_in_one_trip, seqs, processed_at)))
+            except JournalUnavailable as exc:
+                self.availability.failed(exc)
+                raise
+        self.availability.succeeded()
+        return [seq in marked for seq in seqs]
 
     async def _mark_processed(self, tx: Tx, seqs: Sequence[int], processed_at: str) -> list[int]:
-        # Without RETURNING when every event was pending (as good as always): the count says so. Otherwise
-        # undone and done again with RETURNING, to know which.
-        sql = MARK_PROCESSED.format(marks=_marks(len(seqs)))
-        args = (processed_at, *seqs)
-
-        def go(db: sqlite3.Connection) -> list[int]:
-            db.execute("SAVEPOINT marks")
-            if db.execute(sql, args).rowcount == len(seqs):
-                db.execute("RELEASE marks")
-                return list(seqs)
-            db.execute("ROLLBACK TO marks")
-            db.execute("RELEASE marks")
-            return [int(seq) for (seq,) in _tuples(db).execute(sql + " RETURNING seq", args)]
-
-        return await _sqlite(tx).run(go, writes=True)
+        return await _sqlite(tx).run(lambda db: _marked(db, seqs, processed_at), writes=True)
 
     async def _probe(self) -> None:
         # Rewrites the header page: a real write, of the smallest kind, touching no table.

@@ -51,3 +51,19 @@ async def test_a_stuck_pipeline_does_not_stop_intake_for_long() -> None:
     started = asyncio.get_running_loop().time()
     await kept.room(1, timeout=0.2)
     assert asyncio.get_running_loop().time() - started >= 0.2
+
+
+async def test_a_batch_waits_as_long_as_the_pipeline_keeps_taking() -> None:
+    """Past `timeout` in all, but never `timeout` without progress: the consumer keeps waiting."""
+    kept = ParsedEvents(limit=3)
+    for seq in (1, 2, 3):
+        kept.put(seq, _event(seq))
+    waiting = asyncio.create_task(kept.room(3, timeout=0.3))
+    for seq in (1, 2):
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        kept.take(seq)
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # 0.6 s in all, 0.2 since the last take
+    kept.take(3)
+    await asyncio.wait_for(waiting, 1)
