@@ -283,6 +283,11 @@ def _marked(db: sqlite3.Connection, seqs: Sequence[int], processed_at: str) -> l
     return [int(seq) for (seq,) in _tuples(db).execute(sql + " RETURNING seq", args)]
 
 
+def _prepare_reader(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA busy_timeout=5000")
+    db.execute("PRAGMA query_only=ON")  # a write here would bypass the turns of the writing connection
+
+
 def _sqlite(tx: Tx) -> _SqliteTx:
     if not isinstance(tx, _SqliteTx):
         raise TypeError(f"a SQLite journal's transaction, not {type(tx).__name__}")
@@ -292,8 +297,11 @@ def _sqlite(tx: Tx) -> _SqliteTx:
 class SqliteJournal(SqlJournal):
     index_hint = " INDEXED BY {}"
 
-    def __init__(self, conn: _Connection, path: Path) -> None:
+    def __init__(self, conn: _Connection, path: Path, reader: _Connection | None = None) -> None:
         self._conn = conn
+        # Reads on a connection (and a thread) of their own: in WAL mode they see what is committed, and
+        # wait for no write, so the pipeline's look for urgent events never queues behind a SIEM batch.
+        self._reader = reader or conn
         self._turns = _Turns()
         self.availability = Availability(str(path))
 
@@ -326,7 +334,13 @@ class SqliteJournal(SqlJournal):
         except BaseException:
             await conn.close()
             raise
-        return cls(conn, path)
+        try:
+            reader = await _Connection.open(path)
+            await reader.run(_prepare_reader)
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn, path, reader)
 
     @asynccontextmanager
     async def transaction(self, *, bulk: bool = False) -> AsyncIterator[Tx]:
@@ -347,12 +361,11 @@ class SqliteJournal(SqlJournal):
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
-        # Under the lock all the same: on the one connection, a read between the statements of another
-        # task's transaction would see that transaction's uncommitted rows.
-        async with self._turns.turn(bulk=False):
-            tx = _SqliteTx(self._conn, [])
-            yield tx
-            await tx.flush()
+        # Each statement on its own (autocommit), on the reading connection: it sees what was committed
+        # before it started, never another task's transaction half done.
+        tx = _SqliteTx(self._reader, [])
+        yield tx
+        await tx.flush()
 
     def _others_waiting(self) -> bool:
         return self._turns.others_waiting()
@@ -407,4 +420,8 @@ class SqliteJournal(SqlJournal):
             await tx.execute(f"PRAGMA user_version = {int(row['user_version'])}")
 
     async def close(self) -> None:
-        await self._conn.close()
+        try:
+            await self._conn.close()
+        finally:
+            if self._reader is not self._conn:
+                await self._reader.close()

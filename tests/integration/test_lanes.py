@@ -178,7 +178,7 @@ async def test_looking_for_urgent_events_does_not_read_the_bulk_backlog(tmp_path
     asked: list[str] = []
     try:
         await _fill(journal, [])
-        journal._conn._db.set_trace_callback(asked.append)  # type: ignore[attr-defined]  # the statements sent
+        journal._reader._db.set_trace_callback(asked.append)  # type: ignore[attr-defined]  # the statements sent
         assert [s.dedup_key for s in await journal.urgent_events(OWNER)] == ["okta:1"]  # bob has no backlog
     finally:
         await journal.close()
