@@ -314,6 +314,17 @@ def takeover_statements(
     ]
 
 
+class Statements:
+    """Deferred statements collected instead of run (the `defer` of a `Tx`), for an engine that runs them
+    its own way, in one trip to its connection (SQLite's)."""
+
+    def __init__(self) -> None:
+        self.collected: list[Statement] = []
+
+    def defer(self, sql: str, *args: object) -> None:
+        self.collected.append((sql, args))
+
+
 class SqlJournal(ABC):
     """Deliveries and their events are written before the sender is answered; decisions and their
     action intents are written together with the event's `processed` mark, before anything is executed;
@@ -553,13 +564,9 @@ class SqlJournal(ABC):
             for seqs in _chunks([o.event_seq for o in outcomes], 400):
                 marked.update(await self._mark_processed(tx, seqs, processed_at))
             for o in outcomes:
-                if o.event_seq not in marked:
-                    continue
-                for decision_id in o.replaced:
-                    tx.defer("UPDATE decisions SET state = ? WHERE id = ?", DecisionState.REPLACED.value, decision_id)
-                for d in o.decisions:
-                    self._insert_decision(tx, d, o.event_seq)
-                self._insert_intents(tx, o.intents)
+                if o.event_seq in marked:
+                    for sql, args in self._outcome_statements(o):
+                        tx.defer(sql, *args)
         return [o.event_seq in marked for o in outcomes]
 
     async def _mark_processed(self, tx: Tx, seqs: Sequence[int], processed_at: str) -> list[int]:
@@ -573,7 +580,17 @@ class SqlJournal(ABC):
             self._insert_decision(tx, decision, None)
             self._insert_intents(tx, intents)
 
-    def _insert_decision(self, tx: Tx, d: DecisionRecord, event_seq: int | None) -> None:
+    def _outcome_statements(self, o: EventOutcome) -> list[Statement]:
+        """What an event's outcome writes beside its processed mark: replaced decisions, new ones, intents."""
+        out = Statements()
+        for decision_id in o.replaced:
+            out.defer("UPDATE decisions SET state = ? WHERE id = ?", DecisionState.REPLACED.value, decision_id)
+        for d in o.decisions:
+            self._insert_decision(out, d, o.event_seq)
+        self._insert_intents(out, o.intents)
+        return out.collected
+
+    def _insert_decision(self, tx: Tx | Statements, d: DecisionRecord, event_seq: int | None) -> None:
         tx.defer(
             "INSERT INTO decisions (id, subject, response, level, state, created_at, expires_at, body,"
             " trace, event_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -605,7 +622,7 @@ class SqlJournal(ABC):
         async with self.transaction() as tx:
             self._insert_intents(tx, intents)
 
-    def _insert_intents(self, tx: Tx, intents: Sequence[IntentRecord]) -> None:
+    def _insert_intents(self, tx: Tx | Statements, intents: Sequence[IntentRecord]) -> None:
         for i in intents:
             tx.defer(
                 "INSERT INTO intents (id, decision_id, ordinal, kind, action, state, irreversible, attempts,"

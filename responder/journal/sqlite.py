@@ -14,7 +14,7 @@ import logging
 import os
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
@@ -255,11 +255,18 @@ def _inserted(db: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> lis
     return _tuples(db).execute(query, (before,)).fetchall()
 
 
-def _marks_in_one_trip(seqs: Sequence[int], processed_at: str, db: sqlite3.Connection) -> list[int]:
-    """Processed marks in one transaction, in the connection's thread: the events that were pending."""
+def _outcomes_in_one_trip(
+    seqs: Sequence[int], writes: Mapping[int, list[Statement]], processed_at: str, db: sqlite3.Connection
+) -> list[int]:
+    """Processed marks, and what each event marked now decided, in one transaction in the connection's
+    thread, in order: the events that were pending (the others were processed already, and write nothing)."""
     db.execute("BEGIN IMMEDIATE")
     try:
         marked = [seq for i in range(0, len(seqs), 400) for seq in _marked(db, seqs[i : i + 400], processed_at)]
+        now = set(marked)
+        for seq in seqs:
+            if seq in now and seq in writes:
+                _execute_all(db, writes[seq])
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -396,14 +403,14 @@ class SqliteJournal(SqlJournal):
         return await _sqlite(tx).run(lambda db: _inserted(db, rows), writes=True)
 
     async def record_outcomes(self, outcomes: Sequence[EventOutcome], processed_at: str) -> list[bool]:
-        """As `SqlJournal.record_outcomes`; processed marks alone (most of a SIEM's alerts) in one trip to
-        the connection's thread, BEGIN to COMMIT, so that the connection is held only while SQLite works."""
-        if any(o.decisions or o.intents or o.replaced for o in outcomes):
-            return await super().record_outcomes(outcomes, processed_at)
+        """As `SqlJournal.record_outcomes`, in one trip to the connection's thread, BEGIN to COMMIT: the
+        connection is held only while SQLite works, and a cut-off's decision waits for no other trip."""
+        bulk = not any(o.decisions or o.intents or o.replaced for o in outcomes)
         seqs = [o.event_seq for o in outcomes]
-        async with self._turns.turn(bulk=True):
+        writes = {o.event_seq: statements for o in outcomes if (statements := self._outcome_statements(o))}
+        async with self._turns.turn(bulk=bulk):
             try:
-                marked = set(await self._conn.run(partial(_marks_in_one_trip, seqs, processed_at)))
+                marked = set(await self._conn.run(partial(_outcomes_in_one_trip, seqs, writes, processed_at)))
             except JournalUnavailable as exc:
                 self.availability.failed(exc)
                 raise
