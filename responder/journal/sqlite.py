@@ -407,7 +407,7 @@ class SqliteJournal(SqlJournal):
         connection is held only while SQLite works, and a cut-off's decision waits for no other trip."""
         bulk = not any(o.decisions or o.intents or o.replaced for o in outcomes)
         seqs = [o.event_seq for o in outcomes]
-        writes = {o.event_seq: statements for o in outcomes if (statements := self._outcome_statements(o))}
+        writes = {o.event_seq: self._outcome_statements(o) for o in outcomes if o.decisions or o.intents or o.replaced}
         async with self._turns.turn(bulk=bulk):
             try:
                 marked = set(await self._conn.run(partial(_outcomes_in_one_trip, seqs, writes, processed_at)))
