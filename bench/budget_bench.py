@@ -11,8 +11,8 @@ throughput run's alerts per second against the sum here tells that remainder.
 - fetch: the consumer's `getmany` (aiokafka decoding the record batches), from a loopback broker;
 - decode: the message's JSON into Python objects (`parse_json`);
 - map: the connector's mapping to the canonical event, with its canonical JSON (what the parser computes);
-- handback: with parser processes (`parse_workers` ≥ 1, as the throughput bench runs), the parsed events
-  unpickled in the service process; decode and map then run in the parser process, not the service's;
+- handback: with parser processes (`parse_workers` ≥ 1; the throughput bench now runs without), the parsed
+  events unpickled in the service process; decode and map then run in the parser process, not the service's;
 - journal: the hand-off storing each batch of deliveries and events in one transaction (`accept_batch`);
 - take: the pipeline reading its pending events (500 at a time, bodies in memory);
 - decide: the decision engine on each event;
@@ -228,9 +228,9 @@ async def run(bootstrap: str | None, alerts: int = 20_000) -> dict[str, Any]:
     in_loop = service - per_alert["handback"] + per_alert["decode"] + per_alert["map"]
     return {
         "stages_us": per_alert,
-        # parse_workers ≥ 1 (the throughput bench): decode and map in the parser process, handback here.
+        # parse_workers ≥ 1: decode and map in the parser process, handback here.
         "service_process_us": round(service, 1),
-        # parse_workers 0: decode and map on the event loop instead, no handback.
+        # parse_workers 0 (the default, and the throughput bench): decode and map on the event loop, no handback.
         "service_process_no_workers_us": round(in_loop, 1),
         "alerts": alerts,
         "batch": BATCH,
