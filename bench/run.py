@@ -52,13 +52,12 @@ WHY_MISSED = {
     ),
     "containment_ms_repetitions.p50.median": (
         "before a hub is touched, two durable journal commits (the delivery; the decision with its intents), "
-        "each an fsync and two trips to SQLite's thread; then one SSH round trip to the hub agent, where the "
-        "peer removal reads the device before and after (wireguard-go lists every peer on each read). On an "
-        "idle VM every wake-up costs more: an SSH round trip takes ~1.2 ms at 10 incidents a second against "
-        "~0.4 ms back to back. Since run E the hub agent also keeps each cut-off in the hub's own files "
-        "(wg0.conf, the nft include), each written with an fsync of the file and its directory (~0.7 ms each "
-        "here), ~1.5 ms of the ~2.7 ms this code adds at the median; run D's code measured back to back with "
-        "run E's was 14.1 ms at p50 on this VM that day (8.9 ms in run D): most of run E's miss is the machine"
+        "each an fsync, and the pipeline's turn in between; then one SSH round trip to the hub agent, which "
+        "removes the peer (reading wireguard-go's whole peer list before and after) and keeps the cut-off in "
+        "the hub's own files (wg0.conf and the nft include, each fsynced with its directory) before it "
+        "answers, so that a reboot cannot bring the peer back; on an idle VM each wake-up costs more (an SSH "
+        "round trip ~1.2 ms at 10 incidents a second against ~0.4 ms back to back). Run D's code measured "
+        "back to back with run E's was 14.1 ms at p50 on this VM (8.9 ms in run D): the VM is slower than it was"
     ),
     "containment_ms_repetitions.p99.median": "see containment_ms_repetitions.p50.median",
     "rules_events_per_s": (
