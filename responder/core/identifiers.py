@@ -11,6 +11,7 @@ import base64
 import binascii
 import ipaddress
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -75,6 +76,20 @@ def parse_address(value: str) -> IPAddress:
     if "%" in value:
         raise ValueError(f"{value!r}: scoped IPv6 addresses are not accepted")
     return ipaddress.ip_address(value)
+
+
+def distinct_addresses(values: Iterable[str]) -> list[IPAddress]:
+    """The addresses among `values`, each once, in order; a value that is not one is passed over (an
+    alert's field may hold a host name where another holds an address)."""
+    out: list[IPAddress] = []
+    for value in values:
+        try:
+            address = parse_address(value)
+        except ValueError:
+            continue
+        if address not in out:
+            out.append(address)
+    return out
 
 
 @lru_cache(maxsize=65536)  # formatting an address costs more than deciding on it; the same ones recur

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from responder.core.events import Event, Severity, Source, checked_event
-from responder.core.identifiers import IPAddress, parse_address
+from responder.core.identifiers import IPAddress, distinct_addresses
 from responder.ingest.errors import PayloadError
 from responder.ingest.paths import first_time, reader, text_reader, texts
 
@@ -153,14 +153,4 @@ def _distinct(names: Iterable[str]) -> tuple[str, ...]:
 
 
 def _addresses(names: list[str]) -> list[IPAddress]:
-    if not names:
-        return []
-    out: list[IPAddress] = []
-    for value in names:
-        try:
-            address = parse_address(value)
-        except ValueError:
-            continue
-        if address not in out:
-            out.append(address)
-    return out
+    return distinct_addresses(names) if names else []

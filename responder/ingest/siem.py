@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from responder.core.events import Event, Severity, Source, Subjects
-from responder.core.identifiers import IPAddress, parse_address
+from responder.core.identifiers import IPAddress, distinct_addresses
 from responder.ingest import entra
 from responder.ingest.compiled import CompiledConnector
 from responder.ingest.errors import PayloadError
@@ -200,16 +200,7 @@ def _devices(message: Any, paths: Paths) -> tuple[str, ...]:
 
 
 def _addresses(message: Any, paths: Paths) -> list[IPAddress]:
-    out: list[IPAddress] = []
-    for p in paths:
-        for value in texts(lookup(message, p)):
-            try:
-                address = parse_address(value)
-            except ValueError:
-                continue
-            if address not in out:
-                out.append(address)
-    return out
+    return distinct_addresses(value for p in paths for value in texts(lookup(message, p)))
 
 
 def _is_number(value: str) -> bool:
